@@ -1,0 +1,76 @@
+# The course's commands. `make book` and `make test` are all a new user needs;
+# both create or refresh the virtual environment in .venv first.
+
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.llmkit-installed
+NOTEBOOKS := $(wildcard chapters/*.ipynb solutions/*.ipynb)
+
+# Use the offline data mirror when it sits beside the checkout (as in CI).
+ifneq ($(wildcard ../shared/data/MANIFEST.md),)
+export LLMKIT_DATA_MIRROR ?= $(abspath ../shared/data)
+endif
+export MPLBACKEND := Agg
+export JUPYTER_PLATFORM_DIRS := 1
+export PYDEVD_DISABLE_FILE_VALIDATION := 1
+
+.PHONY: help venv book test lint unit nbval labs labs-check execute bench lock clean distclean
+
+help:
+	@echo "make book      set up .venv and build the HTML book into _build/html"
+	@echo "make test      set up .venv and run ruff, unit tests, labs check, nbval, book build"
+	@echo "make execute   re-run chapters and solutions in the book profile and save outputs"
+	@echo "make labs      regenerate labs/ from solutions/"
+	@echo "make bench     run the benchmarks in bench/"
+	@echo "make clean     remove build outputs and caches (make distclean: also .venv)"
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check \
+		-c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+book: $(STAMP)
+	$(BIN)/jupyter-book build . --warningiserror --nitpick --keep-going
+	@echo "The book is in _build/html/index.html"
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check lib tests bench
+
+labs: $(STAMP)
+	$(BIN)/llmkit labs build
+
+labs-check: $(STAMP)
+	$(BIN)/llmkit labs check
+
+# ruff; notebooks normalised; labs in sync and their checks able to fail; then one
+# pytest run: unit tests, nbval over chapters and solutions (smoke), the book build.
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check lib tests bench
+	$(BIN)/llmkit notebooks check-normalised $(NOTEBOOKS) $(wildcard labs/*.ipynb)
+	LLMKIT_PROFILE=smoke $(BIN)/llmkit labs check
+	LLMKIT_PROFILE=smoke $(BIN)/python -m pytest -n 2 --dist loadfile --nbval-lax \
+		--nbval-cell-timeout=300 tests chapters solutions
+
+execute: $(STAMP)
+	LLMKIT_PROFILE=book $(BIN)/llmkit notebooks execute $(NOTEBOOKS)
+	$(BIN)/llmkit labs build
+
+bench: $(STAMP)
+	$(BIN)/python bench/bench_bpe.py
+
+# Write the exact versions of the current environment into constraints.txt.
+lock:
+	$(BIN)/python -m pip freeze --exclude-editable | grep -v "^llmkit" | sed "s/^torch==\(.*\)+cpu$$/torch==\1/" > constraints.txt
+
+clean:
+	rm -rf _build .pytest_cache .ruff_cache .hypothesis
+	find . -name __pycache__ -not -path './.venv/*' -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)
