@@ -1,0 +1,532 @@
+"""Loaders: one function per data set, returning plain Python objects.
+
+Every loader gets its files through :func:`llmkit.data.path` (mirror, cache or download,
+always sha256-verified), parses them with the standard library only, and returns lists,
+dicts, tuples and strings. Splits that the sources do not provide are made here,
+deterministically (by position, or with a fixed-seed ``random.Random``), and documented in
+each docstring, so every reader and every CI run sees the same examples.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+import zipfile
+from dataclasses import dataclass, field
+from typing import Literal, overload
+
+from .fetch import path
+
+__all__ = [
+    "SENTENCE_POLARITY_SEED",
+    "POEM_SENTIMENT_LABELS",
+    "WNUT17_LABELS",
+    "HH_RLHF_SUBSETS",
+    "LDNOOBW_VERSIONS",
+    "UD_SPLITS",
+    "Token",
+    "Sentence",
+    "parse_conllu",
+    "load_tinyshakespeare",
+    "load_sentence_polarity",
+    "load_hh_rlhf",
+    "load_tatoeba_fra_eng",
+    "load_wnut17",
+    "load_ud_ewt",
+    "load_poem_sentiment",
+    "load_instruction_data",
+    "load_ldnoobw",
+]
+
+SENTENCE_POLARITY_SEED = 1234
+"""Default seed of the sentence-polarity split."""
+
+POEM_SENTIMENT_LABELS: dict[int, str] = {
+    -1: "negative",
+    0: "no_impact",
+    1: "positive",
+    2: "mixed",
+}
+"""Poem-sentiment label values as they appear in the files, and their names."""
+
+WNUT17_LABELS: tuple[str, ...] = (
+    "O",
+    "B-corporation",
+    "I-corporation",
+    "B-creative-work",
+    "I-creative-work",
+    "B-group",
+    "I-group",
+    "B-location",
+    "I-location",
+    "B-person",
+    "I-person",
+    "B-product",
+    "I-product",
+)
+"""The 13 BIO tags of WNUT-17 (6 entity types), in the order of the HF ``wnut_17`` loader."""
+
+HH_RLHF_SUBSETS: tuple[str, ...] = ("helpful-base", "harmless-base")
+LDNOOBW_VERSIONS: tuple[str, ...] = ("current", "c4")
+UD_SPLITS: tuple[str, ...] = ("train", "dev", "test")
+
+
+def _read_text(name: str) -> str:
+    return path(name).read_text(encoding="utf-8")
+
+
+def _split_at(n: int, fraction_num: int = 9, fraction_den: int = 10) -> int:
+    """Index of the train/test boundary: ``floor(n * 9 / 10)`` in exact integer arithmetic."""
+    return (n * fraction_num) // fraction_den
+
+
+# ----------------------------------------------------------------------------- tinyshakespeare
+
+
+def load_tinyshakespeare() -> dict[str, str]:
+    """Load Tiny Shakespeare as one train and one validation string.
+
+    Returns:
+        ``{"train": str, "val": str}``: the first 90% of the characters (by position,
+        ``n_train = floor(0.9 * n)``, as in nanoGPT's ``shakespeare_char``) and the last
+        10%. The file has 1,115,394 characters (40,000 lines, 65 distinct characters), so
+        ``len(train) == 1_003_854`` and ``len(val) == 111_540``.
+
+    Source and license: ``data/tinyshakespeare/input.txt`` of karpathy/char-rnn; the text
+    is Shakespeare (public domain), the repository is MIT.
+
+    Citation: A. Karpathy, "The Unreasonable Effectiveness of Recurrent Neural Networks",
+    2015, and github.com/karpathy/char-rnn.
+    """
+    text = _read_text("tinyshakespeare")
+    n = _split_at(len(text))
+    return {"train": text[:n], "val": text[n:]}
+
+
+# --------------------------------------------------------------------------- sentence polarity
+
+
+def load_sentence_polarity(
+    seed: int = SENTENCE_POLARITY_SEED,
+) -> dict[str, list[tuple[str, int]]]:
+    """Load the Pang & Lee sentence polarity data set v1.0 (Rotten Tomatoes snippets).
+
+    Returns:
+        ``{"train", "validation", "test"}`` -> lists of ``(text, label)`` with label
+        ``1`` (positive) or ``0`` (negative); sizes 8530 / 1066 / 1066 (the sizes of the
+        HF ``rotten_tomatoes`` splits, though not the same examples).
+        Texts are lower-cased and tokenized as in the source, with the trailing space
+        stripped.
+
+    Split rule (the source has no split): the 5,331 positive and 5,331 negative snippets
+    (``rt-polarity.pos``/``.neg`` inside the NLTK zip, read in file order) are each
+    shuffled with ``random.Random(seed)``; each class gives 4265 / 533 / 533 snippets to
+    train / validation / test, so every split is balanced; then each split is shuffled
+    with the same generator. Same seed, same split.
+
+    License: CC BY 4.0 (Copyright (C) 2005 Bo Pang and Lillian Lee, as stated by
+    nltk_data).
+
+    Citation: B. Pang and L. Lee, "Seeing stars: Exploiting class relationships for
+    sentiment categorization with respect to rating scales", ACL 2005.
+    """
+    with zipfile.ZipFile(path("sentence-polarity-v1.0")) as zf:
+        members = {m.rsplit("/", 1)[-1]: m for m in zf.namelist()}
+        classes: list[list[tuple[str, int]]] = []
+        for member, label in (("rt-polarity.pos", 1), ("rt-polarity.neg", 0)):
+            if member not in members:
+                raise ValueError(f"{member} not found in sentence_polarity.zip")
+            text = zf.read(members[member]).decode("utf-8")
+            classes.append([(line.strip(), label) for line in text.splitlines() if line.strip()])
+    rng = random.Random(seed)
+    splits: dict[str, list[tuple[str, int]]] = {"train": [], "validation": [], "test": []}
+    for examples in classes:
+        examples = list(examples)
+        rng.shuffle(examples)
+        n_val = n_test = len(examples) // 10  # 533 of 5331
+        n_train = len(examples) - n_val - n_test  # 4265
+        splits["train"] += examples[:n_train]
+        splits["validation"] += examples[n_train : n_train + n_val]
+        splits["test"] += examples[n_train + n_val :]
+    for examples in splits.values():
+        rng.shuffle(examples)
+    return splits
+
+
+# ------------------------------------------------------------------------------------ hh-rlhf
+
+
+def load_hh_rlhf(subset: str = "helpful-base") -> dict[str, list[dict[str, str]]]:
+    """Load Anthropic's HH-RLHF preference pairs (one subset's published test file).
+
+    Args:
+        subset: ``"helpful-base"`` (2,354 pairs) or ``"harmless-base"`` (2,312 pairs).
+
+    Returns:
+        ``{"train": [...], "test": [...]}``, each record ``{"chosen": str, "rejected": str}``:
+        whole conversations (``"\\n\\nHuman: ... \\n\\nAssistant: ..."``) that differ in the
+        last assistant turn.
+
+    Split rule: only the upstream *test* files are used (the train files are too large
+    for the mirror); the first ``floor(0.9 * n)`` records (file order) are "train", the
+    rest "test": 2118 / 236 for helpful-base, 2080 / 232 for harmless-base.
+
+    License: MIT (Copyright (c) 2022 Anthropic). The conversations can be offensive
+    (harmless-base was collected by red-teaming).
+
+    Citation: Y. Bai et al., "Training a Helpful and Harmless Assistant with
+    Reinforcement Learning from Human Feedback", arXiv:2204.05862, 2022.
+
+    Raises:
+        ValueError: ``subset`` is not one of the two above.
+    """
+    if subset not in HH_RLHF_SUBSETS:
+        raise ValueError(
+            f"subset must be one of {', '.join(repr(s) for s in HH_RLHF_SUBSETS)}; got {subset!r}"
+        )
+    with gzip.open(path(f"hh-rlhf-{subset}-test"), "rt", encoding="utf-8") as f:
+        records = []
+        for line in f:
+            if line.strip():
+                obj = json.loads(line)
+                records.append({"chosen": obj["chosen"], "rejected": obj["rejected"]})
+    n = _split_at(len(records))
+    return {"train": records[:n], "test": records[n:]}
+
+
+# ---------------------------------------------------------------------------------- tatoeba
+
+
+def load_tatoeba_fra_eng() -> list[tuple[str, str]]:
+    """Load the English-French sentence pairs of Tatoeba (manythings.org, 2017-09-29).
+
+    Returns:
+        142,787 ``(english, french)`` pairs, in file order (roughly sorted by length, so
+        the first pairs are the shortest; many English sentences occur with several
+        translations). No split is made here: subsample and split in the chapter.
+
+    Source: ``fra.txt`` (two TAB-separated columns) inside the manythings.org archive
+    ``fra-eng.zip`` dated 2017-09-29 (pinned copy; the live archive has changed).
+
+    License: CC BY 2.0 FR (Tatoeba). Attribution: www.manythings.org/anki and tatoeba.org.
+
+    Citation: Tatoeba, https://tatoeba.org; sentence pairs by manythings.org/anki.
+    """
+    with zipfile.ZipFile(path("tatoeba-fra-eng-manythings-2017-09-29")) as zf:
+        member = next((m for m in zf.namelist() if m.rsplit("/", 1)[-1] == "fra.txt"), None)
+        if member is None:
+            raise ValueError("fra.txt not found in fra-eng.zip")
+        text = zf.read(member).decode("utf-8")
+    pairs = []
+    for line in text.split("\n"):
+        line = line.rstrip("\r")
+        if not line:
+            continue
+        cols = line.split("\t")
+        pairs.append((cols[0], cols[1]))
+    return pairs
+
+
+# ----------------------------------------------------------------------------------- WNUT-17
+
+
+def _parse_conll_bio(text: str) -> list[tuple[list[str], list[str]]]:
+    """Parse ``token<TAB>tag`` lines; a blank or whitespace-only line ends a sentence."""
+    sentences: list[tuple[list[str], list[str]]] = []
+    tokens: list[str] = []
+    tags: list[str] = []
+    for line in text.split("\n"):
+        if not line.strip():  # "" or a lone TAB (the train file uses both)
+            if tokens:
+                sentences.append((tokens, tags))
+                tokens, tags = [], []
+            continue
+        token, _, tag = line.rstrip("\r").rpartition("\t")
+        tokens.append(token)
+        tags.append(tag.strip())
+    if tokens:
+        sentences.append((tokens, tags))
+    return sentences
+
+
+def load_wnut17() -> dict[str, list[tuple[list[str], list[str]]]]:
+    """Load WNUT-17 (emerging and rare entities) for token classification.
+
+    Returns:
+        ``{"train", "dev", "test"}`` -> lists of ``(tokens, tags)`` with two
+        equally long lists of strings; tags are BIO over 6 entity types (see
+        :data:`WNUT17_LABELS`). Sizes: 3394 / 1009 / 1287 sentences, the official
+        splits (``wnut17train.conll``, ``emerging.dev.conll``,
+        ``emerging.test.annotated``). Sentences end at an empty line or, as in most of
+        the train file, at a line holding only a TAB.
+
+    License: CC BY 4.0. The text is user-generated (Twitter, Reddit, YouTube,
+    StackExchange) and can be offensive.
+
+    Citation: L. Derczynski, E. Nichols, M. van Erp and N. Limsopatham, "Results of the
+    WNUT2017 Shared Task on Novel and Emerging Entity Recognition", W-NUT 2017.
+    """
+    files = {"train": "wnut17-train", "dev": "wnut17-dev", "test": "wnut17-test"}
+    return {split: _parse_conll_bio(_read_text(name)) for split, name in files.items()}
+
+
+# ------------------------------------------------------------------------------------ CoNLL-U
+
+
+@dataclass(slots=True)
+class Token:
+    """One syntactic word of a CoNLL-U sentence.
+
+    ``head`` is the 1-based id of the governor (0 for the root; ``None`` when unset,
+    ``"_"``); ``feats`` maps feature names to values (empty for ``"_"``); ``deps`` and
+    ``misc`` keep the raw column text.
+    """
+
+    id: int
+    form: str
+    lemma: str
+    upos: str
+    xpos: str
+    feats: dict[str, str]
+    head: int | None
+    deprel: str
+    deps: str = "_"
+    misc: str = "_"
+
+
+@dataclass(slots=True)
+class Sentence:
+    """One CoNLL-U sentence: its ``sent_id`` and ``text`` comments and its word tokens.
+
+    ``tokens`` holds the syntactic words only: multiword token ranges (``1-2``) and empty
+    nodes (``8.1``) are skipped, so ``tokens[i].id == i + 1``.
+    """
+
+    sent_id: str | None
+    text: str | None
+    tokens: list[Token] = field(default_factory=list)
+
+    @property
+    def forms(self) -> list[str]:
+        """The word forms, in order."""
+        return [t.form for t in self.tokens]
+
+    @property
+    def upos(self) -> list[str]:
+        """The universal POS tags, in order."""
+        return [t.upos for t in self.tokens]
+
+
+def _parse_feats(value: str) -> dict[str, str]:
+    if value == "_" or not value:
+        return {}
+    feats = {}
+    for item in value.split("|"):
+        key, _, val = item.partition("=")
+        feats[key] = val
+    return feats
+
+
+def parse_conllu(text: str) -> list[Sentence]:
+    """Parse CoNLL-U text into sentences.
+
+    Sentences are separated by blank lines. Comment lines ``# sent_id = ...`` and
+    ``# text = ...`` fill :attr:`Sentence.sent_id` and :attr:`Sentence.text` (other
+    comments are ignored). Word lines have 10 TAB-separated columns
+    (ID FORM LEMMA UPOS XPOS FEATS HEAD DEPREL DEPS MISC); multiword token ranges
+    (``1-2``) and empty nodes (``1.1``) are skipped.
+
+    Raises:
+        ValueError: a word line has fewer than 10 columns (the message gives the line
+            number).
+    """
+    sentences: list[Sentence] = []
+    current: Sentence | None = None
+    for lineno, raw in enumerate(text.split("\n"), start=1):
+        line = raw.rstrip("\r")
+        if not line.strip():
+            if current is not None:
+                sentences.append(current)
+                current = None
+            continue
+        if current is None:
+            current = Sentence(sent_id=None, text=None)
+        if line.startswith("#"):
+            key, sep, value = line[1:].partition("=")
+            if sep:
+                key = key.strip()
+                if key == "sent_id":
+                    current.sent_id = value.strip()
+                elif key == "text":
+                    current.text = value.strip()
+            continue
+        cols = line.split("\t")
+        if len(cols) < 10:
+            raise ValueError(
+                f"CoNLL-U line {lineno}: expected 10 TAB-separated columns, got {len(cols)}: "
+                f"{line[:80]!r}"
+            )
+        tid = cols[0]
+        if "-" in tid or "." in tid:
+            continue
+        head = cols[6]
+        current.tokens.append(
+            Token(
+                id=int(tid),
+                form=cols[1],
+                lemma=cols[2],
+                upos=cols[3],
+                xpos=cols[4],
+                feats=_parse_feats(cols[5]),
+                head=None if head == "_" else int(head),
+                deprel=cols[7],
+                deps=cols[8],
+                misc=cols[9],
+            )
+        )
+    if current is not None:
+        sentences.append(current)
+    return sentences
+
+
+@overload
+def load_ud_ewt(split: None = None) -> dict[str, list[Sentence]]: ...
+@overload
+def load_ud_ewt(split: Literal["train", "dev", "test"]) -> list[Sentence]: ...
+@overload
+def load_ud_ewt(split: str) -> list[Sentence]: ...
+
+
+def load_ud_ewt(split: str | None = None) -> dict[str, list[Sentence]] | list[Sentence]:
+    """Load the Universal Dependencies English Web Treebank (UD_English-EWT v2.16).
+
+    Args:
+        split: ``"train"``, ``"dev"`` or ``"test"`` for one split; ``None`` (default) for
+            all three.
+
+    Returns:
+        With ``split=None``: ``{"train", "dev", "test"}`` -> lists of :class:`Sentence`
+        (12544 / 2001 / 2077 sentences, the official splits). With a split name: that
+        list. Each sentence has ``sent_id``, ``text`` and ``tokens`` (:class:`Token`:
+        id, form, lemma, upos, xpos, feats, head, deprel, deps, misc), multiword ranges
+        and empty nodes left out (see :func:`parse_conllu`).
+
+    License: CC BY-SA 4.0 for the annotations; the underlying web texts are partly public
+    domain, portions (c) 2012 Google Inc., (c) 2011 Yahoo! Inc., (c) 2012 Trustees of the
+    University of Pennsylvania and/or other original authors.
+
+    Citation: N. Silveira et al., "A Gold Standard Dependency Corpus for English",
+    LREC 2014; and Universal Dependencies, https://universaldependencies.org.
+
+    Raises:
+        ValueError: ``split`` is not one of the above.
+    """
+    if split is None:
+        return {s: load_ud_ewt(s) for s in UD_SPLITS}
+    if split not in UD_SPLITS:
+        raise ValueError(
+            f"split must be one of {', '.join(repr(s) for s in UD_SPLITS)} or None; got {split!r}"
+        )
+    return parse_conllu(_read_text(f"ud-english-ewt-{split}"))
+
+
+# ----------------------------------------------------------------------------- poem sentiment
+
+
+def load_poem_sentiment() -> dict[str, list[tuple[str, int]]]:
+    """Load the Gutenberg poem sentiment data set (verse-level sentiment).
+
+    Returns:
+        ``{"train", "validation", "test"}`` -> lists of ``(verse, label)``, sizes
+        892 / 105 / 104 (the official ``train.tsv``/``dev.tsv``/``test.tsv``, file order).
+        Labels are the integers in the files: ``-1`` negative, ``0`` no_impact,
+        ``1`` positive, ``2`` mixed (:data:`POEM_SENTIMENT_LABELS`; the HF
+        ``poem_sentiment`` loader renumbers them 0 negative, 1 positive, 2 no_impact,
+        3 mixed). ``mixed`` occurs only in train (49 verses).
+
+    License: CC BY 4.0.
+
+    Citation: E. Sheng and D. Uthus, "Investigating Societal Biases in a Poetry
+    Composition System", arXiv:2011.02686, 2020.
+    """
+    files = {
+        "train": "poem-sentiment-train",
+        "validation": "poem-sentiment-dev",
+        "test": "poem-sentiment-test",
+    }
+    out: dict[str, list[tuple[str, int]]] = {}
+    for split, name in files.items():
+        rows = []
+        for line in _read_text(name).split("\n"):
+            line = line.rstrip("\r")
+            if not line.strip():
+                continue
+            cols = line.split("\t")
+            if len(cols) < 3:
+                raise ValueError(f"{name}: expected id<TAB>verse<TAB>label, got {line[:80]!r}")
+            label = int(cols[-1])
+            if label not in POEM_SENTIMENT_LABELS:
+                raise ValueError(f"{name}: unknown label {label} in {line[:80]!r}")
+            rows.append(("\t".join(cols[1:-1]), label))
+        out[split] = rows
+    return out
+
+
+# -------------------------------------------------------------------------- instruction data
+
+
+def load_instruction_data() -> list[dict[str, str]]:
+    """Load the 1,100 instruction-following examples of *Build a Large Language Model
+    (From Scratch)*, chapter 7.
+
+    Returns:
+        A list of 1,100 dicts ``{"instruction": str, "input": str, "output": str}`` in file
+        order; ``input`` is ``""`` for 775 of them. No split is made here (the book uses
+        the first 85% for training, 10% test, 5% validation).
+
+    License: Apache-2.0 (the repository's license; the provenance of the examples is not
+    documented upstream). A stand-in for databricks-dolly-15k, which is not mirrored.
+
+    Citation: S. Raschka, *Build a Large Language Model (From Scratch)*, Manning, 2024;
+    github.com/rasbt/LLMs-from-scratch.
+    """
+    with open(path("instruction-data-rasbt"), encoding="utf-8") as f:
+        data = json.load(f)
+    return [
+        {"instruction": d["instruction"], "input": d.get("input", ""), "output": d["output"]}
+        for d in data
+    ]
+
+
+# ---------------------------------------------------------------------------------- LDNOOBW
+
+
+def load_ldnoobw(version: str = "current") -> list[str]:
+    """Load the English "List of Dirty, Naughty, Obscene, and Otherwise Bad Words".
+
+    Args:
+        version: ``"current"`` (403 terms, the list as of commit 5faf2ba, 2020) or
+            ``"c4"`` (377 terms, commit 25e679f of 2016, the exact list that C4's
+            ``badwords`` filter pins).
+
+    Returns:
+        The terms (words and multi-word phrases), stripped, in file order.
+
+    License: CC BY 4.0 ((c) 2012-2020 Shutterstock, Inc.). Contains slurs and obscene
+    terms by design.
+
+    Citation: Shutterstock, github.com/LDNOOBW/List-of-Dirty-Naughty-Obscene-and-Otherwise-
+    Bad-Words; C. Raffel et al., "Exploring the Limits of Transfer Learning with a Unified
+    Text-to-Text Transformer", JMLR 2020 (C4).
+
+    Raises:
+        ValueError: ``version`` is not one of the above.
+    """
+    files = {"current": "ldnoobw-en", "c4": "ldnoobw-en-c4"}
+    if version not in files:
+        raise ValueError(
+            f"version must be one of {', '.join(repr(v) for v in LDNOOBW_VERSIONS)}; "
+            f"got {version!r}"
+        )
+    return [line.strip() for line in _read_text(files[version]).splitlines() if line.strip()]
