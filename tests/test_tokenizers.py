@@ -492,3 +492,21 @@ def test_checks_are_reproducible_with_seed():
 
     assert record() == record()
     random.seed(0)  # the global RNG plays no part
+
+
+def test_merge_counts_record_each_pair_when_it_was_merged():
+    text = "the cat sat on the mat; the hat that sat there " * 20
+    tok = BPETokenizer.train(text, vocab_size=300)
+    assert len(tok.merge_counts) == len(tok.merges)
+    # The most frequent pair can only get rarer: a pair formed by a merge occurs at
+    # most as often as the merged pair itself.
+    assert all(a >= b for a, b in zip(tok.merge_counts, tok.merge_counts[1:], strict=False))
+    assert min(tok.merge_counts) >= 2
+    # The first merge's count is the most frequent pair's count in the raw bytes.
+    chunk_ids = [list(chunk.encode()) for chunk in pretokenize(text, GPT2_SPLIT_PATTERN)]
+    raw_counts: dict[tuple[int, int], int] = {}
+    for ids in chunk_ids:
+        get_pair_counts(ids, raw_counts)
+    assert tok.merge_counts[0] == raw_counts[tok.merges[0]] == max(raw_counts.values())
+    # Loaded or hand-built tokenizers do not know the counts.
+    assert BPETokenizer(tok.merges).merge_counts == []

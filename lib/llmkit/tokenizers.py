@@ -448,8 +448,11 @@ def train_bpe_naive(
 
 def _train_incremental(
     words: list[tuple[list[int], int]], n_merges: int, progress: bool = False
-) -> list[tuple[int, int]]:
+) -> tuple[list[tuple[int, int]], list[int]]:
     """BPE training with incremental pair counts.
+
+    Returns the merges in the order learned and, for each, how often its pair occurred
+    (overlapping occurrences included) in the training chunks when it was merged.
 
     State: ``counts[pair]`` (weighted by chunk frequency), ``where[pair]`` (the set of
     chunks containing the pair) and a max-heap of ``(-count, pair)`` with lazy deletion
@@ -474,15 +477,17 @@ def _train_incremental(
         bar = tqdm(total=n_merges, desc="BPE merges", unit="merge")
 
     merges: list[tuple[int, int]] = []
+    merge_counts: list[int] = []
     while len(merges) < n_merges:
         # Pop stale entries until the top of the heap is the true best pair.
         while heap and counts.get(heap[0][1], 0) != -heap[0][0]:
             heapq.heappop(heap)
         if not heap or -heap[0][0] < 2:
             break
-        _, pair = heapq.heappop(heap)
+        negative_count, pair = heapq.heappop(heap)
         new_id = _N_BYTES + len(merges)
         merges.append(pair)
+        merge_counts.append(-negative_count)
 
         delta: dict[tuple[int, int], int] = defaultdict(int)
         for w in where.pop(pair):
@@ -516,7 +521,7 @@ def _train_incremental(
             bar.update(1)
     if bar is not None:
         bar.close()
-    return merges
+    return merges, merge_counts
 
 
 # --------------------------------------------------------------------------------------
@@ -535,6 +540,9 @@ class BPETokenizer:
         vocab: ``{id: bytes}`` for every id, special tokens included (as their UTF-8).
         special_tokens: ``{text: id}``.
         pattern: the pre-tokenisation regular expression (Python ``re`` syntax).
+        merge_counts: after :meth:`train`, how often each merged pair occurred in the
+            training text when it was merged (non-increasing); empty for a tokenizer
+            built from a list of merges or loaded from a file.
 
     >>> tok = BPETokenizer.train("low lower lowest " * 50, vocab_size=260)
     >>> [tok.token_bytes(i) for i in range(256, 260)]
@@ -580,6 +588,7 @@ class BPETokenizer:
         self._special_by_id = {i: s for s, i in self.special_tokens.items()}
         self._splitters: dict[frozenset[str], re.Pattern[str]] = {}
         self._cache: dict[str, list[int]] = {}
+        self.merge_counts: list[int] = []
 
     # -- training --------------------------------------------------------------------
 
@@ -617,8 +626,10 @@ class BPETokenizer:
         specials = _check_special_tokens(special_tokens)
         n_merges = _check_vocab_size(vocab_size, len(specials))
         words = _chunk_table(text, specials, re.compile(pattern))
-        merges = _train_incremental(words, n_merges, progress=progress)
-        return cls(merges, specials, pattern)
+        merges, merge_counts = _train_incremental(words, n_merges, progress=progress)
+        tokenizer = cls(merges, specials, pattern)
+        tokenizer.merge_counts = merge_counts
+        return tokenizer
 
     # -- properties ------------------------------------------------------------------
 
