@@ -11,7 +11,6 @@ NOTEBOOKS := $(wildcard chapters/*.ipynb solutions/*.ipynb)
 ifneq ($(wildcard ../shared/data/MANIFEST.md),)
 export LLMKIT_DATA_MIRROR ?= $(abspath ../shared/data)
 endif
-export MPLBACKEND := Agg
 export JUPYTER_PLATFORM_DIRS := 1
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
