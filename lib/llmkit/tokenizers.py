@@ -388,6 +388,18 @@ def _check_vocab_size(vocab_size: int, n_special: int) -> int:
     return vocab_size - minimum
 
 
+def _utf8(text: str, name: str) -> bytes:
+    """``text`` as UTF-8, or a ValueError naming ``name`` if it holds a lone surrogate."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        bad = text[e.start]
+        raise ValueError(
+            f"{name} must be valid Unicode: it holds the lone surrogate U+{ord(bad):04X} "
+            f"at position {e.start}, which has no UTF-8 encoding"
+        ) from None
+
+
 def _chunk_table(
     text: str, specials: Sequence[str], pattern: re.Pattern[str]
 ) -> list[tuple[list[int], int]]:
@@ -400,7 +412,7 @@ def _chunk_table(
         counts.update(pattern.findall(part))
     # Sorted so that the table (and everything built from it) does not depend on the
     # order of the text; the merges would be the same anyway, as ties are broken by pair.
-    return [(list(chunk.encode("utf-8")), freq) for chunk, freq in sorted(counts.items())]
+    return [(list(_utf8(chunk, "text")), freq) for chunk, freq in sorted(counts.items())]
 
 
 def _best_pair(counts: Mapping[tuple[int, int], int]) -> tuple[tuple[int, int], int] | None:
@@ -682,7 +694,7 @@ class BPETokenizer:
         for chunk in self._pat.findall(text):
             ids = cache.get(chunk)
             if ids is None:
-                ids = bpe_encode_chunk(chunk.encode("utf-8"), ranks)
+                ids = bpe_encode_chunk(_utf8(chunk, "text"), ranks)
                 if len(cache) >= 200_000:
                     cache.clear()
                 cache[chunk] = ids
