@@ -14,15 +14,20 @@ endif
 export JUPYTER_PLATFORM_DIRS := 1
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
-.PHONY: help venv book test lint unit nbval labs labs-check execute bench lock clean distclean
+.PHONY: help venv book test lint labs labs-check lab execute bench lock clean distclean
 
 help:
-	@echo "make book      set up .venv and build the HTML book into _build/html"
-	@echo "make test      set up .venv and run ruff, unit tests, labs check, nbval, book build"
-	@echo "make execute   re-run chapters and solutions in the book profile and save outputs"
-	@echo "make labs      regenerate labs/ from solutions/"
-	@echo "make bench     run the benchmarks in bench/"
-	@echo "make clean     remove build outputs and caches (make distclean: also .venv)"
+	@echo "make book       set up .venv and build the HTML book into _build/html"
+	@echo "make test       set up .venv; ruff, unit tests, labs check, nbval, book build"
+	@echo "make lab        copy the labs into work/ (never overwriting) and open JupyterLab"
+	@echo "make venv       only create or refresh .venv"
+	@echo "make execute    re-run chapters and solutions (book profile), save outputs"
+	@echo "make labs       regenerate labs/ from solutions/"
+	@echo "make lint       ruff check and format check"
+	@echo "make bench      run the benchmarks in bench/"
+	@echo "make lock       write the environment's exact versions to constraints.txt"
+	@echo "make clean      remove build outputs and caches"
+	@echo "make distclean  also remove .venv"
 
 venv: $(STAMP)
 
@@ -46,6 +51,13 @@ labs: $(STAMP)
 labs-check: $(STAMP)
 	$(BIN)/llmkit labs check
 
+# Students work on copies in work/ (git ignores it), so regenerating labs/ never
+# touches their answers. Existing copies are never overwritten.
+lab: $(STAMP)
+	mkdir -p work
+	cp -n labs/*.ipynb work/ 2>/dev/null || true
+	$(BIN)/jupyter lab --notebook-dir=work
+
 # ruff; notebooks normalised; labs in sync and their checks able to fail; then one
 # pytest run: unit tests, nbval over chapters and solutions (smoke), the book build.
 test: $(STAMP)
@@ -64,7 +76,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_bpe.py
 
 # Write the exact versions of the current environment into constraints.txt.
-lock:
+lock: $(STAMP)
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v "^llmkit" | sed "s/^torch==\(.*\)+cpu$$/torch==\1/" > constraints.txt
 
 clean:

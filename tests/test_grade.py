@@ -1,4 +1,4 @@
-"""``llmkit grade`` on the fixture lab: scores, tampering, timeouts, batches."""
+"""``llmkit grade`` on the fixture lab: scores, tampering, cheating, timeouts, batches."""
 
 from __future__ import annotations
 
@@ -17,8 +17,10 @@ import course_notebooks as cn  # noqa: E402
 
 from llmkit.__main__ import main  # noqa: E402
 from llmkit.course.grade import (  # noqa: E402
+    OUTPUT_CAP_ID,
     LabCatalog,
     NotALab,
+    collect_student_code,
     grade_file,
     identify_lab,
     make_graded_notebook,
@@ -29,11 +31,12 @@ from llmkit.course.notebooks import read_notebook  # noqa: E402
 
 @pytest.fixture
 def course(tmp_path: Path):
-    """(root, catalog, lab notebook) of a fixture course with a built lab."""
+    """(root, catalog, lab notebook) of a fixture course with a built lab; the catalog
+    reads the official notebooks from labs/, as ``llmkit grade`` does by default."""
     cn.make_course(tmp_path)
     assert build_labs(tmp_path / "solutions", tmp_path / "labs") == 0
     lab = read_notebook(tmp_path / "labs" / f"{cn.LAB}.ipynb")
-    return tmp_path, LabCatalog(tmp_path / "solutions"), lab
+    return tmp_path, LabCatalog(tmp_path / "labs"), lab
 
 
 def _points(sub) -> dict[str, float]:
@@ -53,6 +56,7 @@ def test_solution_scores_full_marks(course):
     assert _points(sub) == cn.MAX
     assert sub.exercises["add"].message == "✔ add: add(2, 3) == 5"
     assert sub.exercises["mul"].message == "✔ mul: mul(3, 4) == 12; ✔ mul: negative ok"
+    assert sub.notes == []
 
 
 def test_unmodified_lab_scores_zero(course):
@@ -88,67 +92,247 @@ def _tamper(nb, how: str):
     return nb
 
 
-@pytest.mark.parametrize("how", ["official", "edited", "untagged", "deleted", "fake-extra"])
-def test_tampering_with_checks_gains_nothing(course, how):
+TAMPERING = ["edited", "untagged", "deleted", "fake-extra"]
+
+
+@pytest.mark.parametrize("how", TAMPERING)
+def test_tampering_with_checks_changes_nothing_in_the_graded_notebook(course, how):
+    _, catalog, lab = course
+    spec = catalog.spec(cn.LAB)
+    nb = cn.student(lab, add=cn.GOOD_ADD, neg=cn.GOOD_NEG)
+    assert make_graded_notebook(_tamper(nb, how), spec) == make_graded_notebook(nb, spec)
+
+
+def test_tampering_with_checks_gains_nothing(course):
     root, catalog, lab = course
     # add and neg done, mul not: worth 1 + 2 with the official checks
-    nb = _tamper(cn.student(lab, add=cn.GOOD_ADD, neg=cn.GOOD_NEG), how)
-    sub = _grade(nb, root / "subs" / f"{how}.ipynb", catalog)
+    nb = _tamper(cn.student(lab, add=cn.GOOD_ADD, neg=cn.GOOD_NEG), "edited")
+    sub = _grade(nb, root / "subs" / "edited.ipynb", catalog)
     assert sub.error is None
+    assert sub.notes == [
+        "ignored check cells 5, 9, 10, 13: they differ from the official checks, which are "
+        "graded instead"
+    ]
     assert (sub.score, sub.max_score) == (3, 6)
     assert _points(sub) == {"add": 1, "mul": 0, "neg": 2}
     assert sub.exercises["mul"].message == "NotImplementedError: mul"
 
 
-def test_graded_notebook_puts_official_checks_back_in_place(course):
+# Code a student could put in their notebook to fake full marks. Each is tried on a
+# submission with a wrong add, no mul and a right neg (2 of 6 points); none may gain
+# anything. With the grader of before, each of them scored 3 or 6.
+ATTACKS = {
+    # (M) monkeypatch what the checks use: top-level statements, ignored
+    "monkeypatch": (
+        "import llmkit.course.checks as checks\n"
+        "checks.compare = lambda *args, **kwargs: None\n"
+        "compare = lambda *args, **kwargs: None\n"
+    ),
+    # (M) ... or replace it by a function: it would replace a name the lab defines
+    "redefine": "def compare(*args, **kwargs):\n    pass\n",
+    # (V1) an exception handler that swallows the failing checks and prints a verdict
+    "custom-exc": (
+        "get_ipython().set_custom_exc((Exception,), lambda *a, **k: print('✔ all good'))\n"
+    ),
+    # (V1) the same, installed while a function is defined (a decorator runs then):
+    # the kernel's reply still says "error"
+    "custom-exc-at-def-time": (
+        "def _hide(f):\n"
+        "    get_ipython().set_custom_exc((Exception,), lambda *a, **k: print('✔ ok'))\n"
+        "    return f\n\n\n"
+        "@_hide\n"
+        "def helper():\n"
+        "    pass\n"
+    ),
+    # (V2) an input transformer rewriting the check cells into a verdict line
+    "input-transformer": (
+        "def _fake(lines):\n"
+        "    if any('compare(' in line for line in lines):\n"
+        "        return ['print(\"✔ all good\")\\n']\n"
+        "    return lines\n\n\n"
+        "get_ipython().input_transformers_post.append(_fake)\n"
+    ),
+    # (V2) installed at definition time, rewriting checks into silence: no verdict line
+    "input-transformer-at-def-time": (
+        "def _mute(f):\n"
+        "    get_ipython().input_transformers_post.append(\n"
+        "        lambda lines: ['pass\\n'] if any('compare(' in l for l in lines) else lines\n"
+        "    )\n"
+        "    return f\n\n\n"
+        "@_mute\n"
+        "def helper():\n"
+        "    pass\n"
+    ),
+}
+
+
+WRONG_ADD = "def add(a, b):\n    return a - b\n"
+
+
+@pytest.mark.parametrize("attack", sorted(ATTACKS))
+def test_code_in_the_notebook_cannot_fake_points(course, attack):
+    from nbformat.v4 import new_code_cell
+
     root, catalog, lab = course
+    nb = cn.student(lab, add=WRONG_ADD, neg=cn.GOOD_NEG)
+    nb.cells.insert(2, new_code_cell(ATTACKS[attack], id="my-cell"))
+    sub = _grade(nb, root / f"{attack}.ipynb", catalog)
+    assert sub.error is None
+    points = _points(sub)
+    if attack == "input-transformer-at-def-time":  # it mutes neg's check too
+        assert points == {"add": 0, "mul": 0, "neg": 0}, sub.exercises
+        no_verdict = "the check printed no verdict line (one starting with ✔)"
+        assert sub.exercises["add"].message == sub.exercises["neg"].message == no_verdict
+        return
+    assert points == {"add": 0, "mul": 0, "neg": 2}, sub.exercises
+    # for custom-exc-at-def-time, the error comes from the kernel's reply
+    assert sub.exercises["add"].message == "AssertionError: add: add(2, 3) is -1, expected 5"
+    assert sub.exercises["mul"].message == "NotImplementedError: mul"
+    if attack == "redefine":
+        assert sub.notes == ["ignored what would replace names the lab itself defines: compare"]
+    elif not attack.endswith("at-def-time"):
+        assert sub.notes[0].startswith("ignored ")
+
+
+def test_top_level_statements_are_not_graded(course):
+    root, catalog, lab = course
+    # add "done" as a lambda, exploration around it, and a failing import: only the
+    # definitions count, and the failing import does not stop neg's
+    nb = cn.student(
+        lab,
+        add="import no_such_module_for_llmkit\n\nadd = lambda a, b: a + b\nprint(add(2, 3))\n"
+        "raise RuntimeError('exploring')\n",
+        neg=cn.GOOD_NEG,
+    )
+    sub = _grade(nb, root / "lambda.ipynb", catalog)
+    assert sub.error is None
+    assert _points(sub) == {"add": 0, "mul": 0, "neg": 2}
+    assert sub.exercises["add"].message == "NameError: name 'add' is not defined"
+    assert sub.notes == [
+        "ignored 3 top-level statements (cell 4): only imports, functions, classes and "
+        "constants (NAME = literal) are graded"
+    ]
+
+
+def test_check_seed_makes_regrading_identical(course, monkeypatch):
+    """The fixture checks print a random draw; the grader's fixed seed makes it repeat."""
+    root, catalog, lab = course
+    monkeypatch.delenv("LLMKIT_CHECK_SEED", raising=False)
+    spec_nb = read_notebook(catalog.paths[cn.LAB])
+    for nb in (spec_nb, lab):
+        cn.cell(nb, "check-neg").source = (
+            "from llmkit.course.checks import check_rng\n"
+            "x = check_rng().randrange(10**9)\n" + cn.CHECK_NEG + "\nprint('draw', x)\n"
+        )
+    cn.write(spec_nb, catalog.paths[cn.LAB])
+    catalog = LabCatalog(root / "labs")
+    nb = cn.student(lab, neg=cn.GOOD_NEG)
+    first = _grade(nb, root / "a.ipynb", catalog)
+    second = _grade(nb, root / "b.ipynb", catalog)
+    assert first.exercises["neg"].message.startswith("draw ")
+    assert first.exercises == second.exercises
+
+
+def test_graded_notebook_is_the_official_one_with_the_students_definitions(course):
+    _, catalog, lab = course
     spec = catalog.spec(cn.LAB)
     nb = _tamper(lab, "deleted")
-    # the student moved the neg exercise first and deleted the mul markdown cell
+    # the student moved the neg exercise first, deleted the mul markdown cell, left a
+    # stray copy of a check at the end and experimented in a cell of their own
     ex_neg = cn.cell(nb, "ex-neg")
+    ex_neg.source = "# my neg\n" + cn.GOOD_NEG + "\nprint(neg(2))\nX = 3\nY = X + 1\n"
     nb.cells = [ex_neg] + [c for c in nb.cells if c.id not in ("ex-neg", "md-mul")]
-    nb.cells.append(copy.deepcopy(cn.cell(lab, "check-add")))  # a stray copy, at the end
+    nb.cells.append(copy.deepcopy(cn.cell(lab, "check-add")))
     graded = make_graded_notebook(nb, spec)
+    official = [c.id for c in spec.nb.cells]
     ids = [c.id for c in graded.cells]
-    assert ids == [
-        "ex-neg",
-        "check-neg",
-        "intro",
-        "setup",
-        "md-add",
-        "ex-add",
-        "check-add",
-        "demo",
-        "ex-mul",
-        "check-mul-1",
-        "check-mul-2",
-        "md-neg",
-        "outro",
+    submitted = [f"ex-add-s{k}" for k in range(1, 6)]
+    assert ids == [OUTPUT_CAP_ID, *official[:3], *submitted, *official[3:]]
+    for c in spec.nb.cells:  # every official cell verbatim, exercises emptied
+        mine = cn.cell(graded, c.id)
+        if c.id.startswith("ex-"):
+            assert "def " not in mine.source and "NotImplementedError" not in mine.source
+        else:
+            assert mine.source == c.source and mine.metadata == c.metadata
+    # the student's definitions, in their notebook's order: neg, X; then add's and
+    # mul's stubs (never the statements print(...) and Y = X + 1), one cell each
+    sources = [cn.cell(graded, i).source for i in submitted]
+    assert sources[0] == "# from your cell with id 'ex-neg'\n" + cn.GOOD_NEG
+    assert sources[1] == "# from your cell with id 'ex-neg'\nX = 3\n"
+    assert 'raise NotImplementedError("add")' in sources[2]
+    assert "class Multiplier" in sources[3] and "def mul(a, b)" in sources[4]
+    _, notes = collect_student_code(nb, spec)
+    assert notes == [
+        "ignored 2 top-level statements (cell 1): only imports, functions, classes and "
+        "constants (NAME = literal) are graded"
     ]
-    assert cn.cell(graded, "check-add").source == cn.CHECK_ADD
-    # an anchor that is gone: the check goes to the end, in official order
-    nb.cells = [c for c in nb.cells if c.id not in ("ex-mul",)]
-    ids = [c.id for c in make_graded_notebook(nb, spec).cells]
-    assert ids[-2:] == ["check-mul-1", "check-mul-2"]
+
+
+def test_collecting_code_handles_magics_syntax_errors_and_future_imports(course):
+    _, catalog, lab = course
+    spec = catalog.spec(cn.LAB)
+    nb = cn.student(
+        lab,
+        add="%load_ext autoreload\n!ls\ndef add(a, b):\n    return a + b\n",
+        mul="def mul(a, b) return a * b\n",  # a syntax error
+        neg="from __future__ import annotations\n\nimport os; os.system('echo hi')\n"
+        "def neg(a: Undefined):\n    return -a\n",
+    )
+    statements, notes = collect_student_code(nb, spec)
+    sources = [s for _, s in statements]
+    assert sources == [
+        "from __future__ import annotations\n",
+        "def add(a, b):\n    return a + b\n",
+        "import os\n",  # shares its line with a call: rewritten alone
+        "def neg(a: Undefined):\n    return -a\n",
+    ]
+    assert notes[0].startswith("ignored 3 top-level statements (cells 4, 12)")
+    assert notes[1] == ("skipped cell 8 (id 'ex-mul'), line 1: expected ':' (not valid Python)")
 
 
 def test_infinite_loop_and_crash_keep_the_other_points(course):
     root, catalog, lab = course
     nb = cn.student(lab, add=cn.LOOPING_ADD, mul=cn.CRASHING_MUL, neg=cn.GOOD_NEG)
-    nb.cells = [c for c in nb.cells if c.id != "demo"]  # it would time out once more
     sub = _grade(nb, root / "loop.ipynb", catalog, timeout=3)
     assert sub.error is None
     assert _points(sub) == {"add": 0, "mul": 0, "neg": 2}
     assert sub.exercises["add"].message == "timed out after 3 s"
-    assert sub.exercises["mul"].message == "NameError: name 'mul' is not defined"
+    assert sub.exercises["mul"].message == "RuntimeError: boom"
     assert sub.exercises["neg"].message == "✔ neg: neg(7) == -7"
+
+
+def test_output_floods_are_capped(course):
+    """An endless print loop times out as any loop; 5 MB printed by a function under
+    check are cut in the kernel, yet the check's verdict line at the end gets through."""
+    root, catalog, lab = course
+    flood = "def add(a, b):\n    while a == 2:\n        print('spam ' * 2000)\n    return a + b\n"
+    noisy = "def neg(a):\n    print('x' * 5_000_000)\n    return -a\n"
+    nb = cn.student(lab, add=flood, neg=noisy)
+    sub = _grade(nb, root / "flood.ipynb", catalog, timeout=3)
+    assert sub.error is None
+    assert _points(sub) == {"add": 0, "mul": 0, "neg": 2}
+    assert sub.exercises["add"].message == "timed out after 3 s"
+    assert sub.exercises["neg"].message == "✔ neg: neg(7) == -7"
+
+
+def test_failure_messages_keep_the_hint_on_one_line():
+    from llmkit.course._nbval_plugin import _has_verdict, _tail, error_summary
+
+    evalue = "merge: wrong result\n  input:    ids=[1]\n  hint: look at the end\n"
+    assert error_summary("AssertionError", evalue) == (
+        "AssertionError: merge: wrong result — hint: look at the end"
+    )
+    assert error_summary("NotImplementedError", "merge") == "NotImplementedError: merge"
+    assert error_summary("KeyError", "") == "KeyError"
+    assert _has_verdict("debug\n\x1b[32m✔ merge: ok\x1b[0m\n")
+    assert not _has_verdict("all good ✔\n")
+    assert _tail("x" * 20_000).startswith("[... 10,000 characters dropped ...]\n")
 
 
 def test_uninterruptible_loop_and_dead_kernel_keep_the_other_points(course):
     """A loop that swallows KeyboardInterrupt and os._exit: the kernel is replaced."""
     root, catalog, lab = course
     nb = cn.student(lab, add=cn.STUBBORN_ADD, mul=cn.DYING_MUL, neg=cn.GOOD_NEG)
-    nb.cells = [c for c in nb.cells if c.id != "demo"]
     sub = _grade(nb, root / "stubborn.ipynb", catalog, timeout=3)
     assert sub.error is None
     assert sub.exercises["add"].message == "timed out after 3 s"
@@ -158,12 +342,21 @@ def test_uninterruptible_loop_and_dead_kernel_keep_the_other_points(course):
 
 
 def test_identify_lab(course, tmp_path):
+    from nbformat.v4 import new_code_cell
+
     root, catalog, lab = course
     assert identify_lab(lab, "alice.ipynb", catalog) == cn.LAB  # metadata
     bare = copy.deepcopy(lab)
     del bare.metadata["llmkit"]
     assert identify_lab(bare, "01_bob.ipynb", catalog) == cn.LAB  # file-name prefix
     assert identify_lab(bare, "carol.ipynb", catalog) == cn.LAB  # cell ids
+    few = copy.deepcopy(bare)  # a file-name prefix needs one cell id in common
+    few.cells = [c for c in few.cells if c.id == "ex-add"] + [
+        new_code_cell("1 + 1", id=f"mine-{i}") for i in range(5)
+    ]
+    assert identify_lab(few, "01_dave.ipynb", catalog) == cn.LAB
+    with pytest.raises(NotALab):
+        identify_lab(few, "dave.ipynb", catalog)
     other = copy.deepcopy(bare)
     for i, c in enumerate(other.cells):
         c.id = f"mine-{i}"
@@ -173,6 +366,12 @@ def test_identify_lab(course, tmp_path):
         r"01_arith",
     ):
         identify_lab(other, "notes.ipynb", catalog)
+    # a copy of the chapter named like the lab: the file name alone is not enough
+    with pytest.raises(
+        NotALab,
+        match=r"01_chapter.ipynb is named like lab 01_arith but has none of its cells",
+    ):
+        identify_lab(other, "01_chapter.ipynb", catalog)
     claimed = copy.deepcopy(lab)
     claimed.metadata["llmkit"]["lab"] = "99_unknown"
     with pytest.raises(NotALab, match="says it is lab '99_unknown'; known labs: 01_arith"):
@@ -183,8 +382,8 @@ def test_not_a_lab_is_a_clear_error(course, capsys):
     root, _, _ = course
     from nbformat.v4 import new_code_cell, new_notebook
 
-    path = cn.write(new_notebook(cells=[new_code_cell("print(1)")]), root / "notes.ipynb")
-    code = main(["grade", str(path), "--solutions", str(root / "solutions")])
+    path = cn.write(new_notebook(cells=[new_code_cell("print(1)")]), root / "01_notes.ipynb")
+    code = main(["grade", str(path), "--labs", str(root / "labs")])
     out = capsys.readouterr().out
     assert code == 1
     assert f"error: not a lab of this course: {path}" in out
@@ -210,8 +409,8 @@ def test_folder_batch_csv_and_json(course, tmp_path, capsys):
             str(gradebook),
             "--timeout",
             "30",
-            "--solutions",
-            str(root / "solutions"),
+            "--labs",
+            str(root / "labs"),
             "-j",
             "2",
         ]
@@ -238,18 +437,21 @@ def test_folder_batch_csv_and_json(course, tmp_path, capsys):
             "neg": {"points": 0, "max_points": 2, "message": "NotImplementedError: neg"},
         },
         "error": None,
+        "notes": [],
     }
     assert bob["error"].startswith("cannot read notebook: NotJSONError")
     assert bob["score"] is None and bob["exercises"] == {}
     assert carol["error"].startswith("not a lab of this course")
     with open(gradebook, newline="", encoding="utf-8") as f:
         rows = list(csv.reader(f))
-    assert rows[0] == ["file", "lab", "score", "max_score", "add", "mul", "neg", "error"]
+    assert rows[0] == [
+        "file", "lab", "score", "max_score", "add", "mul", "neg", "error", "notes"
+    ]  # fmt: skip
     assert len(rows) == 4
-    assert rows[1] == [str(folder / "alice.ipynb"), cn.LAB, "4", "6", "1", "3", "0", ""]
+    assert rows[1] == [str(folder / "alice.ipynb"), cn.LAB, "4", "6", "1", "3", "0", "", ""]
     assert rows[2][:4] == [str(folder / "bob.ipynb"), "", "", ""]
-    assert rows[2][-1].startswith("cannot read notebook")
-    assert rows[3][-1].startswith("not a lab of this course")
+    assert rows[2][-2].startswith("cannot read notebook")
+    assert rows[3][-2].startswith("not a lab of this course")
 
 
 def test_human_report_and_exit_status(course, capsys):
@@ -276,6 +478,11 @@ def test_human_report_and_exit_status(course, capsys):
 def test_usage_errors(tmp_path, capsys):
     assert main(["grade", "x.ipynb", "--solutions", str(tmp_path)]) == 2
     assert "no labs found" in capsys.readouterr().err
+    assert main(["grade", "x.ipynb", "--labs", str(tmp_path)]) == 2
+    assert f"no NN_*.ipynb in {tmp_path}" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        main(["grade", "x.ipynb", "--labs", "a", "--solutions", "b"])
+    assert info.value.code == 2
     with pytest.raises(SystemExit) as info:
         main(["grade"])
     assert info.value.code == 2

@@ -412,17 +412,101 @@ def _library_fns():
     }
 
 
+def _own(fn):
+    """A function of this module that calls ``fn``: right, but not llmkit's own object
+    (which the checks refuse)."""
+
+    def own(*args):
+        return fn(*args)
+
+    return own
+
+
 @pytest.mark.parametrize("check", sorted(_library_fns()))
 @pytest.mark.parametrize("seed", [None, 0, 1])
 def test_checks_pass_on_library(check, seed, capsys):
-    getattr(ch01, check)(_library_fns()[check], seed=seed)
+    getattr(ch01, check)(_own(_library_fns()[check]), seed=seed)
     out = capsys.readouterr().out
     assert out.count("\n") == 1 and out.startswith("✔ ") and "25 random cases match" in out
 
 
 def test_round_trip_check_passes_on_library(capsys):
-    ch01.check_round_trip(bpe_encode_chunk, bpe_decode_bytes)
+    ch01.check_round_trip(_own(bpe_encode_chunk), _own(bpe_decode_bytes))
     assert capsys.readouterr().out.startswith("✔ round trip")
+
+
+@pytest.mark.parametrize("check", sorted(_library_fns()))
+def test_checks_refuse_llmkits_own_function(check, capsys):
+    import functools
+
+    fn = _library_fns()[check]
+    name = {"check_encode": "bpe_encode_chunk", "check_decode": "bpe_decode_bytes"}.get(
+        check, check.removeprefix("check_")
+    )
+    message = f"^{name}: this is llmkit's own function; write your own implementation$"
+    for submitted in (fn, functools.partial(fn), functools.wraps(fn)(lambda *a: fn(*a))):
+        with pytest.raises(AssertionError, match=message):
+            getattr(ch01, check)(submitted, seed=0)
+    with pytest.raises(AssertionError, match="llmkit's own function"):
+        ch01.check_round_trip(bpe_encode_chunk, _own(bpe_decode_bytes), seed=0)
+    assert capsys.readouterr().out == ""
+
+
+def test_merge_check_refuses_the_library_merge():
+    import llmkit.tokenizers
+
+    with pytest.raises(AssertionError, match="merge: this is llmkit's own function"):
+        ch01.check_merge(llmkit.tokenizers.merge)
+
+
+def test_encode_check_grades_the_encoder_with_the_reference_merge(capsys):
+    """A student's encoder calls their own (here wrong) merge: encode keeps its points,
+    and their merge is back in place afterwards."""
+    namespace: dict = {"__name__": "__main__"}
+    exec(
+        "def merge(ids, pair, new_id):\n"
+        "    return list(ids)  # wrong: merges nothing\n\n"
+        "def bpe_encode_chunk(data, merges):\n"
+        "    ids = list(data)\n"
+        "    while len(ids) >= 2:\n"
+        "        ranked = [p for p in zip(ids, ids[1:]) if p in merges]\n"
+        "        if not ranked:\n"
+        "            return ids\n"
+        "        pair = min(ranked, key=merges.get)\n"
+        "        ids = merge(ids, pair, merges[pair])\n"
+        "    return ids\n",
+        namespace,
+    )
+    wrong_merge = namespace["merge"]
+    ch01.check_encode(namespace["bpe_encode_chunk"], seed=0)
+    assert capsys.readouterr().out.startswith("✔ bpe_encode_chunk: 25 random cases")
+    assert namespace["merge"] is wrong_merge
+    with pytest.raises(AssertionError, match="merge: wrong result"):
+        ch01.check_merge(wrong_merge, seed=0)
+    assert namespace["merge"] is wrong_merge
+
+
+def _merge_inputs(**kwargs) -> list:
+    seen = []
+
+    def spy(ids, pair, new_id):
+        seen.append((list(ids), pair, new_id))
+        return merge(ids, pair, new_id)
+
+    ch01.check_merge(spy, **kwargs)
+    return seen
+
+
+def test_check_seed_comes_from_the_environment(monkeypatch):
+    monkeypatch.setenv("LLMKIT_CHECK_SEED", "123")
+    from_env = _merge_inputs()
+    assert _merge_inputs() == from_env == _merge_inputs(seed=123)
+    assert _merge_inputs(seed=7) != from_env  # an explicit seed wins
+    monkeypatch.setenv("LLMKIT_CHECK_SEED", "")  # empty: fresh inputs
+    assert ch01._rng(None).getstate() != ch01._rng(None).getstate()
+    monkeypatch.setenv("LLMKIT_CHECK_SEED", "abc")
+    with pytest.raises(ValueError, match="LLMKIT_CHECK_SEED must be an integer.*'abc'"):
+        _merge_inputs()
 
 
 def test_bigram_check_accepts_float_counts(capsys):
@@ -480,17 +564,7 @@ def test_check_turns_crash_into_hint():
 
 
 def test_checks_are_reproducible_with_seed():
-    def record():
-        seen = []
-
-        def spy(ids, pair, new_id):
-            seen.append((list(ids), pair, new_id))
-            return merge(ids, pair, new_id)
-
-        ch01.check_merge(spy, seed=123)
-        return seen
-
-    assert record() == record()
+    assert _merge_inputs(seed=123) == _merge_inputs(seed=123)
     random.seed(0)  # the global RNG plays no part
 
 

@@ -5,14 +5,14 @@ Subcommands::
     llmkit labs build   [--solutions DIR] [--labs DIR]
     llmkit labs check   [--solutions DIR] [--labs DIR] [--timeout S] [--no-execute] [-j N]
     llmkit grade        SUBMISSION.ipynb|FOLDER ... [--json] [--csv FILE] [--timeout S]
-                        [--solutions DIR] [-j N]
+                        [--labs DIR | --solutions DIR] [-j N]
     llmkit notebooks execute          [--profile book] [--timeout S] FILES...
     llmkit notebooks normalise        FILES...
     llmkit notebooks check-normalised FILES...
 
 Exit status: 0 success; 1 the command ran and found a problem (a stale lab, a check
 that cannot fail, a notebook not normalised or failing, a submission that could not be
-graded); 2 a usage error (bad arguments, no solutions found).
+graded); 2 a usage error (bad arguments, no labs or solutions found).
 """
 
 from __future__ import annotations
@@ -121,11 +121,17 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=fmt,
         description=(
             "Grade lab notebooks. Each notebook's lab is identified (metadata.llmkit.lab,\n"
-            "else its NN_ file-name prefix, else its cell ids); its check cells are\n"
-            "replaced by the official ones from the solutions; it is executed with nbval\n"
-            "(LLMKIT_PROFILE=smoke, per-cell timeout) in a temporary folder; each exercise\n"
-            "earns the points of its passing check cells. A folder stands for its *.ipynb\n"
-            "files. One broken submission never stops the batch."
+            "else its NN_ file-name prefix plus a cell id in common with the lab, else its\n"
+            "cell ids). The graded notebook is the official lab (from --labs, or\n"
+            "--solutions) with its exercise cells replaced by the student's code: only the\n"
+            "top-level imports, functions, classes and constants (NAME = literal) of the\n"
+            "student's cells; every other top-level statement is ignored (see the notes\n"
+            "in the report). It is executed with nbval (LLMKIT_PROFILE=smoke,\n"
+            "LLMKIT_CHECK_SEED fixed per lab unless set, per-cell timeout, output capped)\n"
+            "in a temporary folder. Each exercise earns the points of its check cells that\n"
+            "raised nothing and printed their verdict line (starting with a check mark).\n"
+            "A folder stands for its *.ipynb files. One broken submission never stops\n"
+            "the batch."
         ),
         epilog=(
             "Exit status: 0 every file was graded (whatever the scores); 1 some file could "
@@ -138,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     grade.add_argument(
         "--json",
         action="store_true",
-        help="print a JSON list (file, lab, score, max_score, exercises, error)",
+        help="print a JSON list (file, lab, score, max_score, exercises, error, notes)",
     )
     grade.add_argument(
         "--csv", metavar="FILE", help="write a gradebook: one row per file, one column per exercise"
@@ -150,12 +156,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="per-cell timeout in seconds (default: 60)",
     )
-    grade.add_argument(
+    official = grade.add_mutually_exclusive_group()
+    official.add_argument(
+        "--labs",
+        default=None,
+        metavar="DIR",
+        help="the official lab notebooks NN_*.ipynb (default: ./labs if it exists, else "
+        "the labs/ of the repository llmkit is installed from)",
+    )
+    official.add_argument(
         "--solutions",
         default=None,
         metavar="DIR",
-        help="solution notebooks (default: ./solutions if it exists, else "
-        "the solutions/ of the repository llmkit is installed from)",
+        help="take the official notebooks from this solutions folder instead of the labs "
+        "(their check cells and other non-exercise cells are the same)",
     )
     grade.add_argument(
         "-j",
@@ -242,6 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return grade.main_grade(
             args.paths,
+            labs=args.labs,
             solutions=args.solutions,
             timeout=args.timeout,
             as_json=args.json,

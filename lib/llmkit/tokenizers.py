@@ -52,8 +52,11 @@ __all__ = [
 #: GPT-2's pre-tokenisation pattern, written for Python's standard ``re`` module.
 #:
 #: GPT-2 uses ``\p{L}`` (letters) and ``\p{N}`` (numbers) from the third-party ``regex``
-#: package. Here ``[^\W\d_]`` stands for "a letter" (a word character that is neither a
-#: digit nor ``_``) and ``\d`` for "a digit". The alternatives, tried left to right:
+#: package. Here ``[^\W\d_]`` stands for "a letter": a word character that is neither a
+#: decimal digit nor ``_``. It differs from ``\p{L}`` only on the rare characters that
+#: are numeric but not decimal digits (``²``, ``½``, ``Ⅻ``), which it counts as letters,
+#: so ``"x²"`` is one chunk here and two for GPT-2. ``\d`` stands for "a digit". The
+#: alternatives, tried left to right:
 #:
 #: 1. English contractions: ``'s 't 're 've 'm 'll 'd``;
 #: 2. a run of letters, with at most one leading space (``" hello"``);

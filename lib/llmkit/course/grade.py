@@ -2,31 +2,56 @@
 
 For each submitted notebook:
 
-1. **Identify the lab**: ``metadata.llmkit.lab`` (set by ``llmkit labs build``), else the
-   file name's ``NN_`` prefix, else the solution sharing the most cell ids (at least
-   half of the solution's cells). Anything else is "not a lab of this course".
-2. **Build the graded notebook**: the student's cells, minus every check cell (tagged
-   ``grade``, or with ``metadata.llmkit.points``, or whose id is an official check
-   cell's id), plus every official check cell from ``solutions/`` put back after the
-   student cell with the id of the cell preceding it in the solution (appended at the
-   end, in official order, when that cell is gone). Outputs are cleared. Editing or
-   deleting check cells therefore changes nothing.
-3. **Execute** it with nbval in a subprocess (``python -m pytest --nbval-lax``,
-   ``LLMKIT_PROFILE=smoke``, a per-cell timeout, in a temporary folder) with the plugin
-   :mod:`llmkit.course._nbval_plugin`, which records each cell's outcome and survives
-   timeouts and dead kernels.
-4. **Score**: an exercise earns the points of each of its check cells that passed. Its
-   message is the first failing check's error line (``NotImplementedError: merge``,
-   ``AssertionError: <hint>``, ``timed out after 60 s``) or, when all pass, what the
-   checks printed.
+1. **Identify the lab**: ``metadata.llmkit.lab`` (set by ``llmkit labs build``), else
+   the file name's ``NN_`` prefix *and* at least one cell id in common with that lab,
+   else the lab sharing the most cell ids (at least half of the lab's cells). Anything
+   else is "not a lab of this course" (a copy of a chapter named ``01_x.ipynb`` is not
+   lab 01).
+2. **Build the graded notebook from the official one**, not from the student's: the
+   official lab (``labs/NN_name.ipynb`` by default, or ``solutions/``; their check and
+   other cells are identical) with every cell verbatim and in official order, except
+   its exercise cells (``metadata.llmkit.exercise`` and no ``points``). In place of
+   the first of those come the student's code, one cell per statement; the others are
+   left empty, so the official stubs cannot undo the student's definitions. A cell
+   put first caps how much any cell may print (see :data:`OUTPUT_CAP_SOURCE`). Outputs
+   are cleared.
 
-Grading trusts the kernel no more than needed (pass/fail is decided outside it), but
-student code runs in the same kernel as the checks: this is a self-assessment and
-homework tool, not a sandbox against a student who attacks the checks themselves.
+   **What of the student's code is graded** (:func:`collect_student_code`): from
+   every code cell that is not a check cell, in notebook order, the top-level
+   ``import`` / ``from ... import`` statements, ``def`` / ``async def`` / ``class``
+   statements and constants (``NAME = <literal>``, ``ast.literal_eval`` works on the
+   value). **Everything else at top level is ignored**: calls, loops, other
+   assignments, experiments and prints, as well as definitions and imports that would
+   replace a name the official notebook itself defines (say the ``compare`` its check
+   cells use) with something else. IPython magics are turned into Python first; a
+   cell that still does not parse is skipped. The submission's ``notes`` say what was
+   left out, and which ``llmkit`` names the code imports (the library's own function
+   is not an answer; the checks refuse it outright when it is submitted as is).
+3. **Execute** it with nbval in a subprocess (``python -m pytest --nbval-lax``,
+   ``LLMKIT_PROFILE=smoke``, ``LLMKIT_CHECK_SEED`` fixed per lab so that regrading
+   gives the same score (:func:`lab_seed`; an ``LLMKIT_CHECK_SEED`` already in the
+   environment wins), a per-cell timeout, in a temporary folder) with the plugin
+   :mod:`llmkit.course._nbval_plugin`, which records each cell's outcome and survives
+   timeouts, dead kernels and output floods.
+4. **Score**: an exercise earns the points of each of its check cells that passed: it
+   raised nothing (according to the kernel's reply, not only its output) and printed
+   its verdict line, one starting with ``✔``. Its message is the first failing
+   check's error line, with the check's hint (``NotImplementedError: merge``,
+   ``AssertionError: merge: wrong result — hint: ...``, ``timed out after 60 s``) or,
+   when all pass, what the checks printed.
+
+What this stops: editing, deleting or adding check cells; top-level code in the
+student's notebook that patches the checks (``ch01.check_merge = ...``), hides errors
+(``get_ipython().set_custom_exc(...)``) or rewrites later cells (IPython input
+transformers); submitting ``llmkit``'s own function. What it does not: the student's
+functions still run in the kernel that runs the checks, and code inside them (or run
+while defining them: decorators, default values, class bodies) can still tamper with
+the checks. This is a self-assessment and homework tool, not a sandbox.
 """
 
 from __future__ import annotations
 
+import ast
 import copy
 import csv
 import json
@@ -38,26 +63,33 @@ import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from nbformat import NotebookNode
+from nbformat.v4 import new_code_cell
 
-from .labs import LabError, LabSpec, is_check_cell, load_lab_spec, solution_files
+from .checks import SEED_ENV
+from .labs import LabError, LabSpec, is_check_cell, llmkit_meta, load_lab_spec, solution_files
 from .notebooks import read_notebook
 
 __all__ = [
     "DEFAULT_TIMEOUT",
+    "OUTPUT_CAP_SOURCE",
     "CellResult",
     "RunResult",
     "ExerciseScore",
     "Submission",
     "LabCatalog",
     "NotALab",
+    "default_labs_dir",
     "default_solutions_dir",
+    "lab_seed",
     "identify_lab",
+    "collect_student_code",
     "make_graded_notebook",
     "run_graded",
     "grade_file",
@@ -70,6 +102,79 @@ __all__ = [
 
 DEFAULT_TIMEOUT = 60.0
 _NN_RE = re.compile(r"^(\d+)_")
+#: The id of the cell that ``llmkit grade`` puts first in the graded notebook.
+OUTPUT_CAP_ID = "llmkit-grade-output-cap"
+#: Characters a cell may write to each of stdout and stderr before the rest is dropped
+#: in the kernel (the last :data:`OUTPUT_TAIL` of them are still shown at its end).
+OUTPUT_LIMIT = 1_000_000
+OUTPUT_TAIL = 10_000
+
+#: The first cell of every graded notebook: it wraps ``sys.stdout`` and ``sys.stderr``
+#: so that each cell forwards at most ``limit`` characters per stream to the grader and
+#: keeps only the last ``keep`` of the rest, printed with a note when the cell ends (a
+#: check's verdict line still gets through). It also keeps IPython from storing every
+#: write in its output history. Output written below Python (``os.write``, C code) is
+#: not seen here; the nbval plugin caps what it reads as well.
+OUTPUT_CAP_SOURCE = f"""\
+# llmkit grade: cap what each cell prints, so that a print loop cannot flood the grader
+def _llmkit_cap_output(limit={OUTPUT_LIMIT}, keep={OUTPUT_TAIL}):
+    import sys
+
+    class CappedStream:
+        def __init__(self, stream):
+            self._stream, self._used, self._dropped, self._tail = stream, 0, 0, ""
+
+        @property
+        def write(self):
+            return self._write
+
+        @write.setter
+        def write(self, value):
+            pass  # IPython's output history would keep every write in memory
+
+        def _write(self, text, *args, **kwargs):
+            if not isinstance(text, str):
+                return self._stream.write(text, *args, **kwargs)
+            n, room = len(text), limit - self._used
+            if n <= room:
+                self._used += n
+                return self._stream.write(text)
+            if room > 0:
+                self._stream.write(text[:room])
+                self._used, text = limit, text[room:]
+            self._dropped += len(text)
+            self._tail = (self._tail + text[-keep:])[-keep:]
+            return n
+
+        def writelines(self, lines):
+            for line in lines:
+                self._write(line)
+
+        def start(self, *args):
+            self._used, self._dropped, self._tail = 0, 0, ""
+
+        def finish(self, *args):
+            if self._dropped:
+                dropped = self._dropped - len(self._tail)
+                note = f"\\n[llmkit grade: {{dropped:,}} characters of output dropped]\\n"
+                self._stream.write(note + self._tail)
+                self._stream.flush()
+            self.start()
+
+        def __getattr__(self, name):
+            return getattr(self._stream, name)
+
+    shell = get_ipython()
+    for name in ("stdout", "stderr"):
+        capped = CappedStream(getattr(sys, name))
+        setattr(sys, name, capped)
+        shell.events.register("pre_run_cell", capped.start)
+        shell.events.register("post_run_cell", capped.finish)
+
+
+_llmkit_cap_output()
+del _llmkit_cap_output
+"""
 
 
 class NotALab(ValueError):
@@ -79,20 +184,39 @@ class NotALab(ValueError):
 # --------------------------------------------------------------------- catalog
 
 
-def default_solutions_dir() -> Path:
-    """``./solutions`` if it exists, else the ``solutions/`` next to the package's repo."""
-    here = Path("solutions")
+def _beside_package(name: str) -> Path:
+    here = Path(name)
     if here.is_dir():
         return here
-    return Path(__file__).resolve().parents[3] / "solutions"
+    return Path(__file__).resolve().parents[3] / name
+
+
+def default_labs_dir() -> Path:
+    """``./labs`` if it exists, else the ``labs/`` next to the package's repo."""
+    return _beside_package("labs")
+
+
+def default_solutions_dir() -> Path:
+    """``./solutions`` if it exists, else the ``solutions/`` next to the package's repo."""
+    return _beside_package("solutions")
+
+
+def lab_seed(name: str) -> int:
+    """The ``LLMKIT_CHECK_SEED`` the grader uses for lab ``name`` (a CRC32 of the name)."""
+    return zlib.crc32(name.encode("utf-8")) & 0x7FFFFFFF
 
 
 class LabCatalog:
-    """The labs of the course, read lazily from ``solutions/NN_*.ipynb``."""
+    """The labs of the course, read lazily from ``NN_*.ipynb`` in ``folder``.
 
-    def __init__(self, solutions: str | Path):
-        self.solutions = Path(solutions)
-        self.paths = {p.stem: p for p in solution_files(self.solutions)}
+    ``folder`` holds the official notebooks: the labs (``labs/``, the default of
+    ``llmkit grade``) or the solutions; grading takes from them only the check cells
+    and the cells that are not exercises, which are the same in both.
+    """
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.paths = {p.stem: p for p in solution_files(self.folder)}
         self._specs: dict[str, LabSpec] = {}
 
     @property
@@ -100,10 +224,24 @@ class LabCatalog:
         return sorted(self.paths)
 
     def spec(self, name: str) -> LabSpec:
-        """The lab's spec (``LabError`` if its solution breaks the conventions)."""
+        """The lab's spec (``LabError`` if its notebook breaks the conventions)."""
         if name not in self._specs:
             self._specs[name] = load_lab_spec(self.paths[name])
         return self._specs[name]
+
+    def cell_ids(self, name: str) -> set[str]:
+        """The cell ids of lab ``name`` (empty if its notebook is broken)."""
+        try:
+            return {c.id for c in self.spec(name).nb.cells}
+        except LabError:
+            return set()
+
+
+def _same_number(catalog: LabCatalog, path: str | Path) -> list[str]:
+    m = _NN_RE.match(Path(path).name)
+    if not m:
+        return []
+    return [n for n in catalog.names if int(_NN_RE.match(n).group(1)) == int(m.group(1))]
 
 
 def identify_lab(nb: NotebookNode, path: str | Path, catalog: LabCatalog) -> str:
@@ -117,73 +255,335 @@ def identify_lab(nb: NotebookNode, path: str | Path, catalog: LabCatalog) -> str
         raise NotALab(
             f"not a lab of this course: {path} says it is lab {claimed!r}; known labs: {known}"
         )
-    m = _NN_RE.match(Path(path).name)
-    if m:
-        same = [n for n in catalog.names if int(_NN_RE.match(n).group(1)) == int(m.group(1))]
-        if len(same) == 1:
-            return same[0]
     ids = {c.get("id") for c in nb.get("cells", []) if c.get("id")}
+    same = _same_number(catalog, path)
+    if len(same) == 1 and ids & catalog.cell_ids(same[0]):
+        return same[0]
     best, best_score = None, 0.0
     for name in catalog.names:
-        try:
-            spec = catalog.spec(name)
-        except LabError:
-            continue
-        sol_ids = {c.id for c in spec.nb.cells}
-        score = len(ids & sol_ids) / max(1, len(sol_ids))
+        lab_ids = catalog.cell_ids(name)
+        score = len(ids & lab_ids) / max(1, len(lab_ids))
         if score > best_score:
             best, best_score = name, score
     if best is not None and best_score >= 0.5:
         return best
+    if len(same) == 1:
+        raise NotALab(
+            f"not a lab of this course: {path} is named like lab {same[0]} but has none of "
+            f"its cells (no cell id in common; is it a copy of another notebook?); "
+            f"known labs: {known}"
+        )
     raise NotALab(
         f"not a lab of this course: {path} (no metadata.llmkit.lab, no known NN_ file-name "
         f"prefix, no matching cells); known labs: {known}"
     )
 
 
+# --------------------------------------------------------------- student code
+
+
+def _is_exercise_cell(cell: NotebookNode) -> bool:
+    """An official exercise cell: ``metadata.llmkit.exercise``, not a check cell."""
+    return (
+        cell.get("cell_type") == "code"
+        and "exercise" in llmkit_meta(cell)
+        and not is_check_cell(cell)
+    )
+
+
+def _python(source: str) -> str:
+    """``source`` with IPython syntax (magics, ``!cmd``, ``x?``) turned into Python."""
+    try:
+        from IPython.core.inputtransformer2 import TransformerManager
+    except ImportError:  # pragma: no cover - IPython comes with the kernel
+        return source
+    try:
+        return TransformerManager().transform_cell(source)
+    except Exception:  # noqa: BLE001 - left to ast.parse to complain about
+        return source
+
+
+def _parse(source: str) -> ast.Module | None:
+    try:
+        return ast.parse(_python(source))
+    except (SyntaxError, ValueError):
+        return None
+
+
+def _import_bindings(node: ast.Import | ast.ImportFrom) -> dict[str, tuple]:
+    """``{bound name: what it is bound to}`` for an import statement."""
+    out: dict[str, tuple] = {}
+    if isinstance(node, ast.Import):
+        for a in node.names:
+            if a.asname:
+                out[a.asname] = ("module", a.name)
+            else:
+                top = a.name.split(".")[0]
+                out[top] = ("module", top)
+    else:
+        module = "." * node.level + (node.module or "")
+        for a in node.names:
+            out[a.asname or a.name] = ("from", module, a.name)
+    return out
+
+
+def _bound_names(node: ast.AST) -> set[str]:
+    """Names a top-level statement binds in the notebook's namespace (not inside the
+    functions and classes it defines)."""
+    names: set[str] = set()
+
+    def visit(n: ast.AST) -> None:
+        if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(n.name)
+            for d in n.decorator_list:
+                visit(d)
+            return
+        if isinstance(n, ast.Lambda):
+            return
+        if isinstance(n, ast.Import | ast.ImportFrom):
+            names.update(k for k in _import_bindings(n) if k != "*")
+            return
+        if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store | ast.Del):
+            names.add(n.id)
+        elif isinstance(n, ast.NamedExpr) and isinstance(n.target, ast.Name):
+            names.add(n.target.id)
+        for child in ast.iter_child_nodes(n):
+            visit(child)
+
+    visit(node)
+    return names
+
+
+def _is_constant(node: ast.stmt) -> bool:
+    """``NAME = <literal>`` (or ``NAME: T = <literal>``) with a literal_eval-able value."""
+    if isinstance(node, ast.Assign):
+        ok = len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
+        value = node.value
+    elif isinstance(node, ast.AnnAssign):
+        ok = isinstance(node.target, ast.Name) and node.value is not None and node.simple
+        value = node.value
+    else:
+        return False
+    if not ok:
+        return False
+    try:
+        ast.literal_eval(value)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return False
+    return True
+
+
+_LINE_END = re.compile(r"(?<=\r\n)|(?<=\n)|(?<=\r)(?!\n)")
+_KEPT = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+
+
+def _statement_source(source: str, tree: ast.Module, node: ast.stmt) -> str:
+    """The text of one top-level statement (decorators included); ``ast.unparse`` when
+    it shares a line with another statement (``import os; os.system(...)``)."""
+    start = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
+    end = node.end_lineno or node.lineno
+    shared = any(
+        other is not node and other.lineno <= end and (other.end_lineno or other.lineno) >= start
+        for other in tree.body
+    )
+    if shared:
+        return ast.unparse(node) + "\n"
+    # split as the tokenizer does (str.splitlines also splits at \f, \u2028, ...)
+    lines = _LINE_END.split(source)[start - 1 : end]
+    text = "".join(lines)
+    return text if text.endswith("\n") else text + "\n"
+
+
+def _official_bindings(spec: LabSpec) -> tuple[set[str], dict[str, tuple]]:
+    """Names bound by the official non-exercise and check cells, and the imports among
+    them (``{name: binding}``)."""
+    names: set[str] = set()
+    imports: dict[str, tuple] = {}
+    for cell in spec.nb.cells:
+        if cell.get("cell_type") != "code" or _is_exercise_cell(cell):
+            continue
+        tree = _parse(cell.get("source", ""))
+        if tree is None:
+            continue
+        for node in tree.body:
+            names |= _bound_names(node)
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                imports.update(_import_bindings(node))
+    return names, imports
+
+
+def _llmkit_imports(node: ast.AST, official: dict[str, tuple]) -> list[str]:
+    """``llmkit`` names imported anywhere in ``node`` (inside functions too), except
+    top-level imports the official notebook makes as well."""
+    found = []
+    for n in ast.walk(node):
+        if not isinstance(n, ast.Import | ast.ImportFrom):
+            continue
+        same = official if n is node else {}
+        binds = _import_bindings(n)
+        for a in n.names:
+            bound = a.asname or (a.name if isinstance(n, ast.ImportFrom) else a.name.split(".")[0])
+            if bound in same and same[bound] == binds.get(bound):
+                continue
+            if isinstance(n, ast.ImportFrom) and n.level == 0 and n.module:
+                if n.module.split(".")[0] == "llmkit":
+                    found.append(f"{n.module}.{a.name}")
+            elif isinstance(n, ast.Import) and a.name.split(".")[0] == "llmkit":
+                found.append(a.name)
+    return found
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def collect_student_code(
+    student: NotebookNode, spec: LabSpec
+) -> tuple[list[tuple[str, str]], list[str]]:
+    """The student's code that is graded, and notes on what was left out.
+
+    Returns ``(statements, notes)``: ``statements`` is a list of ``(origin, source)``,
+    one per kept top-level statement, in notebook order with ``from __future__``
+    imports first; ``origin`` names the student's cell (by id if it has one). See the
+    module doc for what is kept. The student's copies of official cells other than
+    exercises count too, but what they hold besides definitions is not reported (the
+    official cell runs anyway); unchanged copies are skipped.
+    """
+    official = {c.get("id"): c for c in spec.nb.cells if c.get("id")}
+    official_names, official_imports = _official_bindings(spec)
+    future: list[tuple[str, str]] = []
+    kept: list[tuple[str, str]] = []
+    ignored: list[int] = []
+    replaced: list[str] = []
+    skipped: list[str] = []
+    uses_llmkit: list[str] = []
+    changed_checks: list[int] = []
+    for index, cell in enumerate(student.get("cells", [])):
+        if cell.get("cell_type") != "code":
+            continue
+        cid = cell.get("id")
+        source = cell.get("source", "")
+        if isinstance(source, list):
+            source = "".join(source)
+        twin = official.get(cid)
+        if is_check_cell(cell) or cid in spec.check_ids:
+            if twin is None or twin.get("source", "") != source:
+                changed_checks.append(index + 1)
+            continue
+        plain = twin is not None and twin.get("cell_type") == "code" and not _is_exercise_cell(twin)
+        if plain and twin.get("source", "") == source:
+            continue  # an unchanged copy of an official cell: it runs as it is
+        where = f"cell {index + 1}" + (f" (id {cid!r})" if cid else "")
+        origin = f"cell with id {cid!r}" if cid else f"cell {index + 1}"
+        python = _python(source)
+        try:
+            tree = ast.parse(python)
+        except (SyntaxError, ValueError) as exc:
+            line = f", line {exc.lineno}" if getattr(exc, "lineno", None) else ""
+            skipped.append(f"{where}{line}: {getattr(exc, 'msg', str(exc))}")
+            continue
+        for node in tree.body:
+            if isinstance(node, ast.ImportFrom) and node.module == "__future__":
+                future.append((origin, _statement_source(python, tree, node)))
+                continue
+            if not (isinstance(node, _KEPT) or _is_constant(node)):
+                if not plain:
+                    ignored.append(index + 1)
+                continue
+            if isinstance(node, ast.ImportFrom) and any(a.name == "*" for a in node.names):
+                replaced.append(f"from {node.module} import *")
+                continue
+            clash = _bound_names(node) & official_names
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                binds = _import_bindings(node)
+                clash = {n for n in clash if official_imports.get(n) != binds.get(n)}
+            if clash:
+                replaced.extend(sorted(clash))
+                continue
+            uses_llmkit += _llmkit_imports(node, official_imports)
+            kept.append((origin, _statement_source(python, tree, node)))
+    notes = []
+    if ignored:
+        where = sorted(set(ignored))
+        cells = ("cells " if len(where) > 1 else "cell ") + ", ".join(map(str, where))
+        notes.append(
+            f"ignored {_plural(len(ignored), 'top-level statement')} ({cells}): only "
+            "imports, functions, classes and constants (NAME = literal) are graded"
+        )
+    if replaced:
+        notes.append(
+            "ignored what would replace names the lab itself defines: "
+            + ", ".join(dict.fromkeys(replaced))
+        )
+    for s in skipped:
+        notes.append(f"skipped {s} (not valid Python)")
+    if changed_checks:
+        cells = ", ".join(map(str, changed_checks))
+        notes.append(
+            f"ignored check {'cells' if len(changed_checks) > 1 else 'cell'} {cells}: "
+            "they differ from the official checks, which are graded instead"
+        )
+    if uses_llmkit:
+        notes.append(
+            "imports from llmkit: "
+            + ", ".join(dict.fromkeys(uses_llmkit))
+            + " (llmkit's own functions earn no points)"
+        )
+    seen: set[str] = set()
+    future = [f for f in future if not (f[1] in seen or seen.add(f[1]))]
+    return future + kept, notes
+
+
 # --------------------------------------------------------------- graded notebook
 
 
-def make_graded_notebook(student: NotebookNode, spec: LabSpec) -> NotebookNode:
-    """The student's notebook with its check cells replaced by the official ones.
+def _graded(student: NotebookNode, spec: LabSpec) -> tuple[NotebookNode, list[str]]:
+    statements, notes = collect_student_code(student, spec)
 
-    Every code cell's outputs and execution count are cleared. Each official check cell
-    keeps its id and metadata; the other cells are the student's.
-    """
-    official = spec.check_ids
-    kept = [
-        copy.deepcopy(c)
-        for c in student.get("cells", [])
-        if not is_check_cell(c) and c.get("id") not in official
-    ]
-    by_anchor: dict[str | None, list] = {}
-    for check in spec.checks:
-        by_anchor.setdefault(check.anchor, []).append(check)
-    placed: set[str] = set()
-    cells = []
+    def submitted(prefix: str) -> list[NotebookNode]:
+        return [
+            new_code_cell(
+                f"# from your {origin}\n{source}",
+                id=f"{prefix}-s{k}",
+                metadata={"llmkit": {"submitted": origin}},
+            )
+            for k, (origin, source) in enumerate(statements, 1)
+        ]
 
-    def put(anchor):
-        for check in by_anchor.get(anchor, []):
-            if check.id not in placed:
-                cells.append(copy.deepcopy(check.cell))
-                placed.add(check.id)
-
-    put(None)
-    for c in kept:
+    cells = [new_code_cell(OUTPUT_CAP_SOURCE, id=OUTPUT_CAP_ID)]
+    placed = False
+    for cell in spec.nb.cells:
+        c = copy.deepcopy(cell)
+        if _is_exercise_cell(c):
+            if not placed:
+                cells += submitted(c.get("id") or "exercise")
+                placed = True
+            c["source"] = "# (graded: your code runs at the first exercise)"
+        elif is_check_cell(c) and not placed:  # a check before any exercise cell
+            cells += submitted("submitted")
+            placed = True
         cells.append(c)
-        if c.get("id") is not None:
-            put(c.get("id"))
-    for check in spec.checks:
-        if check.id not in placed:
-            cells.append(copy.deepcopy(check.cell))
-            placed.add(check.id)
+    if not placed:
+        cells += submitted("submitted")
     for c in cells:
         if c.get("cell_type") == "code":
             c["outputs"] = []
             c["execution_count"] = None
     nb = copy.deepcopy(spec.nb)
     nb.cells = cells
-    return nb
+    return nb, notes
+
+
+def make_graded_notebook(student: NotebookNode, spec: LabSpec) -> NotebookNode:
+    """The notebook that is executed to grade ``student`` against lab ``spec``.
+
+    A copy of the official notebook ``spec.nb`` (every non-exercise cell and check
+    cell verbatim, in order; outputs cleared) whose exercise cells are emptied, with
+    the student's graded code (:func:`collect_student_code`, one cell per statement)
+    where the first exercise cell was, and the output cap cell
+    (:data:`OUTPUT_CAP_SOURCE`) first. Nothing else of the student's notebook is used.
+    """
+    return _graded(student, spec)[0]
 
 
 # --------------------------------------------------------------------- execution
@@ -206,6 +606,7 @@ class RunResult:
     other_failures: list[str] = field(default_factory=list)  # non-check cells that failed
     error: str | None = None  # the run itself broke (no results at all)
     seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)  # what of the student's code was left out
 
 
 def missing_tools() -> str | None:
@@ -216,9 +617,11 @@ def missing_tools() -> str | None:
     return " and ".join(gone) or None
 
 
-def _subprocess_env() -> dict[str, str]:
+def _subprocess_env(seed: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
     env["LLMKIT_PROFILE"] = "smoke"
+    if not env.get(SEED_ENV, "").strip():
+        env[SEED_ENV] = str(seed)
     env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
     env.setdefault("PYTHONIOENCODING", "utf-8")
     return env
@@ -233,11 +636,11 @@ def _kill_pids(pids: Iterable[int]) -> None:
 
 
 def run_graded(nb: NotebookNode, spec: LabSpec, *, timeout: float = DEFAULT_TIMEOUT) -> RunResult:
-    """Execute ``nb`` graded against ``spec`` (official checks) under nbval."""
-    graded = make_graded_notebook(nb, spec)
+    """Execute the graded notebook of ``nb`` (:func:`make_graded_notebook`) under nbval."""
+    graded, notes = _graded(nb, spec)
     code_cells = [c for c in graded.cells if c.get("cell_type") == "code"]
     official = spec.check_ids
-    run = RunResult()
+    run = RunResult(notes=notes)
     with tempfile.TemporaryDirectory(prefix="llmkit-grade-") as tmp:
         tmpdir = Path(tmp)
         nb_path = tmpdir / "submission.ipynb"
@@ -255,7 +658,7 @@ def run_graded(nb: NotebookNode, spec: LabSpec, *, timeout: float = DEFAULT_TIME
         proc = subprocess.Popen(
             cmd,
             cwd=tmpdir,
-            env=_subprocess_env(),
+            env=_subprocess_env(lab_seed(spec.name)),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -285,12 +688,14 @@ def run_graded(nb: NotebookNode, spec: LabSpec, *, timeout: float = DEFAULT_TIME
     why_missing = f"not run: grading stopped after {budget:g} s" if killed else "not run"
     for index, cell in enumerate(code_cells):
         rec = records.get(index)
-        result = (
-            CellResult(rec["outcome"] == "passed", rec.get("message", ""), rec["timed_out"])
-            if rec
-            else CellResult(False, why_missing)
-        )
         cid = cell.get("id")
+        if rec is None:
+            result = CellResult(False, why_missing)
+        else:
+            passed = rec["outcome"] == "passed"
+            if cid in official and passed and not rec.get("verdict"):
+                passed = False  # the plugin says so too; be sure
+            result = CellResult(passed, rec.get("message", ""), rec["timed_out"])
         if cid in official:
             run.checks[cid] = result
         elif rec is not None and rec["outcome"] == "failed":
@@ -318,6 +723,7 @@ class Submission:
     max_score: float | None = None
     exercises: dict[str, ExerciseScore] = field(default_factory=dict)
     error: str | None = None
+    notes: list[str] = field(default_factory=list)  # what of the code was not graded
 
     def as_dict(self) -> dict:
         return {
@@ -334,6 +740,7 @@ class Submission:
                 for k, v in self.exercises.items()
             },
             "error": self.error,
+            "notes": list(self.notes),
         }
 
 
@@ -373,10 +780,8 @@ def grade_file(
         nb = read_notebook(path)
     except Exception as exc:
         sub.error = f"cannot read notebook: {type(exc).__name__}: {_first_line(exc)}"
-        m = _NN_RE.match(Path(path).name)
-        if m:
-            same = [n for n in catalog.names if int(_NN_RE.match(n).group(1)) == int(m.group(1))]
-            sub.lab = same[0] if len(same) == 1 else None
+        same = _same_number(catalog, path)
+        sub.lab = same[0] if len(same) == 1 else None
         return sub
     try:
         sub.lab = identify_lab(nb, path, catalog)
@@ -385,7 +790,7 @@ def grade_file(
         sub.error = str(exc)
         return sub
     except LabError as exc:
-        sub.error = f"the solution of lab {sub.lab} is broken: {exc.problems[0]}"
+        sub.error = f"the official notebook of lab {sub.lab} is broken: {exc.problems[0]}"
         return sub
     sub.max_score = _num(float(spec.total))
     try:
@@ -393,6 +798,7 @@ def grade_file(
     except Exception as exc:
         sub.error = f"grading failed: {type(exc).__name__}: {_first_line(exc)}"
         return sub
+    sub.notes = list(run.notes)
     sub.exercises = score_run(spec, run)
     sub.score = _num(float(sum(e.points for e in sub.exercises.values())))
     if run.error:
@@ -469,6 +875,8 @@ def format_report(subs: Sequence[Submission], width: int | None = None) -> str:
             lines.append(f"  {'total':<{name_w}}  {total:>{pts_w}}")
         if s.error:
             lines.append(f"  error: {s.error}")
+        for note in s.notes:
+            lines.append(f"  note: {note}")
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
 
@@ -479,7 +887,8 @@ def to_json(subs: Sequence[Submission]) -> list[dict]:
 
 
 def write_csv(subs: Sequence[Submission], path: str | Path) -> None:
-    """One row per file: file, lab, score, max_score, one column per exercise, error."""
+    """One row per file: file, lab, score, max_score, one column per exercise, error,
+    notes (joined with ``; ``)."""
     exercises: list[str] = []
     for s in subs:
         for k in s.exercises:
@@ -487,11 +896,12 @@ def write_csv(subs: Sequence[Submission], path: str | Path) -> None:
                 exercises.append(k)
     with open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
-        w.writerow(["file", "lab", "score", "max_score", *exercises, "error"])
+        w.writerow(["file", "lab", "score", "max_score", *exercises, "error", "notes"])
         for s in subs:
             row = [s.file, s.lab or "", _csv(s.score), _csv(s.max_score)]
             row += [_csv(s.exercises[k].points) if k in s.exercises else "" for k in exercises]
             row.append(s.error or "")
+            row.append("; ".join(s.notes))
             w.writerow(row)
 
 
@@ -502,6 +912,7 @@ def _csv(x) -> str:
 def main_grade(
     paths: Sequence[str],
     *,
+    labs: str | Path | None = None,
     solutions: str | Path | None = None,
     timeout: float = DEFAULT_TIMEOUT,
     as_json: bool = False,
@@ -510,16 +921,26 @@ def main_grade(
     out=None,
     err=None,
 ) -> int:
-    """``llmkit grade``: 0 all graded, 1 some file could not be graded, 2 usage error."""
+    """``llmkit grade``: 0 all graded, 1 some file could not be graded, 2 usage error.
+
+    The official notebooks come from ``labs`` (default :func:`default_labs_dir`) or,
+    instead, from ``solutions``.
+    """
     err = sys.stderr if err is None else err
     missing = missing_tools()
     if missing:
         print(f"error: llmkit grade needs {missing} (pip install -e '.[dev]')", file=err)
         return 2
-    sol = Path(solutions) if solutions is not None else default_solutions_dir()
-    catalog = LabCatalog(sol)
+    if labs is not None and solutions is not None:
+        print("error: give --labs or --solutions, not both", file=err)
+        return 2
+    if solutions is not None:
+        folder = Path(solutions)
+    else:
+        folder = Path(labs) if labs is not None else default_labs_dir()
+    catalog = LabCatalog(folder)
     if not catalog.names:
-        print(f"error: no labs found: no solutions/NN_*.ipynb in {sol}", file=err)
+        print(f"error: no labs found: no NN_*.ipynb in {folder}", file=err)
         return 2
     files = expand_paths(paths)
     if not files:

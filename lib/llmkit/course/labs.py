@@ -10,8 +10,10 @@
 - A check cell is a code cell tagged ``grade`` carrying
   ``metadata.llmkit = {"exercise": "<id>", "points": N}`` (N > 0). An exercise may
   have several check cells; it is worth the sum of their points.
-- Cells have stable nbformat 4.5 ids; the lab keeps the solution's ids (grading puts
-  the official check cells back by id).
+- Cells have stable nbformat 4.5 ids; the lab keeps the solution's ids (grading
+  recognises a lab by them).
+- Check cells and the cells that are not exercises are identical in the lab and the
+  solution, so ``llmkit grade`` can take them from either (``labs/`` by default).
 
 The lab (``labs/NN_name.ipynb``) is the solution with every region, markers included,
 replaced by ``raise NotImplementedError("<id>")`` at the ``BEGIN`` line's indentation,
@@ -408,7 +410,12 @@ def check_labs(
     jobs: int = 1,
     out=None,
 ) -> int:
-    """Check labs/ against solutions/ (see ``llmkit labs check --help``); exit status."""
+    """Check labs/ against solutions/ (see ``llmkit labs check --help``); exit status.
+
+    Executing runs the lab and the solution through the grader
+    (:func:`llmkit.course.grade.run_graded`), with the same fixed ``LLMKIT_CHECK_SEED``
+    as ``llmkit grade``.
+    """
     solutions, labs = Path(solutions), Path(labs)
     problems: list[str] = []
     files = solution_files(solutions)

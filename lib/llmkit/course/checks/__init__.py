@@ -11,27 +11,108 @@ A check cell in ``solutions/NN_name.ipynb`` is a code cell tagged ``grade`` with
 A check function
 
 - takes the student's object (function, class, value) as its argument,
-- compares it with the ``llmkit`` reference on fresh (seeded) random inputs, small
-  enough for the ``smoke`` profile,
+- refuses ``llmkit``'s own implementation (:func:`reject_library`): submitting the
+  reference earns nothing,
+- compares it with the ``llmkit`` reference on random inputs, small enough for the
+  ``smoke`` profile, drawn from :func:`check_rng` (see *Seeds* below),
 - on success prints exactly one line, via :func:`passed`: ``✔ merge: 20 random cases``,
 - on failure raises ``AssertionError`` whose message is a one-line hint naming the
   exercise and what differs (:func:`fail`, :func:`compare`), never a bare assert;
   an exception from the student's code (``NotImplementedError: merge`` on the
   unmodified lab) is left to propagate.
 
-``llmkit grade`` reports the printed line or the error's last line per exercise, and
-``llmkit labs check`` proves that every check fails on the unmodified lab and passes
-on the solution. Check modules are imported by the check cells themselves; this
-package imports none of them eagerly.
+``llmkit grade`` counts a check cell as passed only if it raised nothing *and* printed
+a line starting with ``✔``; it reports that line, or the error's first line plus its
+``hint:`` line, per exercise. ``llmkit labs check`` proves that every check fails on
+the unmodified lab and passes on the solution. Check modules are imported by the check
+cells themselves; this package imports none of them eagerly.
+
+Seeds
+-----
+Every check takes ``seed: int | None = None``. An explicit seed wins. With
+``seed=None`` the check reads the environment variable ``LLMKIT_CHECK_SEED``
+(:data:`SEED_ENV`): an integer there makes the random inputs reproducible;
+unset or empty means fresh inputs on every run, which is what a student running a
+check cell in Jupyter gets. ``llmkit grade`` and ``llmkit labs check`` set it to a
+fixed value per lab (see :func:`llmkit.course.grade.lab_seed`), so grading the same
+notebook twice gives the same score.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
+import os
+import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["passed", "fail", "compare"]
+__all__ = [
+    "SEED_ENV",
+    "passed",
+    "fail",
+    "compare",
+    "check_seed",
+    "check_rng",
+    "reject_library",
+]
+
+#: The environment variable that gives checks called with ``seed=None`` their seed.
+SEED_ENV = "LLMKIT_CHECK_SEED"
+
+
+def check_seed(seed: int | None = None) -> int | None:
+    """The seed a check uses: ``seed`` if given, else ``$LLMKIT_CHECK_SEED``, else None.
+
+    ``None`` means fresh random inputs on every run. A non-integer value of the
+    environment variable is a ``ValueError`` naming it.
+    """
+    if seed is not None:
+        return seed
+    value = os.environ.get(SEED_ENV, "").strip()
+    if not value:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(
+            f"{SEED_ENV} must be an integer (or unset for fresh inputs), got {value!r}"
+        ) from None
+
+
+def check_rng(seed: int | None = None) -> random.Random:
+    """A private random generator seeded with :func:`check_seed` (the global one is left
+    alone)."""
+    return random.Random(check_seed(seed))
+
+
+def _unwrap(fn: Any) -> Any:
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    try:
+        return inspect.unwrap(fn)
+    except ValueError:  # a __wrapped__ cycle
+        return fn
+
+
+def reject_library(exercise: str, fn: Any, *references: Any) -> None:
+    """Raise ``AssertionError`` if ``fn`` is ``llmkit``'s own code instead of the student's.
+
+    ``fn`` is rejected when it (after unwrapping ``functools.partial`` and
+    ``functools.wraps`` layers) is one of ``references`` or comes from a module whose
+    name starts with ``llmkit``: ``from llmkit.tokenizers import merge`` submitted as
+    the answer to the ``merge`` exercise. It cannot see a student function that calls
+    the library inside its body; the grader lists such imports in its notes.
+    """
+    for obj in {id(fn): fn, id(_unwrap(fn)): _unwrap(fn)}.values():
+        module = getattr(obj, "__module__", None)
+        if any(obj is r for r in references) or (
+            isinstance(module, str) and (module == "llmkit" or module.startswith("llmkit."))
+        ):
+            raise AssertionError(
+                f"{exercise}: this is llmkit's own function; write your own implementation"
+            )
 
 
 def passed(exercise: str, message: str) -> None:

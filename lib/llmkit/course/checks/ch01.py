@@ -1,10 +1,22 @@
 """Check functions for the chapter-01 lab ("Language models and tokens").
 
-One function per exercise. Each calls the student's function on fresh random inputs
+One function per exercise. Each calls the student's function on random inputs
 (plus fixed edge cases), compares with the library's version, prints one line on
 success and raises ``AssertionError`` with the first failing input, the expected and
-the actual result on failure. A ``NotImplementedError`` from an unfinished stub is
-let through (the grader counts it as a failure).
+the actual result on failure (its first line says what is wrong, a ``hint:`` line
+says what to look at). A ``NotImplementedError`` from an unfinished stub is let
+through (the grader counts it as a failure).
+
+- **Seeds**: ``seed=None`` means ``$LLMKIT_CHECK_SEED`` if set (the grader sets it, so
+  regrading gives the same score), else fresh inputs on every run; see
+  :mod:`llmkit.course.checks`.
+- **The library is not an answer**: each check refuses ``llmkit``'s own function
+  (``from llmkit.tokenizers import merge``) with
+  ``AssertionError: merge: this is llmkit's own function; ...``.
+- **Each exercise on its own**: a student's ``bpe_encode_chunk`` usually calls their
+  own ``merge``; while :func:`check_encode` runs, a callable named ``merge`` in the
+  encoder's globals is temporarily replaced by :func:`llmkit.tokenizers.merge`
+  (restored afterwards), so a wrong ``merge`` costs the ``merge`` points only.
 
 =========================  ====================================================
 check                      student's function
@@ -21,12 +33,14 @@ check                      student's function
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
 
 from llmkit.bigram import bigram_counts as _ref_bigram_counts
+from llmkit.course.checks import _unwrap, check_rng, reject_library
 from llmkit.tokenizers import bpe_decode_bytes as _ref_decode
 from llmkit.tokenizers import bpe_encode_chunk as _ref_encode
 from llmkit.tokenizers import get_pair_counts as _ref_pair_counts
@@ -55,7 +69,34 @@ def _short(x: Any, limit: int = 300) -> str:
 
 
 def _rng(seed: int | None) -> random.Random:
-    return random.Random(seed)  # seed=None: fresh inputs on every run
+    # seed=None: $LLMKIT_CHECK_SEED if set, else fresh inputs on every run
+    return check_rng(seed)
+
+
+@contextmanager
+def _reference_merge(fn: Any) -> Iterator[None]:
+    """While the block runs, ``merge`` in ``fn``'s globals (the student's own ``merge``,
+    if it is callable) is :func:`llmkit.tokenizers.merge`; restored afterwards.
+
+    Calls with other arguments than ``(ids, pair, new_id)`` still reach the student's
+    function, in case their encoder relies on an extended signature.
+    """
+    g = getattr(_unwrap(fn), "__globals__", None)
+    if not isinstance(g, dict) or not callable(g.get("merge")):
+        yield
+        return
+    own = g["merge"]
+
+    def merge(ids, pair, new_id, *args, **kwargs):
+        if args or kwargs:
+            return own(ids, pair, new_id, *args, **kwargs)
+        return _ref_merge(ids, pair, new_id)
+
+    g["merge"] = merge
+    try:
+        yield
+    finally:
+        g["merge"] = own
 
 
 def _check_cases(cases: int, minimum: int) -> None:
@@ -154,6 +195,7 @@ def check_bigram_counts(
     """Check ``fn(ids, vocab_size) -> (vocab_size, vocab_size)`` counts against
     :func:`llmkit.bigram.bigram_counts`. ``ids`` is a 1D int64 tensor."""
     name = "bigram_counts"
+    reject_library(name, fn, _ref_bigram_counts)
     fixed: list[tuple[list[int], int]] = [
         ([], 3),
         ([2], 3),
@@ -204,6 +246,7 @@ def check_get_pair_counts(
 ) -> None:
     """Check ``fn(ids) -> {(a, b): count}`` against :func:`llmkit.tokenizers.get_pair_counts`."""
     name = "get_pair_counts"
+    reject_library(name, fn, _ref_pair_counts)
     fixed: list[list[int]] = [[], [5], [1, 1, 1], [1, 2, 1, 2, 1], [3, 3, 3, 3]]
     _check_cases(cases, len(fixed))
     rng = _rng(seed)
@@ -237,6 +280,7 @@ def check_merge(
 ) -> None:
     """Check ``fn(ids, pair, new_id) -> list[int]`` against :func:`llmkit.tokenizers.merge`."""
     name = "merge"
+    reject_library(name, fn, _ref_merge)
     fixed: list[tuple[list[int], tuple[int, int], int]] = [
         ([], (1, 2), 256),
         ([1], (1, 2), 256),
@@ -290,8 +334,13 @@ def check_encode(
 ) -> None:
     """Check ``fn(data, merges) -> list[int]`` against
     :func:`llmkit.tokenizers.bpe_encode_chunk`. In some cases the ``merges`` dict is
-    not in rank order: the pair with the smallest new id must still be applied first."""
+    not in rank order: the pair with the smallest new id must still be applied first.
+
+    While it runs, a callable ``merge`` in ``fn``'s globals (the student's own) is
+    replaced by :func:`llmkit.tokenizers.merge` and restored afterwards, so the encoder
+    is graded on its own, not on the student's ``merge``."""
     name = "bpe_encode_chunk"
+    reject_library(name, fn, _ref_encode)
     fixed: list[tuple[bytes, dict[tuple[int, int], int], bool]] = [
         (b"", {(97, 98): 256}, False),
         (b"a", {(97, 98): 256}, False),
@@ -308,22 +357,23 @@ def check_encode(
         shuffle = rng.random() < 0.3
         data, merges = _merge_case(rng, shuffle)
         inputs.append((data, merges, shuffle))
-    for data, merges, shuffled in inputs:
-        expected = _ref_encode(data, dict(merges))
-        shown = f"data={data!r}, merges={merges}"
-        got = _call(fn, name, shown, data, dict(merges))
-        try:
-            got_l = list(got)
-        except Exception:  # noqa: BLE001
-            raise _fail(name, shown, expected, got, "return a list of ids") from None
-        if got_l != expected:
-            hint = (
-                "start from list(data); while a pair of neighbours has a merge, apply the "
-                "merge with the smallest new id (the earliest learned) everywhere"
-            )
-            if shuffled:
-                hint += "; this merges dict is not in rank order, so do not rely on its order"
-            raise _fail(name, shown, expected, got_l, hint)
+    with _reference_merge(fn):
+        for data, merges, shuffled in inputs:
+            expected = _ref_encode(data, dict(merges))
+            shown = f"data={data!r}, merges={merges}"
+            got = _call(fn, name, shown, data, dict(merges))
+            try:
+                got_l = list(got)
+            except Exception:  # noqa: BLE001
+                raise _fail(name, shown, expected, got, "return a list of ids") from None
+            if got_l != expected:
+                hint = (
+                    "start from list(data); while a pair of neighbours has a merge, apply the "
+                    "merge with the smallest new id (the earliest learned) everywhere"
+                )
+                if shuffled:
+                    hint += "; this merges dict is not in rank order, so do not rely on its order"
+                raise _fail(name, shown, expected, got_l, hint)
     _ok(name, len(inputs), "llmkit.tokenizers.bpe_encode_chunk")
 
 
@@ -334,6 +384,7 @@ def check_decode(
 ) -> None:
     """Check ``fn(ids, vocab) -> bytes`` against :func:`llmkit.tokenizers.bpe_decode_bytes`."""
     name = "bpe_decode_bytes"
+    reject_library(name, fn, _ref_decode)
     euro = _vocab_of({(226, 130): 256})  # "€" is b"\xe2\x82\xac": a token ends mid-character
     fixed: list[tuple[list[int], dict[int, bytes]]] = [
         ([], _vocab_of({})),
@@ -381,6 +432,8 @@ def check_round_trip(
     """Check ``decode_fn(encode_fn(data, merges), vocab) == data`` on random byte strings
     (all 256 byte values, UTF-8 text, bytes that never occurred in training)."""
     name = "round trip"
+    reject_library("round trip (encode)", encode_fn, _ref_encode)
+    reject_library("round trip (decode)", decode_fn, _ref_decode)
     fixed: list[bytes] = [b"", b"x", bytes(range(256)), "naïve café, 日本語 🙂".encode()]
     _check_cases(cases, len(fixed))
     rng = _rng(seed)
