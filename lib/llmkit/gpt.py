@@ -1,0 +1,541 @@
+"""GPT: a decoder-only transformer language model (chapter 03).
+
+``GPT(config)(ids)`` maps token ids ``(batch, seq)`` to next-token logits
+``(batch, seq, vocab)``: token embedding + learned position embedding, ``n_layer``
+pre-LayerNorm blocks of causal self-attention and MLP (:mod:`llmkit.nn`), a final LayerNorm
+and the output projection, whose weight *is* the token embedding (weight tying).
+
+Training predicts every next token at once (:meth:`GPT.loss`); generation feeds one token at
+a time and keeps the keys and values of earlier tokens in a :class:`~llmkit.nn.KVCache`
+(:meth:`GPT.forward_with_cache`, :meth:`GPT.generate`).
+
+The architecture is GPT-2's, parameter for parameter: :meth:`GPT.from_hf_gpt2` loads a
+Hugging Face ``GPT2LMHeadModel`` (or its state dict) and :meth:`GPT.to_hf_gpt2_state_dict`
+exports one. Hugging Face stores GPT-2's linear layers as ``Conv1D`` with weights
+``(in, out)``; ``nn.Linear`` stores ``(out, in)``, so those four weights are transposed.
+
+**The context window.** Position embeddings exist for ``block_size`` positions only.
+:meth:`GPT.forward` raises a ``ValueError`` for longer inputs (``sequence length 70
+exceeds block_size 64``). Generation crops instead: the model sees the last ``block_size``
+tokens. With a KV cache, when ``cache.length + new tokens > block_size``, the cache is
+dropped and the cropped window recomputed from scratch (cached keys carry their absolute
+positions, so they cannot simply be shifted). Cached generation therefore equals generation by
+full recomputation on the cropped window, token for token.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from llmkit.nn import ATTENTION_IMPLS, Block, KVCache, LearnedPositions
+
+__all__ = ["GPTConfig", "GPT"]
+
+# GPT-2's sizes, all with 64-wide heads: used to infer n_head from a bare state dict.
+_GPT2_HEADS = {768: 12, 1024: 16, 1280: 20, 1600: 25}
+
+
+@dataclasses.dataclass
+class GPTConfig:
+    """The shape of a :class:`GPT`, validated on construction.
+
+    Args:
+        vocab_size: number of token ids ``V`` (>= 1).
+        block_size: context window, the most positions the model can see (>= 1).
+        n_layer: number of transformer blocks (>= 1).
+        n_head: attention heads per block (>= 1); must divide ``d_model``.
+        d_model: model width (>= 1).
+        dropout: dropout probability in ``[0, 1)`` (embeddings, attention weights, residual
+            branches; training only).
+        bias: biases in the linear layers and LayerNorms (GPT-2 has them).
+        impl: attention implementation, ``"sdpa"`` (fused PyTorch kernel, default) or
+            ``"manual"`` (written out); same outputs.
+    """
+
+    vocab_size: int
+    block_size: int
+    n_layer: int
+    n_head: int
+    d_model: int
+    dropout: float = 0.0
+    bias: bool = True
+    impl: str = "sdpa"
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "d_model"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if self.d_model % self.n_head != 0:
+            raise ValueError(
+                f"d_model (={self.d_model}) must be divisible by n_head (={self.n_head})"
+            )
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, int | float):
+            raise TypeError(f"dropout must be a float in [0, 1), got {type(self.dropout).__name__}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        self.dropout = float(self.dropout)
+        if not isinstance(self.bias, bool):
+            raise TypeError(f"bias must be a bool, got {type(self.bias).__name__}")
+        if self.impl not in ATTENTION_IMPLS:
+            raise ValueError(f"impl must be one of {ATTENTION_IMPLS}, got {self.impl!r}")
+
+    @property
+    def head_dim(self) -> int:
+        """Width of one attention head, ``d_model // n_head``."""
+        return self.d_model // self.n_head
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict (for checkpoints)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> GPTConfig:
+        """The inverse of :meth:`to_dict`; unknown keys are an error."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown GPTConfig fields {unknown}; allowed: {sorted(names)}")
+        return cls(**d)
+
+    def to_hf_gpt2_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``transformers.GPT2Config`` describing the same model.
+
+        ``transformers`` is not imported here; ``GPT2Config(**config.to_hf_gpt2_kwargs())``
+        builds a ``GPT2LMHeadModel`` that :meth:`GPT.to_hf_gpt2_state_dict` loads into.
+        """
+        if not self.bias:
+            raise ValueError("GPT-2 has biases; a config with bias=False has no GPT-2 twin")
+        return {
+            "vocab_size": self.vocab_size,
+            "n_positions": self.block_size,
+            "n_embd": self.d_model,
+            "n_layer": self.n_layer,
+            "n_head": self.n_head,
+            "resid_pdrop": self.dropout,
+            "embd_pdrop": self.dropout,
+            "attn_pdrop": self.dropout,
+            "activation_function": "gelu_new",
+            "layer_norm_epsilon": 1e-5,
+            "bos_token_id": None,
+            "eos_token_id": None,
+        }
+
+
+def _hf_key_map(n_layer: int) -> list[tuple[str, str, bool]]:
+    """``(hf_key, llmkit_key, transpose)`` for every GPT-2 tensor except the tied lm_head.
+
+    HF keys are relative to ``transformer.``.
+    """
+    keys = [("wte.weight", "wte.weight", False), ("wpe.weight", "wpe.weight", False)]
+    for i in range(n_layer):
+        h, b = f"h.{i}.", f"blocks.{i}."
+        for hf, ours, transpose in (
+            ("ln_1", "ln_1", False),
+            ("attn.c_attn", "attn.qkv", True),
+            ("attn.c_proj", "attn.proj", True),
+            ("ln_2", "ln_2", False),
+            ("mlp.c_fc", "mlp.fc", True),
+            ("mlp.c_proj", "mlp.proj", True),
+        ):
+            keys.append((f"{h}{hf}.weight", f"{b}{ours}.weight", transpose))
+            keys.append((f"{h}{hf}.bias", f"{b}{ours}.bias", False))
+    keys += [("ln_f.weight", "ln_f.weight", False), ("ln_f.bias", "ln_f.bias", False)]
+    return keys
+
+
+def _config_from_hf(hf: Any) -> GPTConfig:
+    """A :class:`GPTConfig` from a ``transformers.GPT2Config``, rejecting what GPT lacks."""
+    act = getattr(hf, "activation_function", "gelu_new")
+    if act not in ("gelu_new", "gelu_pytorch_tanh"):
+        raise ValueError(
+            f"activation_function must be 'gelu_new' or 'gelu_pytorch_tanh' (GELU, tanh "
+            f"approximation), got {act!r}"
+        )
+    eps = getattr(hf, "layer_norm_epsilon", 1e-5)
+    if eps != 1e-5:
+        raise ValueError(f"layer_norm_epsilon must be 1e-5, got {eps}")
+    n_inner = getattr(hf, "n_inner", None)
+    if n_inner not in (None, 4 * hf.n_embd):
+        raise ValueError(f"n_inner must be None or 4 * n_embd = {4 * hf.n_embd}, got {n_inner}")
+    for flag, wanted in (
+        ("scale_attn_weights", True),
+        ("scale_attn_by_inverse_layer_idx", False),
+        ("reorder_and_upcast_attn", False),
+    ):
+        if getattr(hf, flag, wanted) != wanted:
+            raise ValueError(f"{flag} must be {wanted} (as in GPT-2), got {getattr(hf, flag)}")
+    return GPTConfig(
+        vocab_size=hf.vocab_size,
+        block_size=hf.n_positions,
+        n_layer=hf.n_layer,
+        n_head=hf.n_head,
+        d_model=hf.n_embd,
+        dropout=float(getattr(hf, "resid_pdrop", 0.0)),
+    )
+
+
+class GPT(nn.Module):
+    """A GPT-2-style decoder-only language model.
+
+    Modules: ``wte`` (token embedding ``(V, d_model)``), ``wpe``
+    (:class:`~llmkit.nn.LearnedPositions`, ``(block_size, d_model)``), ``drop``, ``blocks``
+    (``n_layer`` :class:`~llmkit.nn.Block`), ``ln_f`` and ``lm_head`` (``d_model -> V``, no
+    bias, ``lm_head.weight is wte.weight``).
+
+    Initialisation (GPT-2 / nanoGPT): weights N(0, 0.02^2), biases 0, LayerNorm 1 and 0; the
+    two projections that write into the residual stream in each block (``attn.proj`` and
+    ``mlp.proj``) get std ``0.02 / sqrt(2 * n_layer)``, so the variance of the residual stream
+    does not grow with depth (it receives ``2 * n_layer`` such additions).
+    """
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        if not isinstance(config, GPTConfig):
+            raise TypeError(f"config must be a GPTConfig, got {type(config).__name__}")
+        self.config = config
+        c = config
+        self.wte = nn.Embedding(c.vocab_size, c.d_model)
+        self.wpe = LearnedPositions(c.block_size, c.d_model)
+        self.drop = nn.Dropout(c.dropout)
+        self.blocks = nn.ModuleList(
+            [
+                Block(c.d_model, c.n_head, dropout=c.dropout, impl=c.impl, bias=c.bias)
+                for _ in range(c.n_layer)
+            ]
+        )
+        self.ln_f = nn.LayerNorm(c.d_model, eps=1e-5, bias=c.bias)
+        self.lm_head = nn.Linear(c.d_model, c.vocab_size, bias=False)
+        self.lm_head.weight = self.wte.weight  # weight tying: one (V, d_model) matrix
+        self.reset_parameters()
+
+    # -- initialisation ---------------------------------------------------------------------
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """(Re-)initialise every parameter as described in the class docstring."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, mean=0.0, std=0.02)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding | LearnedPositions):
+                nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+        residual_std = 0.02 / math.sqrt(2 * self.config.n_layer)
+        for block in self.blocks:
+            nn.init.normal_(block.attn.proj.weight, mean=0.0, std=residual_std)
+            nn.init.normal_(block.mlp.proj.weight, mean=0.0, std=residual_std)
+
+    # -- forward ----------------------------------------------------------------------------
+
+    def _check_ids(self, ids: torch.Tensor, name: str = "ids") -> None:
+        if not isinstance(ids, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(ids).__name__}")
+        if ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool:
+            raise TypeError(f"{name} must hold integer token ids, got dtype {ids.dtype}")
+        if ids.dim() != 2:
+            raise ValueError(
+                f"{name} must have shape (batch, seq), got {tuple(ids.shape)}"
+                + ("; use ids[None] for a single sequence" if ids.dim() == 1 else "")
+            )
+        if ids.shape[1] == 0:
+            raise ValueError(
+                f"{name} must hold at least one position, got shape {tuple(ids.shape)}"
+            )
+        # A range check reads the values: cheap on the CPU, a synchronisation on a GPU.
+        if ids.device.type == "cpu" and ids.numel():
+            lo, hi = int(ids.min()), int(ids.max())
+            if lo < 0 or hi >= self.config.vocab_size:
+                raise ValueError(
+                    f"{name} must lie in [0, {self.config.vocab_size}) (vocab_size), "
+                    f"got values in [{lo}, {hi}]"
+                )
+
+    def forward(self, ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """Next-token logits.
+
+        Args:
+            ids: token ids ``(b, t)``.
+            cache: optional :class:`~llmkit.nn.KVCache` from :meth:`new_cache`, extended in
+                place: ``ids`` are the positions ``cache.length .. cache.length + t - 1`` and
+                attend to the cached keys and values as well as to each other.
+        Returns:
+            logits: ``(b, t, vocab_size)``; ``logits[:, i]`` scores the token after ``ids[:, i]``.
+        Raises:
+            ValueError: if ``cache.length + t > block_size`` (``sequence length 70 exceeds
+                block_size 64``): crop the input, or use :meth:`forward_with_cache`.
+        """
+        self._check_ids(ids)
+        b, t = ids.shape
+        past = 0
+        if cache is not None:
+            if not isinstance(cache, KVCache):
+                raise TypeError(f"cache must be a KVCache or None, got {type(cache).__name__}")
+            if len(cache) != self.config.n_layer:
+                raise ValueError(
+                    f"cache has {len(cache)} layers but the model has n_layer="
+                    f"{self.config.n_layer}; make it with model.new_cache()"
+                )
+            past = cache.length
+            if past and cache.batch_size != b:
+                raise ValueError(f"cache holds batch size {cache.batch_size}, but ids has {b}")
+        if past + t > self.config.block_size:
+            what = f"sequence length {past + t}"
+            if past:
+                what += f" ({past} cached + {t} new)"
+            raise ValueError(
+                f"{what} exceeds block_size {self.config.block_size}; crop the context to the "
+                f"last {self.config.block_size} tokens (generate() and forward_with_cache() "
+                "do this)"
+            )
+        x = self.wte(ids) + self.wpe(t, offset=past)  # (b, t, d_model)
+        x = self.drop(x)
+        for i, block in enumerate(self.blocks):
+            x, kv = block(x, layer_cache=None if cache is None else cache[i])
+            if cache is not None:
+                cache[i] = kv
+        if cache is not None:
+            cache.append_ids(ids)
+        return self.lm_head(self.ln_f(x))  # (b, t, vocab_size)
+
+    def new_cache(self) -> KVCache:
+        """An empty :class:`~llmkit.nn.KVCache` with one slot per layer."""
+        return KVCache(self.config.n_layer)
+
+    def forward_with_cache(
+        self, ids: torch.Tensor, cache: KVCache | None = None
+    ) -> tuple[torch.Tensor, KVCache]:
+        """Feed new tokens through the model, reusing and extending a KV cache.
+
+        The decoding protocol of :mod:`llmkit.decoding`: the first call passes the prompt
+        (and a fresh cache), later calls only the newly chosen tokens.
+
+        If ``cache.length + t`` exceeds ``block_size``, the model keeps only the last
+        ``block_size`` tokens (the cached ids followed by ``ids``): the cache is dropped and
+        this window recomputed, so the result equals running :meth:`forward` on the cropped
+        window.
+
+        Args:
+            ids: new token ids ``(b, t)``.
+            cache: the cache of the earlier tokens (``None``: a new, empty one).
+        Returns:
+            logits ``(b, min(t, block_size), vocab_size)`` for the last new positions, and
+            the (same, extended) cache.
+        """
+        if cache is None:
+            cache = self.new_cache()
+        self._check_ids(ids)
+        t, block = ids.shape[1], self.config.block_size
+        if cache.length + t <= block:
+            return self.forward(ids, cache), cache
+        if cache.length:
+            if cache.ids is None:
+                raise ValueError(
+                    "the cache would exceed block_size, and it holds no token ids to recompute "
+                    "a cropped window from; fill it through GPT.forward"
+                )
+            if cache.ids.shape[0] != ids.shape[0]:
+                raise ValueError(
+                    f"cache holds batch size {cache.ids.shape[0]}, but ids has {ids.shape[0]}"
+                )
+            ids = torch.cat([cache.ids, ids], dim=1)
+        window = ids[:, -block:]
+        cache.reset()
+        logits = self.forward(window, cache)
+        return logits[:, -min(t, block) :], cache
+
+    def loss(self, ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy of the next-token predictions.
+
+        Args:
+            ids: inputs ``(b, t)``.
+            targets: the next tokens ``(b, t)`` (usually ``ids`` shifted by one); entries equal
+                to -100 are ignored.
+        Returns:
+            scalar loss (nats per token).
+        """
+        if not isinstance(targets, torch.Tensor) or targets.shape != ids.shape:
+            got = tuple(targets.shape) if isinstance(targets, torch.Tensor) else type(targets)
+            raise ValueError(f"targets must have the shape of ids {tuple(ids.shape)}, got {got}")
+        logits = self(ids)
+        return F.cross_entropy(logits.flatten(0, 1), targets.flatten().long(), ignore_index=-100)
+
+    def num_parameters(self, non_embedding: bool = False) -> int:
+        """Number of parameters, the tied embedding counted once.
+
+        Args:
+            non_embedding: leave out the token and position embeddings (Kaplan et al.'s ``N``,
+                about ``12 * n_layer * d_model**2``).
+        """
+        n = sum(p.numel() for p in self.parameters())  # parameters() yields tied ones once
+        if non_embedding:
+            n -= self.wte.weight.numel() + self.wpe.weight.numel()
+        return n
+
+    @torch.no_grad()
+    def generate(self, ids: torch.Tensor, max_new_tokens: int, **kwargs: Any) -> torch.Tensor:
+        """Continue ``ids`` with :func:`llmkit.decoding.generate` (greedy by default).
+
+        The model is put in evaluation mode for the call (and restored afterwards). Contexts
+        longer than ``block_size`` are cropped to their last ``block_size`` tokens, with and
+        without the KV cache (see the module docstring).
+
+        Args:
+            ids: prompt ids, as :func:`llmkit.decoding.generate` accepts them (``(b, t)``).
+            max_new_tokens: number of tokens to add.
+            **kwargs: decoding options (``strategy``, ``temperature``, ``top_k``, ``top_p``,
+                ``beam_width``, ``generator``, ``use_cache``, ``eos_token_id``).
+        Returns:
+            prompt followed by the generated tokens, as :func:`llmkit.decoding.generate`
+            returns them.
+        """
+        from llmkit import decoding  # imported here: llmkit.decoding builds on this module
+
+        was_training = self.training
+        self.eval()
+        try:
+            return decoding.generate(_CroppedContext(self), ids, max_new_tokens, **kwargs)
+        finally:
+            self.train(was_training)
+
+    # -- Hugging Face GPT-2 interop ---------------------------------------------------------
+
+    @classmethod
+    def from_hf_gpt2(cls, model_or_state_dict: Any, config: Any = None) -> GPT:
+        """Load Hugging Face GPT-2 weights.
+
+        Args:
+            model_or_state_dict: a ``transformers.GPT2LMHeadModel`` / ``GPT2Model``, or its
+                state dict (keys with or without the ``transformer.`` prefix).
+            config: a :class:`GPTConfig` or ``transformers.GPT2Config``. Default: the model's
+                own config; for a bare state dict every size is read from the tensor shapes,
+                except ``n_head``, which no shape reveals: it is inferred only for GPT-2's
+                widths (768, 1024, 1280, 1600: 64-wide heads), else pass ``config``.
+        Returns:
+            a :class:`GPT` with the same weights, dtype and device, giving the same logits.
+        """
+        hf_config = None
+        if isinstance(model_or_state_dict, nn.Module):
+            hf_config = getattr(model_or_state_dict, "config", None)
+            raw = model_or_state_dict.state_dict()
+        elif isinstance(model_or_state_dict, Mapping):
+            raw = model_or_state_dict
+        else:
+            raise TypeError(
+                "model_or_state_dict must be a transformers GPT-2 model or a state dict, got "
+                f"{type(model_or_state_dict).__name__}"
+            )
+        sd: dict[str, torch.Tensor] = {}
+        for key, value in raw.items():
+            if key.endswith((".attn.bias", ".attn.masked_bias")):
+                continue  # causal-mask buffers of older transformers versions
+            sd[key.removeprefix("transformer.")] = value
+        if "wte.weight" not in sd or "wpe.weight" not in sd:
+            raise ValueError("not a GPT-2 state dict: wte.weight / wpe.weight missing")
+
+        if config is None:
+            config = hf_config
+        if config is not None and not isinstance(config, GPTConfig):
+            config = _config_from_hf(config)
+        if config is None:
+            vocab_size, d_model = sd["wte.weight"].shape
+            if d_model not in _GPT2_HEADS:
+                raise ValueError(
+                    f"cannot infer n_head from a state dict of width {d_model}; pass "
+                    "config=GPTConfig(...) or the transformers model"
+                )
+            n_layer = 0
+            while f"h.{n_layer}.ln_1.weight" in sd:
+                n_layer += 1
+            config = GPTConfig(
+                vocab_size=int(vocab_size),
+                block_size=int(sd["wpe.weight"].shape[0]),
+                n_layer=n_layer,
+                n_head=_GPT2_HEADS[int(d_model)],
+                d_model=int(d_model),
+            )
+        if not config.bias:
+            raise ValueError("GPT-2 has biases: config.bias must be True")
+
+        model = cls(config)
+        params = dict(model.named_parameters())
+        missing = []
+        with torch.no_grad():
+            for hf_key, key, transpose in _hf_key_map(config.n_layer):
+                if hf_key not in sd:
+                    missing.append(hf_key)
+                    continue
+                value = sd.pop(hf_key)
+                if transpose:
+                    value = value.t()
+                if value.shape != params[key].shape:
+                    raise ValueError(
+                        f"{hf_key}: expected shape {tuple(params[key].shape)} for {config}, "
+                        f"got {tuple(value.shape)}"
+                    )
+                params[key].copy_(value)
+        if missing:
+            raise ValueError(f"missing GPT-2 weights: {missing}")
+        lm_head = sd.pop("lm_head.weight", None)
+        if lm_head is not None and not torch.equal(lm_head.to(model.wte.weight), model.wte.weight):
+            raise ValueError("lm_head.weight differs from wte.weight: GPT ties them, GPT-2 does")
+        if sd:
+            raise ValueError(f"unexpected keys in the GPT-2 state dict: {sorted(sd)}")
+        wte = raw.get("transformer.wte.weight", raw.get("wte.weight"))
+        return model.to(device=wte.device, dtype=wte.dtype)
+
+    def to_hf_gpt2_state_dict(self) -> dict[str, torch.Tensor]:
+        """Export the weights as a Hugging Face ``GPT2LMHeadModel`` state dict.
+
+        Keys ``transformer.wte.weight``, ..., ``transformer.ln_f.bias`` and ``lm_head.weight``
+        (the same tensor as ``transformer.wte.weight``: tied). ``Conv1D`` weights are
+        transposed to ``(in, out)``. Load with ``GPT2LMHeadModel(GPT2Config(
+        **model.config.to_hf_gpt2_kwargs())).load_state_dict(sd)``.
+        """
+        if not self.config.bias:
+            raise ValueError("GPT-2 has biases: this model was built with bias=False")
+        params = dict(self.named_parameters())
+        out: dict[str, torch.Tensor] = {}
+        for hf_key, key, transpose in _hf_key_map(self.config.n_layer):
+            value = params[key].detach()
+            out[f"transformer.{hf_key}"] = value.t().contiguous() if transpose else value.clone()
+        out["lm_head.weight"] = out["transformer.wte.weight"]
+        return out
+
+
+class _CroppedContext(nn.Module):
+    """A view of a :class:`GPT` for :mod:`llmkit.decoding` that never exceeds its context.
+
+    Calling it crops ``ids`` to their last ``block_size`` tokens; ``forward_with_cache``
+    already recomputes a cropped window when the cache would overflow.
+    """
+
+    def __init__(self, model: GPT) -> None:
+        super().__init__()
+        self.model = model
+        self.config = model.config
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        """``ids: (b, t) -> logits (b, min(t, block_size), vocab)`` for the last positions."""
+        return self.model(ids[..., -self.config.block_size :])
+
+    def forward_with_cache(
+        self, ids: torch.Tensor, cache: KVCache | None = None
+    ) -> tuple[torch.Tensor, KVCache]:
+        return self.model.forward_with_cache(ids, cache)
+
+    def new_cache(self) -> KVCache:
+        return self.model.new_cache()

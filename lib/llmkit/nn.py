@@ -1,0 +1,564 @@
+"""Attention and the transformer block (chapter 02).
+
+The pieces of a decoder-only transformer, each small enough to read in one sitting:
+
+* :func:`attention` -- scaled dot-product attention written out: scores
+  ``q @ k^T / sqrt(d)``, the mask (disallowed scores set to ``-inf``), the softmax, dropout
+  and the weighted sum of the values;
+* :func:`sdpa_attention` -- the same computation through PyTorch's fused
+  :func:`torch.nn.functional.scaled_dot_product_attention` (flash / memory-efficient kernels
+  on a GPU). Both give the same outputs (tested to 1e-6 in float64);
+* :func:`causal_mask` -- which key positions each query may attend to;
+* :class:`KVCache` -- the keys and values of the tokens seen so far, so that generation feeds
+  only the new token through the model;
+* :class:`MultiHeadAttention` (one fused QKV projection, heads split with ``einops``),
+  :class:`MLP`, :class:`Block` (pre-LayerNorm, residual connections) and
+  :class:`LearnedPositions`.
+
+Shapes use einops-style names: ``b`` batch, ``t`` query positions, ``s`` key positions,
+``h`` heads, ``d`` head width. Masks are boolean with ``True`` = "may attend", the convention
+of :func:`torch.nn.functional.scaled_dot_product_attention`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+__all__ = [
+    "causal_mask",
+    "attention",
+    "sdpa_attention",
+    "KVCache",
+    "MultiHeadAttention",
+    "MLP",
+    "Block",
+    "LearnedPositions",
+    "ATTENTION_IMPLS",
+]
+
+#: The two attention implementations: PyTorch's fused kernel and the written-out version.
+ATTENTION_IMPLS = ("sdpa", "manual")
+
+
+# ---------------------------------------------------------------------------------------------
+# argument checks
+
+
+def _check_positive_int(value: object, name: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return value
+
+
+def _check_dropout(p: object, name: str = "dropout") -> float:
+    if isinstance(p, bool) or not isinstance(p, int | float):
+        raise TypeError(f"{name} must be a float in [0, 1), got {type(p).__name__}")
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"{name} must be in [0, 1), got {p}")
+    return float(p)
+
+
+def _check_impl(impl: object) -> str:
+    if impl not in ATTENTION_IMPLS:
+        raise ValueError(f"impl must be one of {ATTENTION_IMPLS}, got {impl!r}")
+    return impl  # type: ignore[return-value]
+
+
+def _check_divisible(d_model: int, n_heads: int, heads_name: str = "n_heads") -> None:
+    if d_model % n_heads != 0:
+        raise ValueError(
+            f"d_model (={d_model}) must be divisible by {heads_name} (={n_heads}); "
+            f"each head gets d_model // {heads_name} dimensions"
+        )
+
+
+def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+        if x.dim() < 2:
+            raise ValueError(f"{name} must have shape (..., seq, dim), got {tuple(x.shape)}")
+    if q.shape[-1] != k.shape[-1]:
+        raise ValueError(
+            f"q and k must have the same last dimension, got q {tuple(q.shape)} "
+            f"and k {tuple(k.shape)}"
+        )
+    if k.shape[-2] != v.shape[-2]:
+        raise ValueError(
+            f"k and v must have the same number of positions (dim -2), got k "
+            f"{tuple(k.shape)} and v {tuple(v.shape)}"
+        )
+
+
+def _check_mask(mask: torch.Tensor | None, seq_q: int, seq_k: int) -> None:
+    if mask is None:
+        return
+    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
+        got = mask.dtype if isinstance(mask, torch.Tensor) else type(mask).__name__
+        raise TypeError(f"mask must be a bool tensor (True = may attend), got {got}")
+    if mask.dim() < 2 or mask.shape[-2] not in (1, seq_q) or mask.shape[-1] not in (1, seq_k):
+        raise ValueError(
+            f"mask must broadcast to (..., seq_q={seq_q}, seq_k={seq_k}), got {tuple(mask.shape)}"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# attention
+
+
+def causal_mask(
+    seq_q: int, seq_k: int | None = None, device: torch.device | str | None = None
+) -> torch.Tensor:
+    """The causal mask: query ``i`` may attend to key ``j`` only if ``j`` is not in its future.
+
+    Args:
+        seq_q: number of query positions ``t``.
+        seq_k: number of key positions ``s`` (default ``seq_q``). With a KV cache ``s > t``:
+            the queries are the *last* ``t`` of the ``s`` positions, so query ``i`` sits at
+            absolute position ``s - t + i`` and may attend to keys ``0 .. s - t + i``.
+        device: where to build the mask.
+    Returns:
+        mask: ``(t, s)`` bool, ``True`` = may attend (lower triangle, aligned bottom-right).
+
+    >>> causal_mask(3).int()
+    tensor([[1, 0, 0],
+            [1, 1, 0],
+            [1, 1, 1]], dtype=torch.int32)
+    >>> causal_mask(1, 3).int()
+    tensor([[1, 1, 1]], dtype=torch.int32)
+    """
+    _check_positive_int(seq_q, "seq_q")
+    if seq_k is None:
+        seq_k = seq_q
+    _check_positive_int(seq_k, "seq_k")
+    if seq_k < seq_q:
+        raise ValueError(
+            f"seq_k must be >= seq_q (the queries are the last seq_q of the seq_k positions), "
+            f"got seq_q={seq_q}, seq_k={seq_k}"
+        )
+    ones = torch.ones(seq_q, seq_k, dtype=torch.bool, device=device)
+    return torch.tril(ones, diagonal=seq_k - seq_q)
+
+
+def attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    dropout_p: float = 0.0,
+    generator: torch.Generator | None = None,
+    return_weights: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Scaled dot-product attention, written out.
+
+    ``softmax(q @ k^T / sqrt(d) masked to -inf where mask is False) @ v``, with dropout on
+    the attention weights.
+
+    Args:
+        q: queries ``(..., t, d)``.
+        k: keys ``(..., s, d)``.
+        v: values ``(..., s, d_v)``.
+        mask: optional bool tensor broadcastable to ``(..., t, s)``, ``True`` = may attend
+            (e.g. :func:`causal_mask`). A query row with no allowed key gives NaN, as in
+            PyTorch's SDPA.
+        dropout_p: probability of zeroing an attention weight (survivors are scaled by
+            ``1 / (1 - dropout_p)``); pass 0 at evaluation time.
+        generator: random generator for the dropout pattern (reproducible dropout).
+        return_weights: also return the attention weights.
+    Returns:
+        out: ``(..., t, d_v)``; with ``return_weights`` also ``weights: (..., t, s)`` (after
+        dropout; each row sums to 1 when ``dropout_p == 0``).
+    """
+    _check_qkv(q, k, v)
+    _check_mask(mask, q.shape[-2], k.shape[-2])
+    dropout_p = _check_dropout(dropout_p, "dropout_p")
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (..., t, s)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = torch.softmax(scores, dim=-1)
+    if dropout_p > 0.0:
+        keep = torch.rand(
+            weights.shape, generator=generator, device=weights.device, dtype=weights.dtype
+        )
+        weights = weights * (keep >= dropout_p) / (1.0 - dropout_p)
+    out = weights @ v
+    return (out, weights) if return_weights else out
+
+
+def sdpa_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    causal: bool = False,
+    dropout_p: float = 0.0,
+) -> torch.Tensor:
+    """Scaled dot-product attention through PyTorch's fused ``scaled_dot_product_attention``.
+
+    The same computation as :func:`attention`, done by PyTorch's fused kernels (flash
+    attention or memory-efficient attention on a GPU, a fused C++ kernel on the CPU).
+
+    Args:
+        q: queries ``(..., t, d)``.
+        k: keys ``(..., s, d)``.
+        v: values ``(..., s, d_v)``.
+        mask: optional bool tensor broadcastable to ``(..., t, s)``, ``True`` = may attend.
+        causal: also apply :func:`causal_mask` ``(t, s)``. When ``s > t`` (a KV cache) the
+            queries are the last ``t`` positions (bottom-right alignment; note that SDPA's
+            own ``is_causal`` aligns top-left, so this function builds the mask itself then).
+        dropout_p: dropout on the attention weights (uses the global random state).
+    Returns:
+        out: ``(..., t, d_v)``.
+    """
+    _check_qkv(q, k, v)
+    seq_q, seq_k = q.shape[-2], k.shape[-2]
+    _check_mask(mask, seq_q, seq_k)
+    dropout_p = _check_dropout(dropout_p, "dropout_p")
+    is_causal = False
+    if causal:
+        if mask is None and seq_q == seq_k:
+            is_causal = True  # lets SDPA pick its fastest causal kernel
+        elif seq_q > 1:  # one query at the end of the sequence may attend to every key
+            cmask = causal_mask(seq_q, seq_k, device=q.device)
+            mask = cmask if mask is None else mask & cmask
+    return F.scaled_dot_product_attention(
+        q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# KV cache
+
+
+class KVCache:
+    """The keys and values of every layer for the tokens seen so far.
+
+    ``cache[i]`` is layer ``i``'s ``(k, v)``, each ``(batch, heads, length, head_dim)``, or
+    ``None`` before the first forward pass. A model extends it in place: the attention of a
+    new token needs the keys and values of all earlier tokens, and they never change (the
+    mask stops earlier tokens from seeing later ones), so they are computed once.
+
+    ``ids`` optionally holds the ``(batch, length)`` token ids the cache covers, so a model
+    can recompute a cropped window when the cache would outgrow its context
+    (:meth:`llmkit.gpt.GPT.forward_with_cache` does).
+
+    >>> cache = KVCache(2)
+    >>> cache.length
+    0
+    """
+
+    def __init__(self, n_layers: int) -> None:
+        self.n_layers = _check_positive_int(n_layers, "n_layers")
+        self.layers: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * n_layers
+        self.ids: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return self.n_layers
+
+    def __getitem__(self, layer: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        return self.layers[layer]
+
+    def __setitem__(self, layer: int, kv: tuple[torch.Tensor, torch.Tensor]) -> None:
+        k, v = kv
+        if k.dim() != 4 or v.dim() != 4:
+            raise ValueError(
+                "cached k and v must have shape (batch, heads, length, head_dim), got "
+                f"{tuple(k.shape)} and {tuple(v.shape)}"
+            )
+        self.layers[layer] = (k, v)
+
+    @property
+    def length(self) -> int:
+        """Number of positions cached (0 for an empty cache)."""
+        first = self.layers[0]
+        return 0 if first is None else first[0].shape[-2]
+
+    @property
+    def batch_size(self) -> int | None:
+        """Batch size of the cached tensors (``None`` for an empty cache)."""
+        first = self.layers[0]
+        return None if first is None else first[0].shape[0]
+
+    def reset(self) -> None:
+        """Empty the cache."""
+        self.layers = [None] * self.n_layers
+        self.ids = None
+
+    def append_ids(self, ids: torch.Tensor) -> None:
+        """Record the ``(batch, t)`` token ids that were just fed through the model."""
+        self.ids = ids if self.ids is None else torch.cat([self.ids, ids], dim=1)
+
+    def crop(self, n: int) -> KVCache:
+        """Keep the first ``n`` positions (``0 <= n <= length``) and drop the rest, in place."""
+        if isinstance(n, bool) or not isinstance(n, int):
+            raise TypeError(f"n must be an int, got {type(n).__name__}")
+        if not 0 <= n <= self.length:
+            raise ValueError(f"n must be in [0, {self.length}] (the cache length), got {n}")
+        if n == 0:
+            self.reset()
+            return self
+        self.layers = [
+            None if kv is None else (kv[0][:, :, :n], kv[1][:, :, :n]) for kv in self.layers
+        ]
+        if self.ids is not None:
+            self.ids = self.ids[:, :n]
+        return self
+
+    def reorder(self, indices: torch.Tensor) -> KVCache:
+        """Select batch rows in place: row ``i`` becomes old row ``indices[i]``.
+
+        Beam search calls this after pruning: the surviving hypotheses keep the cache of the
+        beam they extend. ``indices`` is a 1-D LongTensor (its length may differ from the
+        batch size, e.g. to expand one prompt into several beams).
+        """
+        if not isinstance(indices, torch.Tensor) or indices.dim() != 1:
+            raise ValueError("indices must be a 1-D LongTensor of batch rows")
+        indices = indices.long()
+        self.layers = [
+            None
+            if kv is None
+            else (
+                kv[0].index_select(0, indices.to(kv[0].device)),
+                kv[1].index_select(0, indices.to(kv[1].device)),
+            )
+            for kv in self.layers
+        ]
+        if self.ids is not None:
+            self.ids = self.ids.index_select(0, indices.to(self.ids.device))
+        return self
+
+    def __repr__(self) -> str:
+        return f"KVCache(n_layers={self.n_layers}, length={self.length})"
+
+
+# ---------------------------------------------------------------------------------------------
+# modules
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head self-attention with one fused QKV projection.
+
+    ``qkv`` maps each token to its query, key and value at once; the ``3 * d_model`` outputs
+    are laid out ``(three, heads, head_dim)`` -- the layout of GPT-2's ``c_attn``. Each head
+    attends with width ``head_dim = d_model // n_heads``; the heads are concatenated and
+    mixed by ``proj``.
+
+    Args:
+        d_model: model width.
+        n_heads: number of heads; must divide ``d_model``.
+        dropout: dropout on the attention weights and on the output (training only).
+        bias: biases in ``qkv`` and ``proj``.
+        causal: apply the causal mask (decoder); ``False`` for an encoder.
+        impl: ``"sdpa"`` (PyTorch's fused kernel, the default) or ``"manual"``
+            (:func:`attention`, the teaching path). Same outputs.
+
+    Set ``store_weights = True`` to keep the attention weights of the last forward pass in
+    ``last_weights`` ``(b, h, t, s)`` (computed through the manual path).
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        dropout: float = 0.0,
+        bias: bool = True,
+        causal: bool = True,
+        impl: str = "sdpa",
+    ) -> None:
+        super().__init__()
+        _check_positive_int(d_model, "d_model")
+        _check_positive_int(n_heads, "n_heads")
+        _check_divisible(d_model, n_heads)
+        self.d_model = d_model
+        self.n_heads = n_heads
+        self.head_dim = d_model // n_heads
+        self.dropout = _check_dropout(dropout)
+        self.causal = bool(causal)
+        self.impl = _check_impl(impl)
+        self.qkv = nn.Linear(d_model, 3 * d_model, bias=bias)
+        self.proj = nn.Linear(d_model, d_model, bias=bias)
+        self.resid_dropout = nn.Dropout(self.dropout)
+        self.store_weights = False
+        self.last_weights: torch.Tensor | None = None
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        layer_cache: tuple[torch.Tensor, torch.Tensor] | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """Attend.
+
+        Args:
+            x: ``(b, t, d_model)``.
+            layer_cache: this layer's cached ``(k, v)``, each ``(b, h, s_past, head_dim)``;
+                the new tokens sit after them (their queries are the last ``t`` positions).
+            mask: optional extra bool mask broadcastable to ``(b, h, t, s)``, ``True`` = may
+                attend (e.g. key padding ``mask[:, None, None, :]``), combined with the causal
+                mask.
+        Returns:
+            out: ``(b, t, d_model)``; and the new ``(k, v)``, each ``(b, h, s, head_dim)``
+            with ``s = s_past + t`` (store it back in the cache).
+        """
+        if x.dim() != 3 or x.shape[-1] != self.d_model:
+            raise ValueError(
+                f"x must have shape (batch, seq, d_model={self.d_model}), got {tuple(x.shape)}"
+            )
+        qkv = self.qkv(x)  # (b, t, 3 * d_model)
+        q, k, v = rearrange(qkv, "b t (three h d) -> three b h t d", three=3, h=self.n_heads)
+        if layer_cache is not None:
+            past_k, past_v = layer_cache
+            if past_k.shape[0] != x.shape[0] or past_k.shape[1] != self.n_heads:
+                raise ValueError(
+                    f"layer_cache holds (batch, heads) = {tuple(past_k.shape[:2])}, but x has "
+                    f"batch {x.shape[0]} and the layer has {self.n_heads} heads"
+                )
+            k = torch.cat([past_k, k], dim=-2)
+            v = torch.cat([past_v, v], dim=-2)
+        p = self.dropout if self.training else 0.0
+        if self.impl == "manual" or self.store_weights:
+            full = mask
+            if self.causal:
+                cmask = causal_mask(q.shape[-2], k.shape[-2], device=x.device)
+                full = cmask if full is None else full & cmask
+            y, weights = attention(q, k, v, mask=full, dropout_p=p, return_weights=True)
+            if self.store_weights:
+                self.last_weights = weights.detach()
+        else:
+            y = sdpa_attention(q, k, v, mask=mask, causal=self.causal, dropout_p=p)
+        y = rearrange(y, "b h t d -> b t (h d)")
+        return self.resid_dropout(self.proj(y)), (k, v)
+
+    def extra_repr(self) -> str:
+        return (
+            f"d_model={self.d_model}, n_heads={self.n_heads}, dropout={self.dropout}, "
+            f"causal={self.causal}, impl={self.impl!r}"
+        )
+
+
+class MLP(nn.Module):
+    """The position-wise feed-forward network: ``Linear -> GELU -> Linear -> dropout``.
+
+    GELU uses the tanh approximation (GPT-2's ``gelu_new``).
+
+    Args:
+        d_model: model width.
+        hidden: hidden width (default ``4 * d_model``).
+        dropout: dropout on the output (training only).
+        bias: biases in both linear layers.
+    """
+
+    def __init__(
+        self, d_model: int, hidden: int | None = None, dropout: float = 0.0, bias: bool = True
+    ) -> None:
+        super().__init__()
+        _check_positive_int(d_model, "d_model")
+        hidden = 4 * d_model if hidden is None else _check_positive_int(hidden, "hidden")
+        self.fc = nn.Linear(d_model, hidden, bias=bias)
+        self.act = nn.GELU(approximate="tanh")
+        self.proj = nn.Linear(hidden, d_model, bias=bias)
+        self.dropout = nn.Dropout(_check_dropout(dropout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x: (..., d_model) -> (..., d_model)``."""
+        return self.dropout(self.proj(self.act(self.fc(x))))
+
+
+class Block(nn.Module):
+    """A pre-LayerNorm transformer block.
+
+    ``x = x + attn(ln_1(x))`` then ``x = x + mlp(ln_2(x))``: each sub-layer reads a normalised
+    copy of the residual stream and adds its output back (LayerNorm eps 1e-5, as GPT-2).
+
+    Args:
+        d_model: model width.
+        n_heads: attention heads; must divide ``d_model``.
+        dropout: dropout in attention and MLP (training only).
+        causal: causal self-attention (decoder) or not (encoder).
+        impl: ``"sdpa"`` or ``"manual"`` attention.
+        bias: biases in the linear layers and LayerNorms.
+        hidden: MLP hidden width (default ``4 * d_model``).
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        dropout: float = 0.0,
+        causal: bool = True,
+        impl: str = "sdpa",
+        bias: bool = True,
+        hidden: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(d_model, eps=1e-5, bias=bias)
+        self.attn = MultiHeadAttention(
+            d_model, n_heads, dropout=dropout, bias=bias, causal=causal, impl=impl
+        )
+        self.ln_2 = nn.LayerNorm(d_model, eps=1e-5, bias=bias)
+        self.mlp = MLP(d_model, hidden=hidden, dropout=dropout, bias=bias)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        layer_cache: tuple[torch.Tensor, torch.Tensor] | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """``x: (b, t, d_model)`` -> ``(x: (b, t, d_model), (k, v))`` (see
+        :meth:`MultiHeadAttention.forward` for ``layer_cache`` and ``mask``)."""
+        a, kv = self.attn(self.ln_1(x), layer_cache=layer_cache, mask=mask)
+        x = x + a
+        x = x + self.mlp(self.ln_2(x))
+        return x, kv
+
+
+class LearnedPositions(nn.Module):
+    """Learned absolute position embeddings: one trained vector per position.
+
+    ``weight: (max_len, d_model)``, initialised from N(0, 0.02^2) like GPT-2. Positions at or
+    beyond ``max_len`` have no embedding: the model's context window.
+    """
+
+    def __init__(self, max_len: int, d_model: int) -> None:
+        super().__init__()
+        self.max_len = _check_positive_int(max_len, "max_len")
+        self.d_model = _check_positive_int(d_model, "d_model")
+        self.weight = nn.Parameter(torch.empty(max_len, d_model))
+        nn.init.normal_(self.weight, mean=0.0, std=0.02)
+
+    def forward(self, positions: torch.Tensor | int, offset: int = 0) -> torch.Tensor:
+        """Embed positions.
+
+        Args:
+            positions: a LongTensor of positions, any shape ``(...)``, each in
+                ``[0, max_len)``; or an int ``t``, meaning ``arange(offset, offset + t)``
+                (checked without reading the device, so no GPU synchronisation).
+            offset: first position for the int form (e.g. the length of a KV cache).
+        Returns:
+            ``(..., d_model)`` (``(t, d_model)`` for an int).
+        """
+        if isinstance(positions, int) and not isinstance(positions, bool):
+            if positions < 0 or offset < 0 or offset + positions > self.max_len:
+                raise ValueError(
+                    f"positions [{offset}, {offset + positions}) must lie in "
+                    f"[0, {self.max_len}) (max_len)"
+                )
+            positions = torch.arange(offset, offset + positions, device=self.weight.device)
+        elif positions.numel() and (
+            int(positions.min()) < 0 or int(positions.max()) >= self.max_len
+        ):
+            raise ValueError(
+                f"positions must lie in [0, {self.max_len}) (max_len), got values in "
+                f"[{int(positions.min())}, {int(positions.max())}]"
+            )
+        return F.embedding(positions, self.weight)
+
+    def extra_repr(self) -> str:
+        return f"max_len={self.max_len}, d_model={self.d_model}"

@@ -1,0 +1,320 @@
+"""Tests of llmkit.nn: attention, masks, multi-head attention, blocks (chapter 02)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from llmkit.nn import (
+    MLP,
+    Block,
+    KVCache,
+    LearnedPositions,
+    MultiHeadAttention,
+    attention,
+    causal_mask,
+    sdpa_attention,
+)
+
+
+def _qkv(*shape_q: int, seq_k: int | None = None, d_v: int | None = None, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    *batch, t, d = shape_q
+    s = t if seq_k is None else seq_k
+    q = torch.randn(*batch, t, d, generator=g, dtype=torch.float64)
+    k = torch.randn(*batch, s, d, generator=g, dtype=torch.float64)
+    v = torch.randn(*batch, s, d if d_v is None else d_v, generator=g, dtype=torch.float64)
+    return q, k, v
+
+
+# -- causal mask --------------------------------------------------------------------------------
+
+
+def test_causal_mask_square():
+    expected = torch.tensor([[1, 0, 0, 0], [1, 1, 0, 0], [1, 1, 1, 0], [1, 1, 1, 1]]).bool()
+    assert torch.equal(causal_mask(4), expected)
+    assert causal_mask(4).dtype == torch.bool
+
+
+def test_causal_mask_with_cache_aligns_bottom_right():
+    # 2 new queries after 3 cached positions: absolute positions 3 and 4.
+    expected = torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]]).bool()
+    assert torch.equal(causal_mask(2, 5), expected)
+    assert torch.equal(causal_mask(1, 6), torch.ones(1, 6, dtype=torch.bool))
+    assert torch.equal(causal_mask(5, 5), causal_mask(5))
+
+
+def test_causal_mask_errors():
+    with pytest.raises(ValueError, match="seq_k must be >= seq_q"):
+        causal_mask(5, 3)
+    with pytest.raises(ValueError, match="seq_q must be >= 1"):
+        causal_mask(0)
+    with pytest.raises(TypeError, match="seq_q must be an int"):
+        causal_mask(2.0)  # type: ignore[arg-type]
+
+
+# -- attention: manual vs SDPA ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(5, 8), (2, 7, 4), (2, 3, 6, 16)])
+def test_manual_equals_sdpa_without_mask(shape):
+    q, k, v = _qkv(*shape, seq_k=shape[-2] + 3, d_v=5)
+    out = attention(q, k, v)
+    assert out.shape == (*shape[:-1], 5)
+    torch.testing.assert_close(out, sdpa_attention(q, k, v), atol=1e-6, rtol=0)
+    torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("seq_q,seq_k", [(6, 6), (1, 6), (3, 7)])
+def test_manual_equals_sdpa_causal(seq_q, seq_k):
+    q, k, v = _qkv(2, 3, seq_q, 8, seq_k=seq_k, seed=1)
+    mask = causal_mask(seq_q, seq_k)
+    manual = attention(q, k, v, mask=mask)
+    torch.testing.assert_close(manual, sdpa_attention(q, k, v, causal=True), atol=1e-6, rtol=0)
+    torch.testing.assert_close(manual, sdpa_attention(q, k, v, mask=mask), atol=1e-6, rtol=0)
+
+
+def test_manual_equals_sdpa_with_arbitrary_mask():
+    q, k, v = _qkv(2, 2, 5, 4, seq_k=6, seed=2)
+    g = torch.Generator().manual_seed(3)
+    mask = torch.rand(2, 1, 5, 6, generator=g) > 0.5
+    mask[..., 0] = True  # every query row can attend somewhere
+    manual = attention(q, k, v, mask=mask)
+    torch.testing.assert_close(manual, sdpa_attention(q, k, v, mask=mask), atol=1e-6, rtol=0)
+    # combining with the causal mask equals passing the conjunction
+    both = sdpa_attention(q, k, v, mask=mask, causal=True)
+    torch.testing.assert_close(both, attention(q, k, v, mask=mask & causal_mask(5, 6)))
+
+
+def test_attention_written_out_by_hand():
+    q, k, v = _qkv(3, 2, seed=4)
+    scores = torch.empty(3, 3, dtype=torch.float64)
+    for i in range(3):
+        for j in range(3):
+            scores[i, j] = (q[i] * k[j]).sum() / math.sqrt(2)
+    scores[0, 1:] = -math.inf
+    scores[1, 2] = -math.inf
+    w = scores.exp() / scores.exp().sum(-1, keepdim=True)
+    out, weights = attention(q, k, v, mask=causal_mask(3), return_weights=True)
+    torch.testing.assert_close(weights, w)
+    torch.testing.assert_close(out, w @ v)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(3, dtype=torch.float64))
+    assert torch.all(weights[causal_mask(3).logical_not()] == 0)
+
+
+def test_attention_dropout_reproducible_and_unbiased():
+    q, k, v = _qkv(4, 16, 8, seed=5)
+    g1, g2 = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    a, wa = attention(q, k, v, dropout_p=0.5, generator=g1, return_weights=True)
+    b = attention(q, k, v, dropout_p=0.5, generator=g2)
+    assert torch.equal(a, b)
+    _, w = attention(q, k, v, return_weights=True)
+    kept = wa != 0
+    assert 0.3 < kept.double().mean() < 0.7
+    torch.testing.assert_close(wa[kept], 2 * w[kept])
+
+
+def test_attention_errors():
+    q, k, v = _qkv(4, 8)
+    with pytest.raises(ValueError, match="same last dimension"):
+        attention(q, k[..., :4], v)
+    with pytest.raises(ValueError, match="same number of positions"):
+        attention(q, k, v[:3])
+    with pytest.raises(ValueError, match=r"dropout_p must be in \[0, 1\)"):
+        attention(q, k, v, dropout_p=1.0)
+    with pytest.raises(TypeError, match="mask must be a bool tensor"):
+        attention(q, k, v, mask=torch.ones(4, 4))
+    with pytest.raises(ValueError, match="mask must broadcast"):
+        sdpa_attention(q, k, v, mask=torch.ones(3, 4, dtype=torch.bool))
+
+
+# -- KV cache -----------------------------------------------------------------------------------
+
+
+def test_kv_cache_length_crop_reorder():
+    cache = KVCache(2)
+    assert cache.length == 0 and cache.batch_size is None and len(cache) == 2
+    k = torch.arange(3 * 2 * 5 * 4, dtype=torch.float32).reshape(3, 2, 5, 4)
+    for i in range(2):
+        cache[i] = (k + i, -k - i)
+    cache.append_ids(torch.arange(15).reshape(3, 5))
+    assert cache.length == 5 and cache.batch_size == 3
+    cache.reorder(torch.tensor([2, 2, 0, 1]))
+    assert cache.batch_size == 4
+    assert torch.equal(cache[1][0][:2], torch.stack([k[2] + 1, k[2] + 1]))
+    assert torch.equal(cache.ids[:, 0], torch.tensor([10, 10, 0, 5]))
+    cache.crop(2)
+    assert cache.length == 2 and cache.ids.shape == (4, 2)
+    assert torch.equal(cache[0][1], -k[[2, 2, 0, 1], :, :2])
+    with pytest.raises(ValueError, match=r"n must be in \[0, 2\]"):
+        cache.crop(3)
+    cache.crop(0)
+    assert cache.length == 0 and cache.ids is None
+    with pytest.raises(ValueError, match="n_layers must be >= 1"):
+        KVCache(0)
+
+
+# -- multi-head attention -----------------------------------------------------------------------
+
+
+def _mha_pair(d_model=16, n_heads=4, causal=True):
+    torch.manual_seed(0)
+    sdpa = MultiHeadAttention(d_model, n_heads, causal=causal, impl="sdpa").double().eval()
+    manual = MultiHeadAttention(d_model, n_heads, causal=causal, impl="manual").double().eval()
+    manual.load_state_dict(sdpa.state_dict())
+    return sdpa, manual
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_mha_shapes_and_impls_agree(causal):
+    sdpa, manual = _mha_pair(causal=causal)
+    x = torch.randn(3, 7, 16, dtype=torch.float64)
+    out, (k, v) = sdpa(x)
+    assert out.shape == (3, 7, 16)
+    assert k.shape == v.shape == (3, 4, 7, 4)
+    out_m, (k_m, v_m) = manual(x)
+    torch.testing.assert_close(out, out_m, atol=1e-6, rtol=0)
+    assert torch.equal(k, k_m) and torch.equal(v, v_m)
+
+
+def test_mha_matches_per_head_loop():
+    """The einops rearrange splits heads exactly as a loop over column slices does."""
+    _, mha = _mha_pair()
+    x = torch.randn(2, 5, 16, dtype=torch.float64)
+    q, k, v = mha.qkv(x).split(16, dim=-1)
+    heads = []
+    for h in range(4):
+        cols = slice(4 * h, 4 * h + 4)
+        heads.append(attention(q[..., cols], k[..., cols], v[..., cols], mask=causal_mask(5)))
+    expected = mha.proj(torch.cat(heads, dim=-1))
+    torch.testing.assert_close(mha(x)[0], expected)
+
+
+@pytest.mark.parametrize("impl", ["sdpa", "manual"])
+def test_mha_cache_in_chunks_equals_full(impl):
+    sdpa, manual = _mha_pair()
+    mha = sdpa if impl == "sdpa" else manual
+    x = torch.randn(2, 9, 16, dtype=torch.float64)
+    full, _ = mha(x)
+    kv = None
+    outs = []
+    for lo, hi in [(0, 4), (4, 5), (5, 9)]:
+        out, kv = mha(x[:, lo:hi], layer_cache=kv)
+        outs.append(out)
+    torch.testing.assert_close(torch.cat(outs, dim=1), full, atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("impl", ["sdpa", "manual"])
+def test_future_token_has_no_influence(impl):
+    torch.manual_seed(1)
+    block = Block(16, 4, impl=impl).double().eval()
+    x = torch.randn(2, 8, 16, dtype=torch.float64)
+    out, _ = block(x)
+    for j in (3, 7):
+        changed = x.clone()
+        changed[:, j] = torch.randn(2, 16, dtype=torch.float64) * 10
+        out2, _ = block(changed)
+        assert torch.equal(out[:, :j], out2[:, :j])  # bit for bit
+        assert not torch.allclose(out[:, j], out2[:, j])
+    # and the Jacobian says the same: d out[:, i] / d x[:, j] == 0 exactly for j > i
+    x1 = x[:1].clone().requires_grad_(True)
+    for i in range(8):
+        (grad,) = torch.autograd.grad(block(x1)[0][0, i].sum(), x1)
+        assert torch.all(grad[0, i + 1 :] == 0)
+        assert grad[0, : i + 1].abs().sum() > 0
+
+
+def test_non_causal_attention_sees_the_future():
+    sdpa, _ = _mha_pair(causal=False)
+    x = torch.randn(1, 5, 16, dtype=torch.float64)
+    changed = x.clone()
+    changed[:, -1] += 1.0
+    assert not torch.allclose(sdpa(x)[0][:, 0], sdpa(changed)[0][:, 0])
+
+
+def test_mha_store_weights():
+    _, mha = _mha_pair()
+    mha.store_weights = True
+    mha(torch.randn(2, 5, 16, dtype=torch.float64))
+    w = mha.last_weights
+    assert w.shape == (2, 4, 5, 5)
+    torch.testing.assert_close(w.sum(-1), torch.ones(2, 4, 5, dtype=torch.float64))
+    assert torch.all(w[..., ~causal_mask(5)] == 0)
+
+
+def test_mha_errors():
+    with pytest.raises(ValueError, match=r"d_model \(=130\) must be divisible by n_heads \(=4\)"):
+        MultiHeadAttention(130, 4)
+    with pytest.raises(ValueError, match="n_heads must be >= 1"):
+        MultiHeadAttention(16, 0)
+    with pytest.raises(ValueError, match=r"impl must be one of \('sdpa', 'manual'\)"):
+        MultiHeadAttention(16, 4, impl="flash")
+    with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\)"):
+        MultiHeadAttention(16, 4, dropout=1.5)
+    with pytest.raises(ValueError, match=r"divisible by n_heads"):
+        Block(30, 4)
+    mha = MultiHeadAttention(16, 4)
+    with pytest.raises(ValueError, match=r"x must have shape \(batch, seq, d_model=16\)"):
+        mha(torch.randn(5, 16))
+    with pytest.raises(ValueError, match=r"x must have shape \(batch, seq, d_model=16\)"):
+        mha(torch.randn(2, 5, 12))
+    _, kv = mha(torch.randn(2, 3, 16))
+    with pytest.raises(ValueError, match="layer_cache holds"):
+        mha(torch.randn(3, 1, 16), layer_cache=kv)
+
+
+def test_mha_dropout_only_in_training():
+    torch.manual_seed(2)
+    mha = MultiHeadAttention(16, 4, dropout=0.5)
+    x = torch.randn(2, 6, 16)
+    mha.eval()
+    a, _ = mha(x)
+    assert torch.equal(a, mha(x)[0])
+    mha.train()
+    assert not torch.allclose(mha(x)[0], a)
+
+
+# -- MLP, block, positions ----------------------------------------------------------------------
+
+
+def test_mlp_is_gelu_tanh():
+    torch.manual_seed(3)
+    mlp = MLP(8).double()
+    assert mlp.fc.out_features == 32 and MLP(8, hidden=10).fc.out_features == 10
+    x = torch.randn(2, 3, 8, dtype=torch.float64)
+    h = mlp.fc(x)
+    gelu_new = 0.5 * h * (1 + torch.tanh(math.sqrt(2 / math.pi) * (h + 0.044715 * h**3)))
+    torch.testing.assert_close(mlp(x), mlp.proj(gelu_new))
+
+
+def test_block_is_pre_layernorm_residual():
+    torch.manual_seed(4)
+    block = Block(16, 2).double().eval()
+    x = torch.randn(2, 5, 16, dtype=torch.float64)
+    a, _ = block.attn(F.layer_norm(x, (16,), block.ln_1.weight, block.ln_1.bias, eps=1e-5))
+    h = x + a
+    expected = h + block.mlp(F.layer_norm(h, (16,), block.ln_2.weight, block.ln_2.bias, 1e-5))
+    out, _ = block(x)
+    torch.testing.assert_close(out, expected)
+    # with the projections into the residual stream zeroed, the block is the identity
+    for lin in (block.attn.proj, block.mlp.proj):
+        torch.nn.init.zeros_(lin.weight)
+        torch.nn.init.zeros_(lin.bias)
+    assert torch.equal(block(x)[0], x)
+
+
+def test_learned_positions():
+    pos = LearnedPositions(8, 4)
+    assert pos.weight.shape == (8, 4)
+    assert torch.equal(pos(3), pos.weight[:3])
+    assert torch.equal(pos(2, offset=5), pos.weight[5:7])
+    assert torch.equal(pos(torch.tensor([[7, 0]])), pos.weight[[7, 0]][None])
+    with pytest.raises(ValueError, match=r"must lie in \[0, 8\)"):
+        pos(9)
+    with pytest.raises(ValueError, match=r"must lie in \[0, 8\)"):
+        pos(3, offset=6)
+    with pytest.raises(ValueError, match=r"must lie in \[0, 8\)"):
+        pos(torch.tensor([8]))
