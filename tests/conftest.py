@@ -18,3 +18,10 @@ settings.register_profile(
 )
 settings.register_profile("explore", deadline=None, print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "deterministic"))
+
+# Under pytest-xdist each worker already has a core to itself: torch's own worker
+# threads would only oversubscribe the machine (tiny tensors run 3-4x slower).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    import torch
+
+    torch.set_num_threads(1)
