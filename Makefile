@@ -74,6 +74,7 @@ execute: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_bpe.py
+	$(BIN)/python bench/bench_gpt.py
 
 # Write the exact versions of the current environment into constraints.txt.
 lock: $(STAMP)

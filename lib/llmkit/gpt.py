@@ -255,8 +255,9 @@ class GPT(nn.Module):
             raise ValueError(
                 f"{name} must hold at least one position, got shape {tuple(ids.shape)}"
             )
-        # A range check reads the values: cheap on the CPU, a synchronisation on a GPU.
-        if ids.device.type == "cpu" and ids.numel():
+        # The range check reads values back to Python: skip it on accelerators (a sync)
+        # and while torch.compile traces (a graph break).
+        if ids.device.type == "cpu" and ids.numel() and not torch.compiler.is_compiling():
             lo, hi = int(ids.min()), int(ids.max())
             if lo < 0 or hi >= self.config.vocab_size:
                 raise ValueError(
