@@ -13,6 +13,9 @@ export LLMKIT_DATA_MIRROR ?= $(abspath ../shared/data)
 endif
 export JUPYTER_PLATFORM_DIRS := 1
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
+# Idle OpenMP threads sleep instead of spinning: on a shared 2-core machine spinning
+# threads of two notebooks (or a notebook and another job) can slow training 6-fold.
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: help venv book test lint labs labs-check lab execute bench lock clean distclean
 
