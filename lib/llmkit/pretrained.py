@@ -1,0 +1,496 @@
+"""Trained models that later chapters reuse: trained on first use, then loaded from a cache.
+
+Chapter 03 pretrains a character-level GPT on tinyshakespeare; chapter 04 decodes with it.
+So that every notebook still runs on its own from a fresh clone, neither ships weights:
+both call :func:`char_gpt`, which trains the model the first time (with
+:func:`llmkit.train.train`, the loop every chapter uses) and loads the saved checkpoint
+on every later call::
+
+    from llmkit.pretrained import char_gpt
+
+    model, tokenizer, info = char_gpt()   # the current profile's model
+    print(info["val_loss"], info["train_seconds"])
+
+**One recipe per profile** (:data:`CHAR_GPT_RECIPES`, see :mod:`llmkit.profile`):
+
+* ``smoke``: a tiny model trained for a few seconds (CI);
+* ``book``: the configuration tuned to reach a validation loss below 1.70 nats in about
+  seven minutes on two CPU cores;
+* ``full``: nanoGPT's ``shakespeare_char`` GPU configuration (6 layers, 6 heads, width
+  384, context 256, batch 64, dropout 0.2, learning rate 1e-3, 5000 steps), which reaches
+  about 1.47 there.
+
+**The cache.** A trained model lives in
+``$LLMKIT_CACHE/models/char_gpt-<profile>-<hash>/`` (``$LLMKIT_CACHE`` defaults to
+``~/.cache/llmkit``, the directory :mod:`llmkit.data` downloads into). ``<hash>`` is the
+first 12 hex digits of the SHA-256 of the recipe, the data set name and the vocabulary, so
+changing the recipe trains a new model instead of loading a stale one. The directory
+holds an :mod:`llmkit.train` checkpoint (``model.safetensors``,
+``training_state.safetensors``, ``checkpoint.json``: no pickle), the tokenizer
+(``tokenizer.json``) and ``char_gpt.json`` (the validation loss, the time, the hardware and
+the SHA-256 of the weights). While training, checkpoints go to ``<name>.partial/`` every
+tenth of the run; an interrupted run resumes from there, exactly. The finished directory
+appears in one rename, so a half-written model is never loaded. A cache entry that fails to
+load (a missing or damaged file, weights whose hash does not match) is deleted and the model
+trained again, with a warning.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import platform
+import shutil
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from llmkit import profile as _profile
+from llmkit.gpt import GPT, GPTConfig
+from llmkit.tokenizers import CharTokenizer
+from llmkit.train import (
+    History,
+    TrainConfig,
+    lm_batch_fn,
+    load_checkpoint,
+    select_device,
+    train,
+)
+
+__all__ = [
+    "CHAR_GPT_RECIPES",
+    "char_gpt",
+    "char_gpt_recipe",
+    "char_gpt_dir",
+    "models_dir",
+    "evaluate_lm",
+]
+
+#: Bump when the cache layout or the meaning of a recipe changes: old entries are ignored.
+FORMAT_VERSION = 1
+INFO_FILE = "char_gpt.json"
+TOKENIZER_FILE = "tokenizer.json"
+_INFO_FORMAT = "llmkit-char-gpt"
+
+#: The character-level GPT of chapter 03, per profile. ``model``: :class:`GPTConfig` fields
+#: (the vocabulary size comes from the data); ``batch_size``: sequences per step;
+#: ``train``: :class:`TrainConfig` fields; ``seed``: seeds the initial weights and the run.
+CHAR_GPT_RECIPES: dict[str, dict[str, Any]] = {
+    "smoke": {
+        "model": {"block_size": 32, "n_layer": 2, "n_head": 2, "d_model": 32, "dropout": 0.0},
+        "batch_size": 16,
+        "train": {
+            "max_steps": 60,
+            "lr": 3e-3,
+            "warmup_steps": 10,
+            "weight_decay": 0.1,
+            "betas": [0.9, 0.99],
+            "eval_interval": 20,
+            "eval_iters": 4,
+        },
+        "seed": 1337,
+    },
+    "book": {
+        "model": {
+            "block_size": 128,
+            "n_layer": 4,
+            "n_head": 4,
+            "d_model": 128,
+            "dropout": 0.0,
+        },
+        "batch_size": 32,
+        "train": {
+            "max_steps": 2000,
+            "lr": 2e-3,
+            "warmup_steps": 100,
+            "weight_decay": 0.1,
+            "betas": [0.9, 0.99],
+            "eval_interval": 100,
+            "eval_iters": 10,
+        },
+        "seed": 1337,
+    },
+    # nanoGPT's config/train_shakespeare_char.py (Karpathy, 2022): val loss about 1.47.
+    "full": {
+        "model": {
+            "block_size": 256,
+            "n_layer": 6,
+            "n_head": 6,
+            "d_model": 384,
+            "dropout": 0.2,
+            "bias": False,
+        },
+        "batch_size": 64,
+        "train": {
+            "max_steps": 5000,
+            "lr": 1e-3,
+            "min_lr": 1e-4,
+            "warmup_steps": 100,
+            "weight_decay": 0.1,
+            "betas": [0.9, 0.99],
+            "eval_interval": 250,
+            "eval_iters": 200,
+        },
+        "seed": 1337,
+    },
+}
+
+
+def _check_profile(profile: str | None) -> str:
+    if profile is None:
+        return _profile.current()
+    if not isinstance(profile, str) or profile not in _profile.PROFILES:
+        raise ValueError(
+            f"profile must be one of {', '.join(_profile.PROFILES)} or None (the current "
+            f"profile), got {profile!r}"
+        )
+    return profile
+
+
+def char_gpt_recipe(profile: str | None = None) -> dict[str, Any]:
+    """A copy of the recipe of :func:`char_gpt` for ``profile`` (default: the current one).
+
+    Returns:
+        ``{"model": {...GPTConfig fields}, "batch_size": int, "train": {...TrainConfig
+        fields}, "seed": int}``.
+    """
+    return copy.deepcopy(CHAR_GPT_RECIPES[_check_profile(profile)])
+
+
+def models_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Where trained models are cached: ``<cache_dir>/models``; ``cache_dir`` defaults to
+    ``$LLMKIT_CACHE`` or ``~/.cache/llmkit`` (read per call)."""
+    if cache_dir is None:
+        from llmkit.data.fetch import cache_dir as _data_cache_dir
+
+        return _data_cache_dir() / "models"
+    return Path(cache_dir).expanduser() / "models"
+
+
+def _fingerprint(recipe: Mapping[str, Any], vocab: list[str]) -> str:
+    blob = json.dumps(
+        {
+            "format": FORMAT_VERSION,
+            "data": "tinyshakespeare",
+            "vocab": vocab,
+            "recipe": recipe,
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:12]
+
+
+def char_gpt_dir(
+    profile: str | None = None, *, cache_dir: str | os.PathLike[str] | None = None
+) -> Path:
+    """The cache directory of :func:`char_gpt`'s model for ``profile`` (it may not exist).
+
+    Reads the data set (to fingerprint its vocabulary).
+    """
+    profile = _check_profile(profile)
+    tokenizer, _, _ = _data()
+    name = f"char_gpt-{profile}-{_fingerprint(CHAR_GPT_RECIPES[profile], tokenizer.vocab)}"
+    return models_dir(cache_dir) / name
+
+
+def _data() -> tuple[CharTokenizer, torch.Tensor, torch.Tensor]:
+    from llmkit.data import load_tinyshakespeare
+
+    splits = load_tinyshakespeare()
+    tokenizer = CharTokenizer.train(splits["train"] + splits["val"])
+    train_ids = torch.tensor(tokenizer.encode(splits["train"]), dtype=torch.long)
+    val_ids = torch.tensor(tokenizer.encode(splits["val"]), dtype=torch.long)
+    return tokenizer, train_ids, val_ids
+
+
+@torch.no_grad()
+def evaluate_lm(model: GPT, ids: torch.Tensor, *, batch_size: int = 64) -> float:
+    """The mean next-token loss (nats) of ``model`` over a whole token stream.
+
+    The stream is cut into consecutive, non-overlapping windows of ``block_size + 1``
+    tokens sharing their boundary token (inputs ``ids[i*T : (i+1)*T]``, targets shifted by
+    one); the incomplete tail is left out. Every predicted token is scored once, with the
+    same spread of context lengths (0 to ``T - 1`` earlier tokens) as in training.
+
+    Args:
+        model: a :class:`GPT` (its ``config.block_size`` is ``T``); evaluated in eval mode
+            (restored afterwards) on its own device.
+        ids: ``(n,)`` token ids, ``n > T``.
+        batch_size: windows per forward pass.
+    Returns:
+        the loss in nats per token.
+    """
+    if not isinstance(ids, torch.Tensor) or ids.dim() != 1:
+        raise ValueError("ids must be a one-dimensional tensor of token ids (n,)")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    T = model.config.block_size
+    n = (ids.numel() - 1) // T
+    if n < 1:
+        raise ValueError(f"ids must hold more than block_size = {T} tokens, got {ids.numel()}")
+    device = next(model.parameters()).device
+    x = ids[: n * T].view(n, T)
+    y = ids[1 : n * T + 1].view(n, T)
+    was_training = model.training
+    model.eval()
+    total = 0.0
+    try:
+        for i in range(0, n, batch_size):
+            xb, yb = x[i : i + batch_size].to(device), y[i : i + batch_size].to(device)
+            total += float(model.loss(xb, yb)) * xb.shape[0]
+    finally:
+        model.train(was_training)
+    return total / n
+
+
+def _hardware(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (CUDA)"
+    if device.type == "mps":
+        return "Apple GPU (MPS)"
+    return f"{_cpu_name()}, {torch.get_num_threads()} threads"
+
+
+def _cpu_name() -> str:
+    """The CPU's model name (from ``/proc/cpuinfo`` on Linux), else the architecture."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return f"{platform.processor() or platform.machine() or 'unknown'} CPU"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class _CorruptCache(Exception):
+    pass
+
+
+def _load(
+    path: Path, fingerprint: str, tokenizer: CharTokenizer, device: torch.device
+) -> tuple[GPT, dict[str, Any]]:
+    """Load a finished cache entry; any problem raises :class:`_CorruptCache`."""
+    try:
+        meta = json.loads((path / INFO_FILE).read_text())
+        if meta.get("format") != _INFO_FORMAT or meta.get("hash") != fingerprint:
+            raise _CorruptCache(f"{INFO_FILE} does not describe this recipe")
+        if _sha256(path / "model.safetensors") != meta["model_sha256"]:
+            raise _CorruptCache("model.safetensors does not match its recorded SHA-256")
+        saved = CharTokenizer.load(path / TOKENIZER_FILE)
+        if saved.vocab != tokenizer.vocab:
+            raise _CorruptCache("the saved tokenizer differs from the data's vocabulary")
+        model = GPT(GPTConfig.from_dict(meta["model_config"]))
+        ckpt = load_checkpoint(path, model)
+        if ckpt.history is None:
+            raise _CorruptCache("the checkpoint holds no training history")
+    except _CorruptCache:
+        raise
+    except Exception as err:  # noqa: BLE001 - any failure to read means a damaged entry
+        raise _CorruptCache(f"{type(err).__name__}: {err}") from err
+    meta["history"] = ckpt.history
+    return model.to(device).eval(), meta
+
+
+def _log(enabled: bool, message: str) -> None:
+    if enabled:
+        print(message, flush=True)
+
+
+def char_gpt(
+    profile: str | None = None,
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+    device: str | torch.device = "auto",
+) -> tuple[GPT, CharTokenizer, dict[str, Any]]:
+    """Chapter 03's character-level GPT for a profile: trained on first use, then cached.
+
+    The model is a :class:`~llmkit.gpt.GPT` over the 65 characters of tinyshakespeare
+    (:func:`llmkit.data.load_tinyshakespeare`, its 90/10 split; the
+    :class:`~llmkit.tokenizers.CharTokenizer` is built from both splits), trained with
+    :func:`llmkit.train.train` on random windows of the training split
+    (:func:`llmkit.train.lm_batch_fn`) following :data:`CHAR_GPT_RECIPES` ``[profile]``.
+
+    Args:
+        profile: ``"smoke"``, ``"book"`` or ``"full"``; ``None`` = the current profile
+            (``$LLMKIT_PROFILE``, see :mod:`llmkit.profile`).
+        cache_dir: the cache root; ``None`` = ``$LLMKIT_CACHE`` or ``~/.cache/llmkit``. The
+            model lives in ``<cache_dir>/models/char_gpt-<profile>-<hash>/``.
+        progress: print one line per evaluation while training (and one line when
+            loading); plain text, so it reads the same in a terminal and a saved notebook.
+        device: where to train and where the returned model lives (``"auto"``: CUDA, then
+            MPS, then the CPU; see :func:`llmkit.train.select_device`).
+    Returns:
+        ``(model, tokenizer, info)``: the model in eval mode on ``device``; the tokenizer;
+        and ``info`` with ``profile``, ``hash``, ``path`` (the cache directory),
+        ``recipe``, ``model_config`` and ``train_config`` (dicts), ``batch_size``,
+        ``seed``, ``history`` (a :class:`~llmkit.train.History`), ``val_loss`` (nats per
+        character on the *whole* validation split, :func:`evaluate_lm`), ``train_loss``
+        (the mean loss of the last 50 steps), ``steps``, ``tokens_seen``,
+        ``train_seconds`` (wall time of the training loop, evaluations included),
+        ``hardware`` and ``device`` (where it was trained), ``torch_version``,
+        ``n_parameters`` and ``cached`` (``True`` when loaded rather than trained now).
+    """
+    profile = _check_profile(profile)
+    if not isinstance(progress, bool):
+        raise TypeError(f"progress must be a bool, got {progress!r}")
+    target = select_device(device)
+    recipe = char_gpt_recipe(profile)
+    tokenizer, train_ids, val_ids = _data()
+    fingerprint = _fingerprint(recipe, tokenizer.vocab)
+    root = models_dir(cache_dir)
+    final = root / f"char_gpt-{profile}-{fingerprint}"
+
+    if final.exists():
+        try:
+            model, meta = _load(final, fingerprint, tokenizer, target)
+        except _CorruptCache as err:
+            warnings.warn(
+                f"the cached model in {str(final)!r} could not be loaded ({err}); "
+                "deleting it and training again",
+                stacklevel=2,
+            )
+            shutil.rmtree(final, ignore_errors=True)
+        else:
+            meta["cached"] = True
+            meta["path"] = str(final)
+            _log(progress, f"loaded the {profile} character-level GPT from {final}")
+            return model, tokenizer, meta
+
+    return _train_and_cache(
+        profile, recipe, fingerprint, final, tokenizer, train_ids, val_ids, target, progress
+    )
+
+
+def _train_and_cache(
+    profile: str,
+    recipe: dict[str, Any],
+    fingerprint: str,
+    final: Path,
+    tokenizer: CharTokenizer,
+    train_ids: torch.Tensor,
+    val_ids: torch.Tensor,
+    device: torch.device,
+    progress: bool,
+) -> tuple[GPT, CharTokenizer, dict[str, Any]]:
+    partial = final.parent / f"{final.name}.partial"
+    seed = int(recipe["seed"])
+    model_config = GPTConfig(vocab_size=tokenizer.vocab_size, **recipe["model"])
+    steps = int(recipe["train"]["max_steps"])
+    train_config = TrainConfig(
+        **recipe["train"],
+        seed=seed,
+        device=str(device),
+        checkpoint_dir=str(partial),
+        checkpoint_interval=max(1, steps // 10),
+        progress=False,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = GPT(model_config)
+    get_batch = lm_batch_fn(
+        {"train": train_ids, "val": val_ids},
+        block_size=model_config.block_size,
+        batch_size=int(recipe["batch_size"]),
+    )
+
+    resume_from = None
+    if partial.exists():
+        try:
+            ckpt = load_checkpoint(partial)
+            if ckpt.model_config != model_config.to_dict() or ckpt.step > steps:
+                raise ValueError("it belongs to another recipe")
+            resume_from = partial
+        except Exception as err:  # noqa: BLE001 - an unusable partial run is started over
+            warnings.warn(f"ignoring the interrupted run in {str(partial)!r} ({err})", stacklevel=3)
+            shutil.rmtree(partial, ignore_errors=True)
+    n_params = model.num_parameters()
+    if resume_from is None:
+        _log(
+            progress,
+            f"training the {profile} character-level GPT ({n_params:,} parameters, "
+            f"{steps} steps) on {_hardware(device)}; it will be cached in {final}",
+        )
+    else:
+        _log(progress, f"resuming the {profile} character-level GPT from {partial}")
+
+    printed = 0
+
+    def report(step: int, history: History) -> None:
+        nonlocal printed
+        while printed < len(history.val_steps):
+            i = printed
+            train_part = ""
+            if history.val_steps[i] > 0 and history.train_loss:
+                j = min(history.val_steps[i], len(history.train_loss)) - 1
+                recent = history.train_loss[max(0, j - 9) : j + 1]
+                train_part = f"train {sum(recent) / len(recent):.4f}  "
+            _log(
+                progress,
+                f"step {history.val_steps[i]:>5}/{steps}  {train_part}"
+                f"val {history.val_loss[i]:.4f}  {history.val_seconds[i]:7.1f} s",
+            )
+            printed += 1
+
+    history = train(
+        model,
+        train_config,
+        get_batch,
+        resume_from=resume_from,
+        callback=report,
+        model_config=model_config,
+    )
+    report(steps, history)
+    model.eval()
+    val_loss = evaluate_lm(model, val_ids)
+    last = history.train_loss[-50:]
+    meta: dict[str, Any] = {
+        "format": _INFO_FORMAT,
+        "version": FORMAT_VERSION,
+        "profile": profile,
+        "hash": fingerprint,
+        "recipe": recipe,
+        "model_config": model_config.to_dict(),
+        "train_config": train_config.to_dict(),
+        "batch_size": int(recipe["batch_size"]),
+        "seed": seed,
+        "val_loss": val_loss,
+        "train_loss": sum(last) / len(last) if last else None,
+        "steps": history.steps[-1] if history.steps else 0,
+        "tokens_seen": history.tokens_seen[-1] if history.tokens_seen else 0,
+        "train_seconds": history.seconds[-1] if history.seconds else 0.0,
+        "hardware": _hardware(device),
+        "device": str(device),
+        "torch_version": torch.__version__,
+        "n_parameters": n_params,
+        "model_sha256": _sha256(partial / "model.safetensors"),
+    }
+    tokenizer.save(partial / TOKENIZER_FILE)
+    (partial / INFO_FILE).write_text(json.dumps(meta, indent=1))
+    final.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.replace(partial, final)
+    except OSError:
+        # Another process finished the same model first: keep theirs.
+        shutil.rmtree(partial, ignore_errors=True)
+    _log(
+        progress, f"validation loss {val_loss:.4f} nats (whole validation split); saved to {final}"
+    )
+    meta["history"] = history
+    meta["cached"] = False
+    meta["path"] = str(final)
+    return model.eval(), tokenizer, meta
