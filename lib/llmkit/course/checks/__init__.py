@@ -49,6 +49,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 __all__ = [
+    "check_cases",
+    "call_student",
     "SEED_ENV",
     "passed",
     "fail",
@@ -213,3 +215,31 @@ def _compare(exercise, actual, expected, what, rtol, atol) -> None:
 def _short(x: Any, n: int = 60) -> str:
     r = repr(x)
     return r if len(r) <= n else r[: n - 3] + "..."
+
+
+def check_cases(cases: int, minimum: int) -> None:
+    """Validate a check's ``cases`` argument: an int, at least the number of fixed cases."""
+    if not isinstance(cases, int) or isinstance(cases, bool) or cases < minimum:
+        raise ValueError(f"cases must be an int >= {minimum} (the fixed edge cases), got {cases}")
+
+
+def call_student(
+    fn: Any, name: str, inputs: str, *args: Any, hint: str | None = None, **kwargs: Any
+) -> Any:
+    """Call the student's ``fn(*args, **kwargs)``; a crash becomes a failed check.
+
+    ``NotImplementedError`` (an unfinished stub) propagates unchanged. Any other exception
+    becomes ``AssertionError("<name>: your function raised ...")`` with the ``inputs``
+    shown and, if given, a ``hint:`` line.
+    """
+    if not callable(fn):
+        raise TypeError(f"{name}: expected a function, got {type(fn).__name__}")
+    try:
+        return fn(*args, **kwargs)
+    except NotImplementedError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any crash is a failed check
+        message = f"{name}: your function raised {type(e).__name__}: {e}\n  input: {inputs}"
+        if hint:
+            message += f"\n  hint: {hint}"
+        raise AssertionError(message) from e

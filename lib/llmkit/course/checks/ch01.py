@@ -40,7 +40,7 @@ from typing import Any
 import torch
 
 from llmkit.bigram import bigram_counts as _ref_bigram_counts
-from llmkit.course.checks import _unwrap, check_rng, reject_library
+from llmkit.course.checks import _unwrap, call_student, check_cases, check_rng, reject_library
 from llmkit.tokenizers import bpe_decode_bytes as _ref_decode
 from llmkit.tokenizers import bpe_encode_chunk as _ref_encode
 from llmkit.tokenizers import get_pair_counts as _ref_pair_counts
@@ -99,23 +99,12 @@ def _reference_merge(fn: Any) -> Iterator[None]:
         g["merge"] = own
 
 
-def _check_cases(cases: int, minimum: int) -> None:
-    if not isinstance(cases, int) or cases < minimum:
-        raise ValueError(f"cases must be an int >= {minimum} (the fixed edge cases), got {cases}")
+_check_cases = check_cases
 
 
 def _call(fn: Callable[..., Any], name: str, inputs: str, *args: Any) -> Any:
     """Call the student's function; turn a crash (not NotImplementedError) into a hint."""
-    if not callable(fn):
-        raise TypeError(f"{name}: expected a function, got {type(fn).__name__}")
-    try:
-        return fn(*args)
-    except NotImplementedError:
-        raise
-    except Exception as e:  # noqa: BLE001 - any crash is a failed check
-        raise AssertionError(
-            f"{name}: your function raised {type(e).__name__}: {e}\n  on input {inputs}"
-        ) from e
+    return call_student(fn, name, inputs, *args)
 
 
 def _fail(name: str, inputs: str, expected: Any, got: Any, hint: str = "") -> AssertionError:

@@ -47,7 +47,14 @@ from typing import Any
 import torch
 from einops import rearrange
 
-from llmkit.course.checks import _unwrap, check_rng, passed, reject_library
+from llmkit.course.checks import (
+    _unwrap,
+    call_student,
+    check_cases,
+    check_rng,
+    passed,
+    reject_library,
+)
 from llmkit.nn import MultiHeadAttention
 from llmkit.nn import attention as _ref_attention
 from llmkit.nn import causal_mask as _ref_causal_mask
@@ -129,25 +136,19 @@ def _randn(g: torch.Generator, *shape: int) -> torch.Tensor:
     return torch.randn(*shape, generator=g, dtype=torch.float64)
 
 
-def _check_cases(cases: int, minimum: int) -> None:
-    if not isinstance(cases, int) or isinstance(cases, bool) or cases < minimum:
-        raise ValueError(f"cases must be an int >= {minimum} (the fixed edge cases), got {cases}")
+_check_cases = check_cases
 
 
 def _call(fn: Callable[..., Any], name: str, inputs: str, *args: Any) -> Any:
     """Call the student's function; turn a crash (not NotImplementedError) into a hint."""
-    if not callable(fn):
-        raise TypeError(f"{name}: expected a function, got {type(fn).__name__}")
-    try:
-        return fn(*args)
-    except NotImplementedError:
-        raise
-    except Exception as e:  # noqa: BLE001 - any crash is a failed check
-        raise AssertionError(
-            f"{name}: your function raised {type(e).__name__}: {e}\n  input: {inputs}\n"
-            f"  hint: read the shapes in the exercise text again; print the shapes of your "
-            f"intermediate tensors on this input"
-        ) from e
+    return call_student(
+        fn,
+        name,
+        inputs,
+        *args,
+        hint="read the shapes in the exercise text again; print the shapes of your "
+        "intermediate tensors on this input",
+    )
 
 
 def _fail(name: str, inputs: str, problem: str, hint: str) -> AssertionError:

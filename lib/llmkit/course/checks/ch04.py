@@ -44,7 +44,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from llmkit.course.checks import _unwrap, check_rng, passed, reject_library
+from llmkit.course.checks import (
+    _unwrap,
+    call_student,
+    check_cases,
+    check_rng,
+    passed,
+    reject_library,
+)
 from llmkit.decoding import apply_temperature as _ref_temperature
 from llmkit.decoding import filter_logits as _ref_filter
 from llmkit.decoding import top_k_filter as _ref_top_k
@@ -100,9 +107,7 @@ def _torch_gen(rng: random.Random) -> torch.Generator:
     return torch.Generator().manual_seed(rng.randrange(2**31))
 
 
-def _check_cases(cases: int, minimum: int) -> None:
-    if not isinstance(cases, int) or cases < minimum:
-        raise ValueError(f"cases must be an int >= {minimum} (the fixed edge cases), got {cases}")
+_check_cases = check_cases
 
 
 def _show(x: Any, limit: int = 400) -> str:
@@ -130,16 +135,7 @@ def _round(v: Any) -> Any:
 
 def _call(fn: Callable[..., Any], name: str, inputs: str, *args: Any, **kwargs: Any) -> Any:
     """Call the student's function; turn a crash (not NotImplementedError) into a hint."""
-    if not callable(fn):
-        raise TypeError(f"{name}: expected a function, got {type(fn).__name__}")
-    try:
-        return fn(*args, **kwargs)
-    except NotImplementedError:
-        raise
-    except Exception as e:  # noqa: BLE001 - any crash is a failed check
-        raise AssertionError(
-            f"{name}: your function raised {type(e).__name__}: {e}\n  on input {inputs}"
-        ) from e
+    return call_student(fn, name, inputs, *args, **kwargs)
 
 
 def _fail(name: str, inputs: str, expected: Any, got: Any, hint: str) -> AssertionError:
