@@ -62,9 +62,9 @@ cfg = profile.choose(
     smoke=dict(search_prompts=10, horizon=2, beam_tokens=20, tail_windows=4,
                loop_tokens=60, n_prompts=3, prompt_chars=12, n_new=20, n_samples=1),
     book=dict(search_prompts=100, horizon=2, beam_tokens=60, tail_windows=32,
-              loop_tokens=300, n_prompts=12, prompt_chars=28, n_new=100, n_samples=3),
+              loop_tokens=500, n_prompts=12, prompt_chars=28, n_new=200, n_samples=3),
     full=dict(search_prompts=100, horizon=2, beam_tokens=60, tail_windows=32,
-              loop_tokens=400, n_prompts=12, prompt_chars=56, n_new=200, n_samples=3),
+              loop_tokens=600, n_prompts=12, prompt_chars=56, n_new=200, n_samples=3),
 )
 print(f"profile: {profile.current()}  {cfg}")
 """)
@@ -103,8 +103,8 @@ def token_logprobs(ids: torch.Tensor, prompt_len: int) -> torch.Tensor:
     ids = ids.flatten()
     head = F.log_softmax(model(ids[None, :block])[0], dim=-1)  # position i predicts i + 1
     rows = [head[t - 1, ids[t]] for t in range(prompt_len, min(len(ids), block + 1))]
-    late = list(range(max(prompt_len, block + 1), len(ids)))
-    for chunk in torch.tensor(late, dtype=torch.long).split(64):
+    late = torch.tensor(range(max(prompt_len, block + 1), len(ids)), dtype=torch.long)
+    for chunk in late.split(64) if len(late) else []:
         ctx = torch.stack([ids[t - block : t] for t in chunk.tolist()])
         rows.extend(F.log_softmax(model(ctx)[:, -1], dim=-1)[torch.arange(len(chunk)),
                                                               ids[chunk]])
@@ -311,6 +311,9 @@ for width in [1, 2, 4, 8]:
 """)
 
 md(r"""
+Look also at *what* the most probable text says: the wider the beam, the more it
+circles around a few safe phrases. We come back to this below.
+
 ### Length normalisation
 
 With an end-of-sequence token, hypotheses finish at different lengths, and the score
@@ -377,10 +380,14 @@ for alpha in [0.0, 1.0]:
 """)
 
 md(r"""
-With the raw sum ($\alpha = 0$) the winners are the shortest lines the model can
-end; normalised by length ($\alpha = 1$) longer lines, whose characters are on average
-as probable, win. Length normalisation does not make beam search produce *good*
-text, though: it still searches for what is most probable, and the next sections show
+Ranked by the raw sum ($\alpha = 0$), the best names are short on average; divided by
+the length ($\alpha = 1$), longer names climb (the mean length of the best five rises).
+A long name pays for every letter in the raw sum, although after its first few letters
+each further one is almost certain. The normalised ranking is also what lets beam
+search finish more hypotheses: with the raw sum, no live hypothesis can catch up with a
+finished one that is already better, so the search stops early.
+
+Length normalisation does not make beam search produce *good* text, though: it still searches for what is most probable, and the next sections show
 why that is not what we want for open-ended writing {cite:p}`holtzman2020,meister2020`.
 
 ## Sampling and the long tail
@@ -412,6 +419,10 @@ for k in [1, 3, 5, 10, 20]:
     tail = 1 - cumulative[:, k - 1]
     print(f"  k = {k:>2}: {tail.mean():.3f}  (more than 0.05 at "
           f"{(tail > 0.05).float().mean():.0%} of the positions)")
+n = 100
+print(f"in {n} characters of pure sampling, expect {n * (1 - cumulative[:, 9]).mean():.1f} "
+      "from outside the top 10 and "
+      f"{n * (1 - cumulative[:, 2]).mean():.1f} from outside the top 3")
 """)
 
 code(r"""
@@ -435,13 +446,14 @@ plt.show()
 """)
 
 md(r"""
-On average the model is confident (the most probable character holds most of the mass),
-but the band on the right is wide: at some positions the top character is almost
-certain, at others the first ten characters hold less than 90 %. With a tail mass of a
-few per cent per step, a continuation of a few hundred characters draws many tokens
-from the tail. With a character vocabulary the damage is a misspelt word; with GPT-2's
-50,257 subword tokens the tail is thousands of tokens long and a single draw can derail
-the text {cite:p}`holtzman2020`.
+The most probable character holds about half of the mass on average, but the band on
+the right is wide: at some positions one character is almost certain, at others the
+first ten characters hold less than 90 %. A tail mass of a few per cent per step adds
+up: a continuation of a hundred characters draws several characters from outside the
+top ten, and every one of them is now part of the context the model continues from.
+With a character vocabulary the damage is a misspelt word; with GPT-2's 50,257 subword
+tokens the tail is tens of thousands of tokens long and a single draw can derail the
+text {cite:p}`holtzman2020`.
 
 ## Truncation: top-k and top-p
 
@@ -480,8 +492,8 @@ for name, i in [("flattest", flat), ("sharpest", sharp)]:
 """)
 
 md(r"""
-After a space at the start of a word, dozens of characters are plausible; in the middle
-of a word often one or two are. A fixed $k = 10$ is wrong in both places.
+At the start of a line or of a word many characters are plausible; in the middle of a
+word or a name often one or two are. A fixed $k = 10$ is wrong in both places.
 
 ## Temperature
 
@@ -538,15 +550,23 @@ plt.show()
 """)
 
 md(r"""
-At $T = 0.01$ the distribution is one-hot at almost every position, so sampling at such
-a temperature writes the greedy text:
+As $T$ falls, the distribution becomes one-hot at more and more positions, and
+sampling follows the greedy text for longer before a draw first differs (it can differ
+only where the two most probable characters are almost tied):
 """)
 
 code(r"""
 ids = torch.tensor([tok.encode("DUKE VINCENTIO:\n")])
-cold = model.generate(ids, 60, strategy="sample", temperature=0.01,
-                      generator=torch.Generator().manual_seed(SEED))
-print("T = 0.01 sampling equals greedy decoding:", torch.equal(cold, model.generate(ids, 60)))
+n = 200
+greedy_text = model.generate(ids, n)[0]
+for T in [1.0, 0.5, 0.2, 0.1, 0.01]:
+    agree = []
+    for seed in range(3):
+        out = model.generate(ids, n, strategy="sample", temperature=T,
+                             generator=torch.Generator().manual_seed(seed))[0]
+        differ = (out != greedy_text).nonzero()
+        agree.append(int(differ[0]) - ids.shape[1] if len(differ) else n)
+    print(f"T = {T:<4}: the first {agree} characters equal greedy decoding's (3 seeds)")
 """)
 
 md(r"""
@@ -587,11 +607,10 @@ md(r"""
 
 Maximising probability has a failure that sampling avoids: **loops**. Greedy decoding
 and beam search often fall into a cycle that repeats one phrase until the length limit
-{cite:p}`holtzman2020,welleck2020`. A repeated phrase makes itself more probable: once
-it is in the context, copying it is a cheap, reliable prediction, so the probability of
-the next repetition rises, and the search, which always takes the most probable
-continuation, never leaves. We decode a long continuation and look for the shortest
-unit that the text repeats at its end:
+{cite:p}`holtzman2020,welleck2020`. In GPT-2, {cite:t}`holtzman2020` found that a phrase
+becomes more probable with every repetition, so the search, which always takes the
+most probable continuation, is drawn further in. We decode a long continuation and look
+for the shortest unit that the text repeats at its end:
 """)
 
 code(r"""
@@ -616,7 +635,7 @@ for name, kwargs in [("greedy", {}), ("beam (B=4)", dict(strategy="beam", beam_w
     out = model.generate(p_ids, cfg["loop_tokens"], **kwargs)[0]
     text = tok.decode(out[len(prompt):].tolist())
     loops[name] = (out, find_loop(text))
-    print(f"--- {name}:\n{text[:400]}")
+    print(f"--- {name}:\n{text[:360]}")
     if loops[name][1]:
         start, unit = loops[name][1]
         print(f"==> loops from character {start}: {unit!r} repeated "
@@ -628,35 +647,51 @@ code(r"""
 out, loop = loops["greedy"]
 p_tok = token_logprobs(out, len(prompt)).exp()
 fig, ax = plt.subplots(figsize=(10, 3.2))
-ax.plot(p_tok, lw=0.8)
 if loop:
-    ax.axvline(loop[0], color="C3", ls="--", label="the loop begins")
-    ax.legend()
-ax.set_xlabel("position in the greedy continuation (characters)")
+    start, unit = loop
+    shown = min(len(p_tok), start + 3 * len(unit))  # the text before the loop, 3 cycles
+    ax.plot(range(shown), p_tok[:shown], lw=0.9)
+    ax.axvspan(start, shown, color="C3", alpha=0.08, label="inside the loop")
+    for c in range(start, shown, len(unit)):
+        ax.axvline(c, color="C3", ls=":", lw=1)
+    ax.legend(loc="lower left")
+else:
+    ax.plot(p_tok, lw=0.9)
+ax.set_xlabel("position in the greedy continuation (characters); dotted: a new cycle")
 ax.set_ylabel("p(chosen character)")
 ax.set_ylim(0, 1.02)
 ax.set_title("Greedy decoding: the probability of each chosen character")
 plt.show()
-if loop and loop[0] > 0:
-    print(f"mean p before the loop: {p_tok[:loop[0]].mean():.3f}, "
-          f"inside the loop: {p_tok[loop[0]:].mean():.3f}")
+if loop:
+    start, unit = loop
+    cycles = range(start, len(p_tok) - len(unit) + 1, len(unit))
+    means = [f"{p_tok[c : c + len(unit)].mean():.3f}" for c in cycles]
+    print(f"mean p before the loop: {p_tok[:start].mean():.3f}; "
+          f"in each cycle of the loop: {', '.join(means)}")
+    P, c1, c2 = len(prompt), cycles[-2], cycles[-1]
+    same = torch.equal(out[max(0, P + c1 - block) : P + c1], out[P + c2 - block : P + c2])
+    print(f"the {block} characters before the last two cycles are identical: {same}")
 """)
 
 md(r"""
-Inside the loop the model is more confident than anywhere before it: the text it wrote
-itself has become the best predictor of what comes next. Sampling escapes, because a
-draw of a less probable token breaks the cycle; this, and the dullness of the most
-probable text, is why open-ended generation samples, and why search is kept for tasks
-such as translation, where the output is short and nearly determined by the input.
+Our small model is trapped by something simpler than rising probabilities: the
+characters of the loop are not more probable than those before it, and every cycle
+has the same probabilities (to three decimals), because the model sees the same recent
+text. Greedy
+decoding is a deterministic function of the last 128 characters; once that window has
+held the same text twice, everything that follows repeats forever. Beam search is just
+as deterministic, and its outputs (above) circle around a few phrases too. Sampling
+escapes, because a draw of a less probable token breaks the cycle; this, and the
+dullness of the most probable text, is why open-ended generation samples, and why
+search is kept for tasks such as translation, where the output is short and nearly
+determined by the input.
 
 ## Comparing the strategies
 
 We now run six strategies on the same prompts: the opening words of speeches from the
 validation text, which the model never trained on. Each continuation has `n_new`
-characters (100 in the `book` profile, so that prompt and continuation fit in the
-model's context of 128 characters and every step reuses the KV cache); the sampling
-strategies draw `n_samples` continuations per prompt. Three numbers describe each
-strategy:
+characters (200 in the `book` profile); the sampling strategies draw `n_samples`
+continuations per prompt. Three numbers describe each strategy:
 
 - **log-likelihood per character**: the mean of $\log p(x_t \mid x_{<t})$ over the
   generated characters, under the model itself (at $T = 1$, unfiltered): how typical
@@ -692,8 +727,6 @@ def speech_prompts(text: str, n: int) -> list[tuple[str, str]]:
 pairs = speech_prompts(val_text, cfg["n_prompts"])
 for p, _ in pairs:
     print(repr(p))
-print(f"the longest prompt and its continuation fit the context of {block}:",
-      max(len(p) for p, _ in pairs) + cfg["n_new"] <= block)
 """)
 
 code(r"""
@@ -764,14 +797,15 @@ for name, r in table.items():
 """)
 
 code(r"""
-fig, ax = plt.subplots(figsize=(7, 4.2))
-for name, r in table.items():
+fig, ax = plt.subplots(figsize=(7.5, 4.2))
+for i, (name, r) in enumerate(table.items()):
     marker = "*" if name.startswith("human") else "o"
-    ax.scatter(r["ll"], r["d2"], s=90 if marker == "*" else 40, marker=marker)
-    ax.annotate(name, (r["ll"], r["d2"]), textcoords="offset points", xytext=(6, 4),
-                fontsize=8)
+    ax.scatter(r["ll"], r["d1"], s=120 if marker == "*" else 40, marker=marker)
+    ax.annotate(name, (r["ll"], r["d1"]), textcoords="offset points",
+                xytext=(6, 6 if i % 2 == 0 else -12), fontsize=8)
 ax.set_xlabel("log-likelihood per character under the model (higher: more probable)")
-ax.set_ylabel("distinct-2 (higher: more diverse)")
+ax.set_ylabel("distinct-1 (higher: more diverse)")
+ax.margins(x=0.15, y=0.1)
 ax.set_title("Probability against diversity")
 plt.tight_layout()
 plt.show()
@@ -785,16 +819,19 @@ for name in ["greedy", "beam (B=4)", "pure sampling", "top-p (p=0.9)"]:
 
 md(r"""
 The table has the shape that {cite:t}`holtzman2020` found with GPT-2. The two search
-strategies write the text the model finds most probable, with a log-likelihood per
-character far above that of real Shakespeare, and pay for it in diversity: they repeat
-themselves, within a continuation and across prompts. Pure sampling is the opposite:
-its text is, by construction, about as probable under the model as real text, but it
-wanders into improbable characters that a reader sees as misspellings. Truncation
-(top-k, top-p) and a temperature below 1 sit in between: closer to the human row in
-diversity than search, with fewer tail characters than pure sampling. A good decoder
-aims at text that is as probable as human text, not more {cite:p}`holtzman2020`; that
-is why sampling with top-p around 0.9 (often with a temperature a little below 1) is
-the usual default for open-ended generation, and beam search for translation and
+strategies write text that the model finds far more probable than real Shakespeare
+(compare their log-likelihood per character with the human row) and pay for it in
+diversity: few distinct words and word pairs, the same phrases across prompts, and
+repeated 4-grams within a continuation, where human text has almost none. Pure sampling
+is the opposite. Its log-likelihood is close to that of the real text (a little higher:
+real text also holds what the model fails to predict, the model's own samples do not),
+and it is as diverse as the real text, partly for a bad reason: it draws misspelt,
+invented words from the tail, and every invented word counts as a distinct one.
+Truncation (top-k, top-p) and a temperature below 1 sit in between, far more diverse
+than search and with fewer tail characters than pure sampling. A good decoder aims at
+text that is as probable as human text, not more {cite:p}`holtzman2020`; that is why
+sampling with top-p around 0.9 (often with a temperature a little below 1) is the usual
+default for open-ended generation, and beam search is kept for translation and
 summarisation.
 
 ## Summary
