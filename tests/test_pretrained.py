@@ -84,6 +84,8 @@ def test_first_call_trains_and_caches_second_call_loads(small, capsys):
     assert _same_weights(model, again)
     assert info2["val_loss"] == info["val_loss"]
     assert info2["history"].to_dict() == info["history"].to_dict()
+    assert info["cpu_count"] == os.cpu_count()
+    assert info["load_average"] is None or info["load_average"] >= 0
     for key in ("hash", "model_config", "train_config", "batch_size", "seed", "hardware"):
         assert info2[key] == info[key]
     ids = torch.tensor([tok.encode("First Citizen")])
@@ -111,6 +113,17 @@ def test_cache_dir_argument_and_recipe_in_the_name(small, monkeypatch, tmp_path_
     _, _, info7 = pre.char_gpt("smoke", cache_dir=other, progress=False)
     assert info7["cached"] is False and info7["steps"] == 7
     assert info7["path"] != info["path"]
+
+
+def test_the_callers_random_state_is_left_alone(small):
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    pre.char_gpt("smoke", progress=False)  # trains
+    assert torch.equal(torch.rand(3), expected)
+    torch.manual_seed(123)
+    pre.char_gpt("smoke", progress=False)  # loads
+    assert torch.equal(torch.rand(3), expected)
 
 
 def test_training_is_deterministic(small, tmp_path_factory):
@@ -203,7 +216,6 @@ def test_recipes():
         "n_head": 6,
         "d_model": 384,
         "dropout": 0.2,
-        "bias": False,
     }
     assert full["batch_size"] == 64
     t = full["train"]

@@ -37,7 +37,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from llmkit.course.checks import check_rng, passed, reject_library
+from llmkit.course.checks import call_student, check_rng, passed, reject_library
 from llmkit.decoding import greedy as _ref_greedy
 from llmkit.gpt import GPT, GPTConfig
 from llmkit.train import cross_entropy_loss as _ref_cross_entropy
@@ -69,17 +69,7 @@ _CRASH_HINTS = {
 
 def _call(fn: Callable[..., Any], name: str, inputs: str, *args: Any) -> Any:
     """Call the student's function; turn a crash (not NotImplementedError) into a hint."""
-    if not callable(fn):
-        raise TypeError(f"{name}: expected a function, got {type(fn).__name__}")
-    try:
-        return fn(*args)
-    except (NotImplementedError, AssertionError):
-        raise
-    except Exception as e:  # noqa: BLE001 - any crash is a failed check
-        raise AssertionError(
-            f"{name}: your function raised {type(e).__name__}: {e}\n  on input {inputs}"
-            f"\n  hint: {_CRASH_HINTS[name]}"
-        ) from e
+    return call_student(fn, name, inputs, *args, hint=_CRASH_HINTS[name])
 
 
 def _fail(name: str, what: str, inputs: str, hint: str) -> AssertionError:
