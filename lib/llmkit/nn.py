@@ -446,23 +446,32 @@ class MultiHeadAttention(nn.Module):
 class MLP(nn.Module):
     """The position-wise feed-forward network: ``Linear -> GELU -> Linear -> dropout``.
 
-    GELU uses the tanh approximation (GPT-2's ``gelu_new``).
+    GELU uses the tanh approximation by default (GPT-2's ``gelu_new``); BERT uses the exact
+    one (``gelu="none"``).
 
     Args:
         d_model: model width.
         hidden: hidden width (default ``4 * d_model``).
         dropout: dropout on the output (training only).
         bias: biases in both linear layers.
+        gelu: ``"tanh"`` (approximation) or ``"none"`` (exact, with ``erf``).
     """
 
     def __init__(
-        self, d_model: int, hidden: int | None = None, dropout: float = 0.0, bias: bool = True
+        self,
+        d_model: int,
+        hidden: int | None = None,
+        dropout: float = 0.0,
+        bias: bool = True,
+        gelu: str = "tanh",
     ) -> None:
         super().__init__()
         _check_positive_int(d_model, "d_model")
         hidden = 4 * d_model if hidden is None else _check_positive_int(hidden, "hidden")
+        if gelu not in ("tanh", "none"):
+            raise ValueError(f"gelu must be 'tanh' or 'none', got {gelu!r}")
         self.fc = nn.Linear(d_model, hidden, bias=bias)
-        self.act = nn.GELU(approximate="tanh")
+        self.act = nn.GELU(approximate=gelu)
         self.proj = nn.Linear(hidden, d_model, bias=bias)
         self.dropout = nn.Dropout(_check_dropout(dropout))
 

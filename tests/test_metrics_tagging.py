@@ -1,0 +1,94 @@
+"""Tests of the tagging metrics in llmkit.metrics: BIO spans, entity-level F1, accuracy.
+
+The expected numbers are worked out by hand from CoNLL's rules (``conlleval``): an entity
+is correct only when its type and both boundaries are right; an ``I-X`` that does not
+continue an ``X`` entity starts one.
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from llmkit.metrics import accuracy, bio_spans, span_f1
+
+
+def test_bio_spans_basic():
+    tags = ["B-PER", "I-PER", "O", "B-LOC", "O", "B-ORG", "I-ORG", "I-ORG"]
+    assert bio_spans(tags) == {("PER", 0, 2), ("LOC", 3, 4), ("ORG", 5, 8)}
+
+
+def test_bio_spans_lenient_reading_of_i_tags():
+    # I-LOC after O starts an entity; B-LOC right after an entity starts a new one;
+    # I-PER after LOC switches type.
+    tags = ["O", "I-LOC", "I-LOC", "B-LOC", "I-PER", "O", "I-MISC"]
+    assert bio_spans(tags) == {("LOC", 1, 3), ("LOC", 3, 4), ("PER", 4, 5), ("MISC", 6, 7)}
+
+
+def test_bio_spans_errors():
+    with pytest.raises(ValueError, match="'O', 'B-<type>' or 'I-<type>'"):
+        bio_spans(["B-PER", "X-PER"])
+    with pytest.raises(ValueError, match="got 'B-'"):
+        bio_spans(["B-"])
+
+
+def test_span_f1_hand_worked():
+    gold = [
+        ["B-person", "I-person", "O", "B-location"],
+        ["O", "B-group", "I-group", "O", "B-product"],
+    ]
+    pred = [
+        ["B-person", "I-person", "O", "B-corporation"],  # 1 right, 1 wrong type
+        ["O", "B-group", "O", "O", "B-product"],  # boundary wrong, 1 right
+    ]
+    # gold: 4 entities; predicted: 4; correct: person (0,2) and product (4,5) = 2
+    result = span_f1(gold, pred)
+    assert (result["n_true"], result["n_pred"], result["n_correct"]) == (4, 4, 2)
+    assert result["precision"] == pytest.approx(0.5)
+    assert result["recall"] == pytest.approx(0.5)
+    assert result["f1"] == pytest.approx(0.5)
+
+
+def test_span_f1_asymmetric_counts():
+    gold = [["B-A", "O", "B-B", "I-B", "O", "B-C"]]
+    pred = [["B-A", "O", "B-B", "I-B", "O", "O"]]
+    r = span_f1(gold, pred)
+    assert r["precision"] == 1.0
+    assert r["recall"] == pytest.approx(2 / 3)
+    assert r["f1"] == pytest.approx(0.8)
+
+
+def test_span_f1_degenerate_cases():
+    assert span_f1([["O", "O"]], [["O", "O"]])["f1"] == 0.0  # no entities at all
+    assert span_f1([], [])["f1"] == 0.0
+    with pytest.raises(ValueError, match="same number of sentences"):
+        span_f1([["O"]], [])
+    with pytest.raises(ValueError, match="sentence 0: 2 gold tags but 1 predicted"):
+        span_f1([["O", "O"]], [["O"]])
+    with pytest.raises(TypeError, match="lists of tag lists"):
+        span_f1("B-A", "B-A")
+
+
+TAGS = st.sampled_from(["O", "B-A", "I-A", "B-B", "I-B"])
+
+
+@given(st.lists(st.lists(TAGS, max_size=10), max_size=6))
+def test_perfect_prediction_scores_one(sentences):
+    r = span_f1(sentences, sentences)
+    has_entities = any(bio_spans(s) for s in sentences)
+    assert r["f1"] == (1.0 if has_entities else 0.0)
+
+
+@given(st.lists(TAGS, max_size=12))
+def test_spans_cover_every_non_o_tag_once(tags):
+    covered = sorted(i for _, s, e in bio_spans(tags) for i in range(s, e))
+    assert covered == [i for i, t in enumerate(tags) if t != "O"]
+
+
+def test_accuracy():
+    assert accuracy(["NOUN", "VERB", "DET", "ADP"], ["NOUN", "NOUN", "DET", "ADP"]) == 0.75
+    with pytest.raises(ValueError, match="same length"):
+        accuracy([1, 2], [1])
+    with pytest.raises(ValueError, match="empty"):
+        accuracy([], [])
