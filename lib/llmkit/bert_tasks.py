@@ -1,0 +1,828 @@
+"""Chapter 05's experiments: pretrain a small BERT, fine-tune encoders on four tasks.
+
+The question of the chapter is *what pretraining buys*. Two encoders are fine-tuned on the
+same four tasks with the same recipe:
+
+* ``"scratch"``: a small BERT pretrained here by masked language modelling on a corpus of
+  about 0.6 million words (:func:`mlm_corpus`), in minutes on a laptop CPU
+  (:func:`small_bert`);
+* ``"minilm"``: all-MiniLM-L6-v2 (:func:`llmkit.bert.load_pretrained`), distilled from a
+  large BERT pretrained on billions of words and then trained on a billion sentence pairs.
+
+Both read text through MiniLM's uncased WordPiece vocabulary (30,522 tokens), so the
+encoders differ only in their weights: the architecture family, the tokenizer and the
+fine-tuning recipe are shared.
+
+The tasks (:data:`TASKS`): sentence polarity (2 classes, accuracy), poem sentiment (4
+classes, accuracy), WNUT-17 named entities (BIO tags, entity-level span F1) and UD
+English-EWT part-of-speech tags (17 UPOS tags, word accuracy).
+
+:func:`run` fine-tunes one encoder on one task for the current profile and returns the
+scores on the test split; the result is cached as JSON in ``$LLMKIT_CACHE/models`` (like
+:mod:`llmkit.pretrained`), so that a notebook that only *reports* a result does not train
+again. :func:`small_bert` caches its weights the same way.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from llmkit.bert import (
+    IGNORE_INDEX,
+    BertConfig,
+    BertForMaskedLM,
+    BertForSequenceClassification,
+    BertForTokenClassification,
+    BertModel,
+    align_labels,
+    load_pretrained,
+    mask_tokens,
+)
+from llmkit.data.loaders import WNUT17_LABELS
+from llmkit.metrics import accuracy, span_f1
+from llmkit.pretrained import _check_profile, _cpu_name, _hardware, _log, _sha256, models_dir
+from llmkit.train import History, TrainConfig, load_checkpoint, save_checkpoint, train
+
+__all__ = [
+    "TASKS",
+    "Task",
+    "SMALL_BERT_RECIPES",
+    "FINETUNE_RECIPES",
+    "ENCODERS",
+    "mlm_corpus",
+    "small_bert",
+    "load_task",
+    "encoder_for",
+    "classification_batches",
+    "tagging_batches",
+    "fine_tune",
+    "evaluate",
+    "run",
+]
+
+#: Version of the cached files; bump it when their meaning changes.
+FORMAT_VERSION = 2
+
+#: The two encoders that :func:`run` compares.
+ENCODERS = ("scratch", "minilm")
+
+UPOS_TAGS: tuple[str, ...] = (
+    "ADJ",
+    "ADP",
+    "ADV",
+    "AUX",
+    "CCONJ",
+    "DET",
+    "INTJ",
+    "NOUN",
+    "NUM",
+    "PART",
+    "PRON",
+    "PROPN",
+    "PUNCT",
+    "SCONJ",
+    "SYM",
+    "VERB",
+    "X",
+)
+"""The 17 universal part-of-speech tags of Universal Dependencies v2."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """One fine-tuning task.
+
+    Attributes:
+        name: its key in :data:`TASKS`.
+        kind: ``"sequence"`` (one label per text) or ``"token"`` (one tag per word).
+        labels: the label names, in id order.
+        metric: ``"accuracy"`` or ``"span_f1"``.
+        anchor: a published reference result, as text, with its source.
+    """
+
+    name: str
+    kind: str
+    labels: tuple[str, ...]
+    metric: str
+    anchor: str
+
+
+TASKS: dict[str, Task] = {
+    "sentence-polarity": Task(
+        "sentence-polarity",
+        "sequence",
+        ("negative", "positive"),
+        "accuracy",
+        "BERT-base on rotten_tomatoes: about 0.85 accuracy",
+    ),
+    "poem-sentiment": Task(
+        "poem-sentiment",
+        "sequence",
+        ("negative", "no_impact", "positive", "mixed"),
+        "accuracy",
+        "no widely cited BERT-base figure; compare with the majority class",
+    ),
+    "wnut17": Task(
+        "wnut17",
+        "token",
+        WNUT17_LABELS,
+        "span_f1",
+        "BERT-base: about 0.40-0.48 entity F1 (WNUT-17 test)",
+    ),
+    "ud-ewt-upos": Task(
+        "ud-ewt-upos",
+        "token",
+        UPOS_TAGS,
+        "accuracy",
+        "UDPipe 1.2: 0.935 UPOS accuracy; fine-tuned BERT: about 0.97",
+    ),
+}
+
+# --------------------------------------------------------------------------- recipes
+
+SMALL_BERT_RECIPES: dict[str, dict[str, Any]] = {
+    "smoke": {
+        "model": dict(hidden_size=64, n_layers=2, n_heads=2, intermediate_size=256),
+        "seq_len": 32,
+        "batch_size": 16,
+        "train": dict(max_steps=20, lr=1e-3, warmup_steps=4, eval_interval=10, eval_iters=2),
+        "seed": 0,
+    },
+    "book": {
+        "model": dict(hidden_size=256, n_layers=4, n_heads=4, intermediate_size=1024),
+        "seq_len": 64,
+        "batch_size": 64,
+        "train": dict(max_steps=300, lr=1e-3, warmup_steps=30, eval_interval=50, eval_iters=8),
+        "seed": 0,
+    },
+    "full": {
+        "model": dict(hidden_size=512, n_layers=8, n_heads=8, intermediate_size=2048),
+        "seq_len": 128,
+        "batch_size": 128,
+        "train": dict(
+            max_steps=20000, lr=5e-4, warmup_steps=1000, eval_interval=1000, eval_iters=20
+        ),
+        "seed": 0,
+    },
+}
+"""How :func:`small_bert` pretrains, per profile: model sizes (the vocabulary is MiniLM's),
+window length, batch size (windows), :class:`~llmkit.train.TrainConfig` fields and seed."""
+
+_FT_BOOK: dict[str, dict[str, Any]] = {
+    "sentence-polarity": dict(steps=250, batch_size=32, max_train=None, max_val=256, max_test=None),
+    "poem-sentiment": dict(steps=120, batch_size=32, max_train=None, max_val=256, max_test=None),
+    "wnut17": dict(steps=200, batch_size=32, max_train=None, max_val=256, max_test=None),
+    "ud-ewt-upos": dict(steps=100, batch_size=32, max_train=None, max_val=256, max_test=None),
+}
+FINETUNE_RECIPES: dict[str, dict[str, dict[str, Any]]] = {
+    "smoke": {
+        name: dict(steps=6, batch_size=8, max_train=64, max_val=16, max_test=48) for name in TASKS
+    },
+    "book": _FT_BOOK,
+    "full": {
+        name: {**r, "steps": r["steps"] * 8, "max_train": None, "max_test": None}
+        for name, r in _FT_BOOK.items()
+    },
+}
+"""Fine-tuning steps, batch size and data limits (``None`` = the whole split; ``max_val``
+validation examples measure the validation loss) per profile
+and task. All runs share: AdamW, learning rate 1e-4 (warm-up over the first 10 % of
+steps, cosine decay to 1e-5), weight decay 0.01, gradient clipping at 1.0, seed 0,
+inputs truncated to 128 tokens."""
+
+FT_LR = 1e-4
+MAX_LENGTH = 128
+
+
+# --------------------------------------------------------------------------- corpus
+
+
+def mlm_corpus() -> dict[str, list[str]]:
+    """The English corpus the small BERT is pretrained on, from the course's mirrored data.
+
+    Training splits only, so no test sentence of chapter 05's tasks is seen in
+    pretraining: UD English-EWT train (the ``# text`` of each sentence: web text, reviews,
+    e-mail, blogs), sentence-polarity train (movie-review snippets), WNUT-17 train
+    (social-media posts, tokens joined by spaces), poem-sentiment train (verses) and the
+    1,100 instruction-following examples (instruction, input and output joined).
+
+    Returns:
+        ``{"train", "val"}`` -> lists of texts; every 20th text goes to ``"val"``.
+    """
+    from llmkit.data import (
+        load_instruction_data,
+        load_poem_sentiment,
+        load_sentence_polarity,
+        load_ud_ewt,
+        load_wnut17,
+    )
+
+    texts: list[str] = []
+    texts += [s.text or " ".join(s.forms) for s in load_ud_ewt("train")]
+    texts += [t for t, _ in load_sentence_polarity()["train"]]
+    texts += [" ".join(words) for words, _ in load_wnut17()["train"]]
+    texts += [t for t, _ in load_poem_sentiment()["train"]]
+    for ex in load_instruction_data():
+        texts.append(" ".join(x for x in (ex["instruction"], ex["input"], ex["output"]) if x))
+    texts = [t.strip() for t in texts if t and t.strip()]
+    return {
+        "train": [t for i, t in enumerate(texts) if i % 20 != 19],
+        "val": [t for i, t in enumerate(texts) if i % 20 == 19],
+    }
+
+
+def _token_stream(tokenizer: Any, texts: Sequence[str]) -> torch.Tensor:
+    """All texts as one stream of ids, each followed by ``[SEP]``."""
+    sep = tokenizer.token_to_id("[SEP]")
+    ids: list[int] = []
+    for enc in tokenizer.encode_batch(list(texts), add_special_tokens=False):
+        ids += enc.ids
+        ids.append(sep)
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def _special_ids(tokenizer: Any) -> dict[str, int]:
+    return {n: tokenizer.token_to_id(f"[{n}]") for n in ("PAD", "UNK", "CLS", "SEP", "MASK")}
+
+
+def mlm_batch_fn(
+    streams: dict[str, torch.Tensor], tokenizer: Any, seq_len: int, batch_size: int
+) -> Callable[[str, torch.Generator | None], dict[str, torch.Tensor]]:
+    """``get_batch(split, generator)`` for :func:`llmkit.train.train`: random windows of
+    ``seq_len - 2`` tokens from the stream, framed by ``[CLS]`` and ``[SEP]``, masked by
+    :func:`llmkit.bert.mask_tokens`. Batches are ``{"input_ids", "labels"}``, ``(b, seq_len)``.
+    """
+    sp = _special_ids(tokenizer)
+    vocab = tokenizer.get_vocab_size()
+    inner = seq_len - 2
+
+    def get_batch(split: str, generator: torch.Generator | None = None):
+        stream = streams[split]
+        starts = torch.randint(len(stream) - inner, (batch_size,), generator=generator)
+        windows = torch.stack([stream[s : s + inner] for s in starts.tolist()])
+        cls = torch.full((batch_size, 1), sp["CLS"], dtype=torch.long)
+        sep = torch.full((batch_size, 1), sp["SEP"], dtype=torch.long)
+        ids = torch.cat([cls, windows, sep], dim=1)
+        inputs, labels = mask_tokens(
+            ids,
+            mask_token_id=sp["MASK"],
+            vocab_size=vocab,
+            special_ids=(sp["CLS"], sp["SEP"], sp["UNK"]),
+            pad_token_id=sp["PAD"],
+            generator=generator,
+        )
+        return {"input_ids": inputs, "labels": labels}
+
+    return get_batch
+
+
+def _mlm_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    return model(batch["input_ids"], labels=batch["labels"])
+
+
+# --------------------------------------------------------------------------- small BERT
+
+
+def _fingerprint(payload: Any) -> str:
+    blob = json.dumps({"format": FORMAT_VERSION, **payload}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:12]
+
+
+def small_bert(
+    profile: str | None = None,
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+    device: str | torch.device = "auto",
+) -> tuple[BertForMaskedLM, Any, dict[str, Any]]:
+    """Chapter 05's small BERT, pretrained by masked language modelling; cached.
+
+    Trained on first use with :func:`llmkit.train.train` on :func:`mlm_corpus` following
+    :data:`SMALL_BERT_RECIPES` ``[profile]``, then saved in
+    ``<cache>/models/small_bert-<profile>-<hash>/`` (an :mod:`llmkit.train` checkpoint and
+    ``small_bert.json``) and loaded from there on later calls.
+
+    Args:
+        profile: ``"smoke"``, ``"book"``, ``"full"`` or ``None`` (the current profile).
+        cache_dir: the cache root (default ``$LLMKIT_CACHE`` or ``~/.cache/llmkit``).
+        progress: print a line per evaluation.
+        device: where to train and return the model (``"auto"``: CUDA, MPS, CPU).
+    Returns:
+        ``(model, tokenizer, info)``: a :class:`~llmkit.bert.BertForMaskedLM` in eval mode,
+        MiniLM's tokenizer, and ``info`` with ``history``, ``val_loss`` (MLM loss in nats
+        per masked token on a fixed set of validation windows), ``train_seconds``,
+        ``hardware``, ``seed``, ``n_parameters``, ``tokens_seen``, ``corpus_words``,
+        ``recipe``, ``path`` and ``cached``.
+    """
+    from llmkit.train import select_device
+
+    profile = _check_profile(profile)
+    recipe = copy.deepcopy(SMALL_BERT_RECIPES[profile])
+    target = select_device(device)
+    _, tokenizer = load_pretrained()
+    fingerprint = _fingerprint({"kind": "small_bert", "recipe": recipe})
+    final = models_dir(cache_dir) / f"small_bert-{profile}-{fingerprint}"
+    info_file = final / "small_bert.json"
+    if info_file.exists():
+        try:
+            meta = json.loads(info_file.read_text())
+            if _sha256(final / "model.safetensors") != meta["model_sha256"]:
+                raise ValueError("model.safetensors does not match its recorded SHA-256")
+            with torch.random.fork_rng(devices=[]):
+                model = BertForMaskedLM(BertConfig(**meta["model_config"]))
+            ckpt = load_checkpoint(final, model)
+            meta["history"] = ckpt.history
+            meta["cached"] = True
+            meta["path"] = str(final)
+            _log(progress, f"loaded the {profile} small BERT from {final}")
+            return model.to(target).eval(), tokenizer, meta
+        except Exception as err:  # noqa: BLE001 - a damaged entry is trained again
+            _log(progress, f"the cached small BERT could not be loaded ({err}); training again")
+            shutil.rmtree(final, ignore_errors=True)
+
+    corpus = mlm_corpus()
+    streams = {split: _token_stream(tokenizer, texts) for split, texts in corpus.items()}
+    seed = int(recipe["seed"])
+    config = BertConfig(
+        vocab_size=tokenizer.get_vocab_size(),
+        max_position=MAX_LENGTH,
+        **recipe["model"],
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = BertForMaskedLM(config)
+    train_config = TrainConfig(
+        **recipe["train"],
+        weight_decay=0.01,
+        betas=(0.9, 0.98),
+        seed=seed,
+        device=str(target),
+        progress=False,
+    )
+    get_batch = mlm_batch_fn(streams, tokenizer, int(recipe["seq_len"]), recipe["batch_size"])
+    g = torch.Generator().manual_seed(seed + 1)  # fixed validation windows and masks
+    eval_batches = [get_batch("val", g) for _ in range(train_config.eval_iters)]
+    n_params = sum(p.numel() for p in model.parameters())
+    steps = train_config.max_steps
+    words = sum(len(t.split()) for t in corpus["train"])
+    _log(
+        progress,
+        f"pretraining the {profile} small BERT ({n_params:,} parameters, {steps} steps) on "
+        f"{len(streams['train']):,} tokens ({words:,} words) with {_hardware(target)}",
+    )
+    printed = 0
+
+    def report(step: int, history: History) -> None:
+        nonlocal printed
+        while printed < len(history.val_steps):
+            i = printed
+            _log(
+                progress,
+                f"step {history.val_steps[i]:>5}/{steps}  MLM val loss "
+                f"{history.val_loss[i]:.3f}  {history.val_seconds[i]:6.1f} s",
+            )
+            printed += 1
+
+    cuda = [target.index or 0] if target.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        history = train(
+            model,
+            train_config,
+            get_batch,
+            loss_fn=_mlm_loss,
+            eval_batches=eval_batches,
+            callback=report,
+            model_config=config,
+        )
+    report(steps, history)
+    model.eval()
+    partial = final.parent / f"{final.name}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    save_checkpoint(partial, model, train_config, step=steps, history=history, model_config=config)
+    meta: dict[str, Any] = {
+        "format": FORMAT_VERSION,
+        "profile": profile,
+        "hash": fingerprint,
+        "recipe": recipe,
+        "model_config": config.to_dict(),
+        "seed": seed,
+        "val_loss": history.val_loss[-1] if history.val_loss else None,
+        "train_seconds": history.seconds[-1] if history.seconds else 0.0,
+        "tokens_seen": history.tokens_seen[-1] if history.tokens_seen else 0,
+        "corpus_tokens": int(len(streams["train"])),
+        "corpus_words": words,
+        "hardware": _hardware(target),
+        "device": str(target),
+        "torch_version": torch.__version__,
+        "n_parameters": n_params,
+        "model_sha256": _sha256(partial / "model.safetensors"),
+    }
+    (partial / "small_bert.json").write_text(json.dumps(meta, indent=1))
+    final.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.replace(partial, final)
+    except OSError:  # another process finished first: keep theirs
+        shutil.rmtree(partial, ignore_errors=True)
+    meta["history"] = history
+    meta["cached"] = False
+    meta["path"] = str(final)
+    return model, tokenizer, meta
+
+
+# --------------------------------------------------------------------------- tasks
+
+
+def load_task(name: str) -> dict[str, list[tuple[Any, list[int] | int]]]:
+    """A task's ``{"train", "validation", "test"}`` examples with integer labels.
+
+    Sequence tasks give ``(text, label)``; token tasks ``(words, tags)`` with one tag id
+    per word. Poem sentiment's file labels (-1, 0, 1, 2) become 0-3 in the order of
+    ``TASKS["poem-sentiment"].labels``; WNUT-17's ``dev`` split is the validation split.
+    """
+    from llmkit.data import load_poem_sentiment, load_sentence_polarity, load_ud_ewt, load_wnut17
+
+    task = _task(name)
+    index = {label: i for i, label in enumerate(task.labels)}
+    if name == "sentence-polarity":
+        return load_sentence_polarity()
+    if name == "poem-sentiment":
+        order = {-1: 0, 0: 1, 1: 2, 2: 3}
+        return {s: [(t, order[y]) for t, y in ex] for s, ex in load_poem_sentiment().items()}
+    if name == "wnut17":
+        data = load_wnut17()
+        return {
+            split: [(w, [index[t] for t in tags]) for w, tags in data[key]]
+            for split, key in (("train", "train"), ("validation", "dev"), ("test", "test"))
+        }
+    data = load_ud_ewt()
+    return {
+        split: [(s.forms, [index[t] for t in s.upos]) for s in data[key]]
+        for split, key in (("train", "train"), ("validation", "dev"), ("test", "test"))
+    }
+
+
+def _task(name: str) -> Task:
+    if name not in TASKS:
+        raise ValueError(f"task must be one of {', '.join(TASKS)}, got {name!r}")
+    return TASKS[name]
+
+
+def _pad(rows: Sequence[Sequence[int]], value: int) -> torch.Tensor:
+    t = max(len(r) for r in rows)
+    out = torch.full((len(rows), t), value, dtype=torch.long)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = torch.tensor(list(r), dtype=torch.long)
+    return out
+
+
+def _truncate(ids: list[int], max_length: int) -> list[int]:
+    return ids if len(ids) <= max_length else ids[: max_length - 1] + ids[-1:]
+
+
+def _encode_sequence(tokenizer: Any, examples: Sequence[tuple[str, int]]) -> list[tuple]:
+    encs = tokenizer.encode_batch([t for t, _ in examples])
+    return [(_truncate(e.ids, MAX_LENGTH), y) for e, (_, y) in zip(encs, examples, strict=True)]
+
+
+def _encode_tokens(tokenizer: Any, examples: Sequence[tuple[list[str], list[int]]]) -> list:
+    encs = tokenizer.encode_batch([w for w, _ in examples], is_pretokenized=True)
+    out = []
+    for e, (_, tags) in zip(encs, examples, strict=True):
+        labels = align_labels(e.word_ids, tags)
+        ids = _truncate(e.ids, MAX_LENGTH)
+        labels = _truncate(labels, MAX_LENGTH)
+        out.append((ids, labels, e.word_ids[: len(ids) - 1] + [None]))
+    return out
+
+
+def _collate(rows: Sequence[tuple], kind: str, pad_id: int) -> dict[str, torch.Tensor]:
+    ids = _pad([r[0] for r in rows], pad_id)
+    mask = _pad([[1] * len(r[0]) for r in rows], 0)
+    if kind == "sequence":
+        labels = torch.tensor([r[1] for r in rows], dtype=torch.long)
+    else:
+        labels = _pad([r[1] for r in rows], IGNORE_INDEX)
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def classification_batches(
+    tokenizer: Any, examples: Sequence[tuple[str, int]], batch_size: int
+) -> Callable[[str, torch.Generator | None], dict[str, torch.Tensor]]:
+    """``get_batch`` for a sequence task: random examples, padded to the longest.
+
+    Batches are ``{"input_ids", "attention_mask": (b, t), "labels": (b,)}``.
+    """
+    return _batch_fn(_encode_sequence(tokenizer, examples), "sequence", tokenizer, batch_size)
+
+
+def tagging_batches(
+    tokenizer: Any, examples: Sequence[tuple[list[str], list[int]]], batch_size: int
+) -> Callable[[str, torch.Generator | None], dict[str, torch.Tensor]]:
+    """``get_batch`` for a token task: labels on the first piece of each word, -100 on the
+    other pieces, the specials and the padding. Batches hold ``labels: (b, t)``."""
+    return _batch_fn(_encode_tokens(tokenizer, examples), "token", tokenizer, batch_size)
+
+
+def _batch_fn(rows: list, kind: str, tokenizer: Any, batch_size: int):
+    pad_id = tokenizer.token_to_id("[PAD]")
+
+    def get_batch(split: str, generator: torch.Generator | None = None):
+        idx = torch.randint(len(rows), (batch_size,), generator=generator).tolist()
+        return _collate([rows[i] for i in idx], kind, pad_id)
+
+    return get_batch
+
+
+def _classification_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    logits = model(batch["input_ids"], batch["attention_mask"])
+    return F.cross_entropy(logits.flatten(0, -2).float(), batch["labels"].flatten())
+
+
+def encoder_for(
+    name: str,
+    profile: str | None = None,
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+) -> BertModel:
+    """A fresh copy of an encoder to fine-tune, on the CPU: ``"minilm"`` or ``"scratch"``
+    (the small BERT of :func:`small_bert` for ``profile``, from ``cache_dir``, with a
+    newly initialised pooler)."""
+    if name == "minilm":
+        model, _ = load_pretrained()
+        return model
+    if name == "scratch":
+        mlm, _, _ = small_bert(profile, cache_dir=cache_dir, progress=progress, device="cpu")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            encoder = BertModel(mlm.config, add_pooler=True)
+        missing = encoder.load_state_dict(mlm.bert.state_dict(), strict=False).missing_keys
+        assert all(k.startswith("pooler.") for k in missing), missing
+        return encoder
+    raise ValueError(f"encoder must be one of {', '.join(ENCODERS)}, got {name!r}")
+
+
+def fine_tune(
+    encoder: BertModel,
+    tokenizer: Any,
+    task: str,
+    train_examples: Sequence,
+    val_examples: Sequence,
+    *,
+    steps: int,
+    batch_size: int = 32,
+    max_val: int = 256,
+    lr: float = FT_LR,
+    seed: int = 0,
+    device: str | torch.device = "auto",
+    progress: bool = False,
+) -> tuple[nn.Module, History]:
+    """Fine-tune ``encoder`` (in place) with a new head for ``task``.
+
+    The head is :class:`~llmkit.bert.BertForSequenceClassification` or
+    :class:`~llmkit.bert.BertForTokenClassification`; the loss is cross-entropy (tokens
+    labelled -100 ignored); the loop is :func:`llmkit.train.train` with AdamW, warm-up over
+    10 % of the steps then cosine decay, clipping at 1.0 and weight decay 0.01. The
+    validation loss is measured on the first ``max_val`` validation examples,
+    five times during training.
+
+    Returns:
+        ``(model, history)``: the fine-tuned classifier in eval mode and its history.
+    """
+    t = _task(task)
+    n = len(t.labels)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if t.kind == "sequence":
+            model: nn.Module = BertForSequenceClassification(encoder.config, n, encoder=encoder)
+            batches = classification_batches
+        else:
+            model = BertForTokenClassification(encoder.config, n, encoder=encoder)
+            batches = tagging_batches
+    get_train = batches(tokenizer, train_examples, batch_size)
+    val_rows = list(val_examples)[:max_val]
+    get_val = batches(tokenizer, val_rows, batch_size)
+    g = torch.Generator().manual_seed(seed)
+    eval_batches = [get_val("val", g) for _ in range(max(1, len(val_rows) // batch_size))]
+    config = TrainConfig(
+        max_steps=steps,
+        lr=lr,
+        min_lr=lr / 10,
+        warmup_steps=max(1, steps // 10),
+        weight_decay=0.01,
+        betas=(0.9, 0.999),
+        eval_interval=max(1, steps // 5),
+        log_interval=1,
+        seed=seed,
+        device=str(device),
+        progress=progress,
+    )
+    with torch.random.fork_rng(devices=[]):
+        history = train(
+            model,
+            config,
+            lambda split, gen: get_train(split, gen),
+            loss_fn=_classification_loss,
+            eval_batches=eval_batches,
+        )
+    return model.eval(), history
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module, tokenizer: Any, task: str, examples: Sequence, batch_size: int = 64
+) -> list:
+    """Predicted label ids: one per text, or one list per sentence with one tag per word
+    (read at each word's first piece; words cut off by truncation get tag 0)."""
+    t = _task(task)
+    device = next(model.parameters()).device
+    pad_id = tokenizer.token_to_id("[PAD]")
+    model.eval()
+    out: list = []
+    for i in range(0, len(examples), batch_size):
+        chunk = examples[i : i + batch_size]
+        if t.kind == "sequence":
+            rows = _encode_sequence(tokenizer, chunk)
+        else:
+            rows = _encode_tokens(tokenizer, chunk)
+        batch = _collate(rows, t.kind, pad_id)
+        logits = model(batch["input_ids"].to(device), batch["attention_mask"].to(device))
+        pred = logits.argmax(-1).cpu()
+        if t.kind == "sequence":
+            out += pred.tolist()
+            continue
+        for j, (row, (words, _)) in enumerate(zip(rows, chunk, strict=True)):
+            tags = [0] * len(words)
+            seen: set[int] = set()
+            for pos, w in enumerate(row[2]):
+                if w is not None and w not in seen:
+                    seen.add(w)
+                    tags[w] = int(pred[j, pos])
+            out.append(tags)
+    return out
+
+
+def evaluate(model: nn.Module, tokenizer: Any, task: str, examples: Sequence) -> dict[str, float]:
+    """The task's metric on ``examples``: ``{"accuracy"}`` or ``{"f1", "precision",
+    "recall"}`` (entity level), plus ``"score"`` (the headline number) and ``"n"``."""
+    t = _task(task)
+    pred = predict(model, tokenizer, task, examples)
+    if t.kind == "sequence":
+        acc = accuracy([y for _, y in examples], pred)
+        return {"accuracy": acc, "score": acc, "n": len(examples)}
+    if t.metric == "accuracy":
+        gold = [y for _, tags in examples for y in tags]
+        flat = [y for tags in pred for y in tags]
+        acc = accuracy(gold, flat)
+        return {"accuracy": acc, "score": acc, "n": len(gold)}
+    names = t.labels
+    r = span_f1(
+        [[names[y] for y in tags] for _, tags in examples],
+        [[names[y] for y in tags] for tags in pred],
+    )
+    return {
+        "f1": r["f1"],
+        "precision": r["precision"],
+        "recall": r["recall"],
+        "score": r["f1"],
+        "n": len(examples),
+    }
+
+
+def run(
+    task: str,
+    encoder: str,
+    profile: str | None = None,
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+    device: str | torch.device = "auto",
+    cached_only: bool = False,
+) -> dict[str, Any] | None:
+    """Fine-tune one encoder on one task with the profile's recipe; cached.
+
+    Args:
+        task: a key of :data:`TASKS`.
+        encoder: ``"scratch"`` or ``"minilm"`` (:func:`encoder_for`).
+        profile: ``None`` = the current profile.
+        cache_dir, progress, device: as :func:`small_bert`.
+        cached_only: return the cached result, or ``None`` if there is none, without
+            training.
+    Returns:
+        ``{"task", "encoder", "profile", "metric", "test": {...}, "validation_loss",
+        "train_loss" (per step), "val_steps", "val_loss" (per evaluation), "seconds"
+        (fine-tuning wall time), "eval_seconds", "hardware", "seed", "recipe",
+        "n_train", "examples" (the first test predictions), "cached"}``.
+    """
+    from llmkit.train import select_device
+
+    profile = _check_profile(profile)
+    t = _task(task)
+    if encoder not in ENCODERS:
+        raise ValueError(f"encoder must be one of {', '.join(ENCODERS)}, got {encoder!r}")
+    recipe = dict(FINETUNE_RECIPES[profile][task])
+    payload: dict[str, Any] = {"task": task, "encoder": encoder, "recipe": recipe, "lr": FT_LR}
+    if encoder == "scratch":
+        payload["small_bert"] = SMALL_BERT_RECIPES[profile]
+    name = f"bert_task-{task}-{encoder}-{profile}-{_fingerprint(payload)}.json"
+    file = models_dir(cache_dir) / name
+    if file.exists():
+        try:
+            result = json.loads(file.read_text())
+            result["cached"] = True
+            _log(progress, f"loaded the {profile} result of {encoder} on {task} from {file}")
+            return result
+        except (OSError, ValueError):
+            file.unlink(missing_ok=True)
+    if cached_only:
+        return None
+
+    target = select_device(device)
+    _, tokenizer = load_pretrained()
+    data = load_task(task)
+    train_ex = data["train"][: recipe["max_train"]]
+    test_ex = data["test"][: recipe["max_test"]]
+    model_enc = encoder_for(encoder, profile, cache_dir=cache_dir, progress=progress)
+    _log(
+        progress,
+        f"fine-tuning {encoder} on {task}: {recipe['steps']} steps of {recipe['batch_size']} "
+        f"from {len(train_ex):,} training examples, on {_hardware(target)}",
+    )
+    start = time.perf_counter()
+    model, history = fine_tune(
+        model_enc,
+        tokenizer,
+        task,
+        train_ex,
+        data["validation"],
+        steps=recipe["steps"],
+        batch_size=recipe["batch_size"],
+        max_val=recipe["max_val"],
+        device=target,
+    )
+    seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    scores = evaluate(model, tokenizer, task, test_ex)
+    eval_seconds = time.perf_counter() - start
+    # five test examples to show; for entities, sentences that have some
+    shown = [ex for ex in test_ex if t.kind == "sequence" or any(ex[1])][:5]
+    preds = predict(model, tokenizer, task, shown)
+    result = {
+        "format": FORMAT_VERSION,
+        "task": task,
+        "encoder": encoder,
+        "profile": profile,
+        "metric": t.metric,
+        "test": scores,
+        "train_loss": history.train_loss,
+        "val_steps": history.val_steps,
+        "val_loss": history.val_loss,
+        "seconds": seconds,
+        "eval_seconds": eval_seconds,
+        "hardware": _hardware(target),
+        "cpu": _cpu_name(),
+        "seed": 0,
+        "recipe": recipe,
+        "n_train": len(train_ex),
+        "n_test": len(test_ex),
+        "examples": [
+            {"input": x, "gold": y, "pred": p} for (x, y), p in zip(shown, preds, strict=True)
+        ],
+    }
+    _log(
+        progress,
+        f"{encoder} on {task}: test {t.metric} {scores['score']:.4f} "
+        f"({seconds:.0f} s fine-tuning, {eval_seconds:.0f} s evaluation)",
+    )
+    file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=1))
+    os.replace(tmp, file)
+    result["cached"] = False
+    return result
+
+
+def majority_baseline(task: str) -> float:
+    """Test accuracy of always predicting the most frequent training label (tag)."""
+    t = _task(task)
+    data = load_task(task)
+    if t.kind == "sequence":
+        ys = [y for _, y in data["train"]]
+        gold = [y for _, y in data["test"]]
+    else:
+        ys = [y for _, tags in data["train"] for y in tags]
+        gold = [y for _, tags in data["test"] for y in tags]
+    top = max(set(ys), key=ys.count)
+    return sum(y == top for y in gold) / len(gold)

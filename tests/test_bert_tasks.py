@@ -1,0 +1,262 @@
+"""``llmkit.bert_tasks``: chapter 05's data, pretraining corpus, batching and cached runs.
+
+These tests read the course's data mirror (``LLMKIT_DATA_MIRROR``) and the offline MiniLM
+package; each cached run goes to its own temporary cache. The training runs use the
+``smoke`` recipes, a few seconds each.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+import llmkit.bert_tasks as bt
+from llmkit.bert import IGNORE_INDEX, BertForTokenClassification, BertModel, load_pretrained
+
+_MIRROR = os.environ.get("LLMKIT_DATA_MIRROR", "").strip()
+pytestmark = pytest.mark.skipif(
+    not _MIRROR or not Path(_MIRROR).is_dir(),
+    reason="LLMKIT_DATA_MIRROR is unset: chapter 05's tasks need the data",
+)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return load_pretrained()[1]
+
+
+# --------------------------------------------------------------------------- data
+
+
+@pytest.mark.parametrize("name", list(bt.TASKS))
+def test_load_task_labels_are_in_range(name):
+    task = bt.TASKS[name]
+    data = bt.load_task(name)
+    assert set(data) == {"train", "validation", "test"}
+    for split, rows in data.items():
+        assert rows, split
+        if task.kind == "sequence":
+            labels = {y for _, y in rows}
+        else:
+            assert all(len(w) == len(t) for w, t in rows)
+            labels = {y for _, tags in rows for y in tags}
+        assert labels <= set(range(len(task.labels))), (split, labels)
+
+
+def test_poem_labels_keep_their_meaning():
+    from llmkit.data import load_poem_sentiment
+
+    raw = load_poem_sentiment()["train"]
+    ours = bt.load_task("poem-sentiment")["train"]
+    names = bt.TASKS["poem-sentiment"].labels
+    file_meaning = {-1: "negative", 0: "no_impact", 1: "positive", 2: "mixed"}
+    for (text, y_file), (text2, y) in zip(raw, ours, strict=True):
+        assert text == text2
+        assert names[y] == file_meaning[y_file]
+
+
+def test_unknown_task_and_encoder_are_named():
+    with pytest.raises(ValueError, match="task must be one of sentence-polarity"):
+        bt.load_task("imdb")
+    with pytest.raises(ValueError, match="encoder must be one of scratch, minilm"):
+        bt.run("wnut17", "bert-base", "smoke")
+    with pytest.raises(ValueError, match="encoder must be one of"):
+        bt.encoder_for("roberta")
+
+
+def test_mlm_corpus_uses_training_splits_only():
+    from llmkit.data import load_poem_sentiment, load_sentence_polarity, load_ud_ewt, load_wnut17
+
+    corpus = bt.mlm_corpus()
+    texts = corpus["train"] + corpus["val"]
+    assert len(corpus["val"]) == len(texts) // 20
+    test_only = set()
+    train_side = set()
+    test_only |= {t.strip() for t, _ in load_sentence_polarity()["test"]}
+    train_side |= {t.strip() for t, _ in load_sentence_polarity()["train"]}
+    test_only |= {t.strip() for t, _ in load_poem_sentiment()["test"]}
+    train_side |= {t.strip() for t, _ in load_poem_sentiment()["train"]}
+    test_only |= {(s.text or " ".join(s.forms)).strip() for s in load_ud_ewt("test")}
+    train_side |= {(s.text or " ".join(s.forms)).strip() for s in load_ud_ewt("train")}
+    test_only |= {" ".join(w) for w, _ in load_wnut17()["test"]}
+    train_side |= {" ".join(w) for w, _ in load_wnut17()["train"]}
+    leaked = (set(texts) & test_only) - train_side
+    assert not leaked, sorted(leaked)[:5]
+    # a test sentence that is not also a training sentence never appears
+    assert len(set(texts) & (test_only - train_side)) == 0
+
+
+def test_mlm_batches_are_framed_and_masked(tokenizer):
+    stream = torch.arange(1000, 3000)
+    get = bt.mlm_batch_fn({"train": stream, "val": stream}, tokenizer, 16, 32)
+    a = get("train", torch.Generator().manual_seed(3))
+    b = get("train", torch.Generator().manual_seed(3))
+    assert torch.equal(a["input_ids"], b["input_ids"])
+    assert torch.equal(a["labels"], b["labels"])
+    ids, labels = a["input_ids"], a["labels"]
+    assert ids.shape == labels.shape == (32, 16)
+    assert (ids[:, 0] == tokenizer.token_to_id("[CLS]")).all()
+    assert (ids[:, -1] == tokenizer.token_to_id("[SEP]")).all()
+    assert (labels[:, [0, -1]] == IGNORE_INDEX).all()
+    chosen = labels != IGNORE_INDEX
+    assert 0.05 < chosen.float().mean() < 0.3
+    # the labels are the original consecutive stream ids
+    starts = labels[chosen] >= 1000
+    assert starts.all()
+
+
+# --------------------------------------------------------------------------- batching
+
+
+def test_tagging_labels_sit_on_first_pieces(tokenizer):
+    words = ["Tokenization", "is", "unbelievably", "fun"]
+    get = bt.tagging_batches(tokenizer, [(words, [1, 2, 3, 4])], batch_size=2)
+    batch = get("train", torch.Generator().manual_seed(0))
+    ids, labels = batch["input_ids"][0], batch["labels"][0]
+    enc = tokenizer.encode(words, is_pretokenized=True)
+    assert ids.tolist() == enc.ids
+    labelled = [(i, int(y)) for i, y in enumerate(labels) if y != IGNORE_INDEX]
+    firsts = [enc.word_ids.index(w) for w in range(4)]
+    assert labelled == list(zip(firsts, [1, 2, 3, 4], strict=True))
+    assert len(enc.ids) > len(words) + 2  # some word really was split
+
+
+def test_classification_batches_pad_and_mask(tokenizer):
+    rows = [("a short one", 0), ("a much longer sentence than the other one", 1)]
+    get = bt.classification_batches(tokenizer, rows, batch_size=8)
+    batch = get("train", torch.Generator().manual_seed(0))
+    assert batch["input_ids"].shape == batch["attention_mask"].shape
+    assert batch["labels"].shape == (8,)
+    lengths = batch["attention_mask"].sum(1)
+    pad = tokenizer.token_to_id("[PAD]")
+    for row, n in zip(batch["input_ids"], lengths, strict=True):
+        assert (row[n:] == pad).all() and (row[:n] != pad).all()
+
+
+def test_long_inputs_are_truncated_to_the_encoder(tokenizer):
+    words = ["word"] * 300
+    rows = bt._encode_tokens(tokenizer, [(words, [0] * 300)])
+    ids, labels, word_ids = rows[0]
+    assert len(ids) == len(labels) == len(word_ids) == bt.MAX_LENGTH
+    assert ids[-1] == tokenizer.token_to_id("[SEP]")
+    assert labels[-1] == IGNORE_INDEX and word_ids[-1] is None
+
+
+class _PieceEcho(torch.nn.Module):
+    """Logits whose argmax at each position is ``input_id % n_labels``."""
+
+    def __init__(self, n_labels: int) -> None:
+        super().__init__()
+        self.n = n_labels
+        self.dummy = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, ids, mask=None):
+        return torch.nn.functional.one_hot(ids % self.n, self.n).float()
+
+
+def test_predict_reads_each_words_first_piece(tokenizer):
+    n = len(bt.TASKS["ud-ewt-upos"].labels)
+    sents = [
+        (["Unbelievable", "tokenization", "!"], [0, 0, 0]),
+        (["I", "swam", "across", "the", "river"], [0] * 5),
+    ]
+    pred = bt.predict(_PieceEcho(n), tokenizer, "ud-ewt-upos", sents, batch_size=2)
+    for (words, _), tags in zip(sents, pred, strict=True):
+        enc = tokenizer.encode(words, is_pretokenized=True)
+        first = [enc.ids[enc.word_ids.index(w)] % n for w in range(len(words))]
+        assert tags == first
+
+
+def test_evaluate_scores_gold_predictions_perfectly(tokenizer, monkeypatch):
+    data = bt.load_task("wnut17")["test"][:40]
+    monkeypatch.setattr(bt, "predict", lambda *a, **k: [tags for _, tags in data])
+    scores = bt.evaluate(None, tokenizer, "wnut17", data)
+    assert scores["f1"] == scores["score"] == 1.0
+    wrong = [[0] * len(tags) for _, tags in data]
+    monkeypatch.setattr(bt, "predict", lambda *a, **k: wrong)
+    assert bt.evaluate(None, tokenizer, "wnut17", data)["f1"] == 0.0
+
+
+def test_majority_baseline_matches_a_count():
+    data = bt.load_task("sentence-polarity")
+    ys = [y for _, y in data["train"]]
+    top = max(set(ys), key=ys.count)
+    gold = [y for _, y in data["test"]]
+    assert bt.majority_baseline("sentence-polarity") == sum(g == top for g in gold) / len(gold)
+
+
+# --------------------------------------------------------------------------- cached runs
+
+
+def test_small_bert_smoke_trains_then_loads(tmp_path):
+    model, tok, info = bt.small_bert("smoke", cache_dir=tmp_path, progress=False)
+    assert not info["cached"] and math.isfinite(info["val_loss"])
+    hist = info["history"]
+    assert hist.val_loss[-1] < hist.val_loss[0]
+    assert model.config.max_position == bt.MAX_LENGTH
+    again, _, info2 = bt.small_bert("smoke", cache_dir=tmp_path, progress=False)
+    assert info2["cached"] and info2["val_loss"] == info["val_loss"]
+    for (k, a), (_, b) in zip(model.state_dict().items(), again.state_dict().items(), strict=True):
+        assert torch.equal(a, b), k
+    enc = bt.encoder_for("scratch", "smoke", cache_dir=tmp_path, progress=False)
+    assert isinstance(enc, BertModel) and enc.pooler is not None
+    assert torch.equal(enc.embeddings.word.weight, model.bert.embeddings.word.weight)
+
+
+def test_run_smoke_is_cached_and_complete(tmp_path):
+    args = ("ud-ewt-upos", "scratch", "smoke")
+    assert bt.run(*args, cache_dir=tmp_path, progress=False, cached_only=True) is None
+    r = bt.run("ud-ewt-upos", "scratch", "smoke", cache_dir=tmp_path, progress=False)
+    assert not r["cached"]
+    assert r["metric"] == "accuracy" and 0.0 <= r["test"]["score"] <= 1.0
+    assert r["n_train"] == 64 and r["n_test"] == 48
+    assert len(r["train_loss"]) == bt.FINETUNE_RECIPES["smoke"]["ud-ewt-upos"]["steps"]
+    assert r["examples"] and all(len(e["pred"]) == len(e["gold"]) for e in r["examples"])
+    files = list((tmp_path / "models").glob("bert_task-ud-ewt-upos-scratch-smoke-*.json"))
+    assert len(files) == 1
+    assert json.loads(files[0].read_text())["test"] == r["test"]
+    again = bt.run("ud-ewt-upos", "scratch", "smoke", cache_dir=tmp_path, progress=False)
+    assert again["cached"] and again["test"] == r["test"]
+    only = bt.run(*args, cache_dir=tmp_path, progress=False, cached_only=True)
+    assert only is not None and only["test"] == r["test"]
+
+
+def test_fine_tune_learns_a_separable_task(tokenizer):
+    """A tiny encoder learns to tag every word of a constructed corpus by its first letter."""
+    from llmkit.bert import BertConfig
+
+    words = ["apple", "zebra", "anchor", "zone", "arrow", "zinc"]
+    tag = {w: 1 if w[0] == "a" else 2 for w in words}
+    g = torch.Generator().manual_seed(0)
+    sents = []
+    for _ in range(64):
+        ws = [words[i] for i in torch.randint(len(words), (5,), generator=g).tolist()]
+        sents.append((ws, [tag[w] for w in ws]))
+    config = BertConfig(
+        vocab_size=tokenizer.get_vocab_size(),
+        hidden_size=32,
+        n_layers=1,
+        n_heads=2,
+        intermediate_size=64,
+        max_position=32,
+    )
+    torch.manual_seed(0)
+    model, history = bt.fine_tune(
+        BertModel(config, add_pooler=True),
+        tokenizer,
+        "ud-ewt-upos",
+        sents,
+        sents,
+        steps=60,
+        batch_size=16,
+        lr=3e-3,
+        device="cpu",
+    )
+    assert isinstance(model, BertForTokenClassification)
+    assert history.val_loss[-1] < 0.5 * history.val_loss[0]
+    assert bt.evaluate(model, tokenizer, "ud-ewt-upos", sents)["accuracy"] == 1.0
