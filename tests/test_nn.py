@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from llmkit.nn import (
     MLP,
     Block,
+    CrossAttention,
     KVCache,
     LearnedPositions,
     MultiHeadAttention,
@@ -275,6 +276,123 @@ def test_mha_dropout_only_in_training():
     assert torch.equal(a, mha(x)[0])
     mha.train()
     assert not torch.allclose(mha(x)[0], a)
+
+
+# -- cross-attention ----------------------------------------------------------------------------
+
+
+def _cross(d_model=16, n_heads=4, impl="sdpa", seed=0):
+    torch.manual_seed(seed)
+    return CrossAttention(d_model, n_heads, impl=impl).double().eval()
+
+
+def _memory_and_mask(b=3, s=6, d=16, seed=1):
+    """Memory ``(b, s, d)`` and a right-padded mask: row i has ``s - 2 * i`` real tokens."""
+    g = torch.Generator().manual_seed(seed)
+    memory = torch.randn(b, s, d, generator=g, dtype=torch.float64)
+    lengths = torch.tensor([max(1, s - 2 * i) for i in range(b)])
+    mask = torch.arange(s)[None, :] < lengths[:, None]
+    return memory, mask
+
+
+@pytest.mark.parametrize("impl", ["sdpa", "manual"])
+@pytest.mark.parametrize("d_model,n_heads,t,s", [(16, 4, 5, 6), (12, 1, 1, 3), (24, 3, 7, 2)])
+def test_cross_attention_equals_torch_multihead_attention(impl, d_model, n_heads, t, s):
+    cross = _cross(d_model, n_heads, impl)
+    ref = torch.nn.MultiheadAttention(d_model, n_heads, batch_first=True).double().eval()
+    with torch.no_grad():  # in_proj_weight stacks W_q, W_k, W_v; kv_proj stacks W_k, W_v
+        ref.in_proj_weight.copy_(torch.cat([cross.q_proj.weight, cross.kv_proj.weight]))
+        ref.in_proj_bias.copy_(torch.cat([cross.q_proj.bias, cross.kv_proj.bias]))
+        ref.out_proj.weight.copy_(cross.proj.weight)
+        ref.out_proj.bias.copy_(cross.proj.bias)
+    x = torch.randn(3, t, d_model, dtype=torch.float64)
+    memory, mask = _memory_and_mask(3, s, d_model)
+    expected, _ = ref(x, memory, memory, key_padding_mask=~mask, need_weights=False)
+    torch.testing.assert_close(cross(x, memory, mask), expected, atol=1e-12, rtol=0)
+    torch.testing.assert_close(cross(x, memory, mask.long()), expected, atol=1e-12, rtol=0)
+    expected, _ = ref(x, memory, memory, need_weights=False)  # no padding
+    torch.testing.assert_close(cross(x, memory), expected, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("impl", ["sdpa", "manual"])
+def test_cross_attention_ignores_padded_source_positions(impl):
+    cross = _cross(impl=impl)
+    x = torch.randn(3, 4, 16, dtype=torch.float64)
+    memory, mask = _memory_and_mask()
+    out = cross(x, memory, mask)
+    changed = memory.clone()
+    changed[~mask] = torch.randn(int((~mask).sum()), 16, dtype=torch.float64) * 100
+    torch.testing.assert_close(cross(x, changed, mask), out, atol=1e-12, rtol=0)
+    # and the result is that of the row alone, its padding cut off
+    for i in range(3):
+        n = int(mask[i].sum())
+        alone = cross(x[i : i + 1], memory[i : i + 1, :n])
+        torch.testing.assert_close(alone, out[i : i + 1], atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("impl", ["sdpa", "manual"])
+def test_cross_attention_sees_every_real_source_position(impl):
+    cross = _cross(impl=impl)
+    x = torch.randn(3, 4, 16, dtype=torch.float64)
+    memory, mask = _memory_and_mask()
+    out = cross(x, memory, mask)
+    for i, j in mask.nonzero().tolist():
+        changed = memory.clone()
+        changed[i, j] += 1.0
+        new = cross(x, changed, mask)
+        assert not torch.allclose(new[i], out[i])  # every query of row i moves
+        assert (new[i] - out[i]).abs().amax(dim=-1).min() > 1e-6
+        others = [r for r in range(3) if r != i]
+        assert torch.equal(new[others], out[others])  # other rows do not
+
+
+def test_cross_attention_precomputed_memory_and_broadcast():
+    cross = _cross()
+    x = torch.randn(3, 4, 16, dtype=torch.float64)
+    memory, mask = _memory_and_mask()
+    k, v = cross.project_memory(memory)
+    assert k.shape == v.shape == (3, 4, 6, 4)
+    torch.testing.assert_close(cross(x, memory_kv=(k, v), memory_mask=mask), cross(x, memory, mask))
+    # one source shared by three rows = the source repeated three times
+    one, one_mask = memory[1:2], mask[1:2]
+    expected = cross(x, one.expand(3, -1, -1), one_mask.expand(3, -1))
+    torch.testing.assert_close(cross(x, one, one_mask), expected, atol=1e-12, rtol=0)
+
+
+def test_cross_attention_store_weights_zero_on_padding():
+    cross = _cross()
+    cross.store_weights = True
+    memory, mask = _memory_and_mask()
+    cross(torch.randn(3, 5, 16, dtype=torch.float64), memory, mask)
+    w = cross.last_weights
+    assert w.shape == (3, 4, 5, 6)
+    torch.testing.assert_close(w.sum(-1), torch.ones(3, 4, 5, dtype=torch.float64))
+    assert torch.all(w.permute(0, 3, 1, 2)[~mask] == 0)
+
+
+def test_cross_attention_errors():
+    with pytest.raises(ValueError, match=r"d_model \(=18\) must be divisible by n_heads \(=4\)"):
+        CrossAttention(18, 4)
+    with pytest.raises(ValueError, match=r"impl must be one of"):
+        CrossAttention(16, 4, impl="flash")
+    cross = CrossAttention(16, 4)
+    x, memory = torch.randn(2, 3, 16), torch.randn(2, 5, 16)
+    with pytest.raises(ValueError, match=r"memory must have shape \(batch, seq, d_model=16\)"):
+        cross(x, torch.randn(2, 5, 8))
+    with pytest.raises(ValueError, match=r"x must have shape \(batch, seq, d_model=16\)"):
+        cross(torch.randn(3, 16), memory)
+    with pytest.raises(ValueError, match="exactly one of memory and memory_kv"):
+        cross(x)
+    with pytest.raises(ValueError, match="exactly one of memory and memory_kv"):
+        cross(x, memory, memory_kv=cross.project_memory(memory))
+    with pytest.raises(ValueError, match=r"memory_mask must have shape \(batch, src_len\)"):
+        cross(x, memory, torch.ones(2, 4, dtype=torch.bool))
+    with pytest.raises(TypeError, match="memory_mask must be a bool or integer tensor"):
+        cross(x, memory, torch.ones(2, 5))
+    with pytest.raises(ValueError, match="the memory holds batch size 2, but x has 3"):
+        cross(torch.randn(3, 1, 16), memory)
+    with pytest.raises(ValueError, match="memory_kv must be"):
+        cross(x, memory_kv=(torch.randn(2, 5, 16), torch.randn(2, 5, 16)))
 
 
 # -- MLP, block, positions ----------------------------------------------------------------------

@@ -17,6 +17,18 @@ Chapter 05 adds the tagging metrics:
 * :func:`span_f1` -- entity-level precision, recall and F1 (an entity counts only if its
   type and both boundaries are right), as CoNLL's ``conlleval`` computes them;
 * :func:`accuracy` -- the fraction of equal labels (e.g. UPOS tags).
+
+Chapter 06 adds the translation metrics, computed by ``sacrebleu`` (Post, 2018) so that the
+numbers are comparable with published ones:
+
+* :func:`bleu` -- corpus BLEU (Papineni et al., 2002): the geometric mean of the modified
+  1- to 4-gram precisions times a brevity penalty, on sacrebleu's ``13a`` tokenisation;
+* :func:`chrf` -- corpus chrF (Popović, 2015): an F-score (recall weighted twice as much as
+  precision, ``beta = 2``) of character 1- to 6-grams; more forgiving of morphology (French
+  agreement endings) and meaningful on single short sentences, where BLEU's 4-grams are
+  often all missing.
+
+Both return sacrebleu's 0-100 scale.
 """
 
 from __future__ import annotations
@@ -35,6 +47,8 @@ __all__ = [
     "bio_spans",
     "span_f1",
     "accuracy",
+    "bleu",
+    "chrf",
 ]
 
 
@@ -196,3 +210,96 @@ def accuracy(true: Sequence[Any], pred: Sequence[Any]) -> float:
     if not true:
         raise ValueError("true and pred are empty: accuracy is undefined")
     return sum(a == b for a, b in zip(true, pred, strict=True)) / len(true)
+
+
+def _reference_streams(
+    hypotheses: Sequence[str], references: Sequence[str] | Sequence[Sequence[str]]
+) -> list[list[str | None]]:
+    """Check the inputs and transpose per-hypothesis references into sacrebleu's streams.
+
+    ``references[i]`` is one string or a list of strings (the references of hypothesis
+    ``i``); sacrebleu wants ``streams[k][i]``, the ``k``-th reference of hypothesis ``i``,
+    with ``None`` where a hypothesis has fewer references.
+    """
+    for name, value in (("hypotheses", hypotheses), ("references", references)):
+        if isinstance(value, str):
+            raise TypeError(f"{name} must be a list of strings, not one string (wrap it: [text])")
+        if not isinstance(value, Sequence):
+            raise TypeError(f"{name} must be a list, got {type(value).__name__}")
+    if len(hypotheses) != len(references):
+        raise ValueError(
+            f"hypotheses and references must have the same length, got {len(hypotheses)} "
+            f"and {len(references)}"
+        )
+    if not hypotheses:
+        raise ValueError("hypotheses and references are empty: the score is undefined")
+    per_hyp: list[list[str]] = []
+    for i, (hyp, refs) in enumerate(zip(hypotheses, references, strict=True)):
+        if not isinstance(hyp, str):
+            raise TypeError(f"hypotheses[{i}] must be a str, got {type(hyp).__name__}")
+        refs = [refs] if isinstance(refs, str) else list(refs)
+        if not refs or not all(isinstance(r, str) for r in refs):
+            raise TypeError(
+                f"references[{i}] must be a string or a non-empty list of strings, got "
+                f"{references[i]!r}"
+            )
+        per_hyp.append(refs)
+    n = max(len(r) for r in per_hyp)
+    return [[r[k] if k < len(r) else None for r in per_hyp] for k in range(n)]
+
+
+def bleu(
+    hypotheses: Sequence[str],
+    references: Sequence[str] | Sequence[Sequence[str]],
+    lowercase: bool = False,
+) -> float:
+    """Corpus BLEU through ``sacrebleu.corpus_bleu`` with its defaults (``13a`` tokenisation,
+    ``exp`` smoothing, 4-grams), on the 0-100 scale.
+
+    The n-gram counts of all sentences are added up before the precisions are taken, so
+    corpus BLEU is not the mean of sentence BLEUs.
+
+    Args:
+        hypotheses: one system output per segment.
+        references: per segment, its reference string, or a list of references (several
+            acceptable translations; the counts clip against the best match).
+        lowercase: compare case-insensitively.
+    Returns:
+        the BLEU score in ``[0, 100]``.
+
+    >>> round(bleu(["le chat est sur le tapis"], ["le chat est sur le tapis"]), 6)
+    100.0
+    >>> # precisions 5/6, 3/5, 2/4, 1/3, no brevity penalty: (5/6 * 3/5 * 2/4 * 1/3) ** (1/4)
+    >>> round(bleu(["the cat sat on the mat"], ["the cat sat on a mat"]), 2)
+    53.73
+    """
+    import sacrebleu
+
+    streams = _reference_streams(hypotheses, references)
+    return float(sacrebleu.corpus_bleu(list(hypotheses), streams, lowercase=lowercase).score)
+
+
+def chrf(
+    hypotheses: Sequence[str],
+    references: Sequence[str] | Sequence[Sequence[str]],
+    word_order: int = 0,
+) -> float:
+    """Corpus chrF through ``sacrebleu.corpus_chrf`` (character 6-grams, ``beta = 2``), on the
+    0-100 scale.
+
+    Args:
+        hypotheses: one system output per segment.
+        references: per segment, a reference string or a list of references.
+        word_order: ``0`` for chrF, ``2`` for chrF++ (adds word 1- and 2-grams).
+    Returns:
+        the chrF score in ``[0, 100]``.
+
+    >>> round(chrf(["le chat"], ["le chat"]), 6)
+    100.0
+    """
+    import sacrebleu
+
+    if isinstance(word_order, bool) or not isinstance(word_order, int) or word_order < 0:
+        raise ValueError(f"word_order must be an int >= 0 (0: chrF, 2: chrF++), got {word_order!r}")
+    streams = _reference_streams(hypotheses, references)
+    return float(sacrebleu.corpus_chrf(list(hypotheses), streams, word_order=word_order).score)

@@ -13,7 +13,10 @@ The pieces of a decoder-only transformer, each small enough to read in one sitti
   only the new token through the model;
 * :class:`MultiHeadAttention` (one fused QKV projection, heads split with ``einops``),
   :class:`MLP`, :class:`Block` (pre-LayerNorm, residual connections) and
-  :class:`LearnedPositions`.
+  :class:`LearnedPositions`;
+* :class:`CrossAttention` (chapter 06) -- the queries come from the sequence being generated,
+  the keys and values from an encoder's output ``Z`` (the *memory*), with the source's
+  padding mask; used by :mod:`llmkit.seq2seq`.
 
 Shapes use einops-style names: ``b`` batch, ``t`` query positions, ``s`` key positions,
 ``h`` heads, ``d`` head width. Masks are boolean with ``True`` = "may attend", the convention
@@ -35,6 +38,7 @@ __all__ = [
     "sdpa_attention",
     "KVCache",
     "MultiHeadAttention",
+    "CrossAttention",
     "MLP",
     "Block",
     "LearnedPositions",
@@ -440,6 +444,157 @@ class MultiHeadAttention(nn.Module):
         return (
             f"d_model={self.d_model}, n_heads={self.n_heads}, dropout={self.dropout}, "
             f"causal={self.causal}, impl={self.impl!r}"
+        )
+
+
+class CrossAttention(nn.Module):
+    """Multi-head cross-attention: queries from ``x``, keys and values from ``memory``.
+
+    In an encoder-decoder the decoder's tokens (``x``, the target so far) ask questions of
+    the encoder's output ``Z`` (``memory``, one vector per source token): ``q`` is projected
+    from ``x`` by ``q_proj``; ``k`` and ``v`` from ``memory`` by one fused projection
+    ``kv_proj`` whose ``2 * d_model`` outputs are laid out ``(two, heads, head_dim)``. There
+    is no causal mask (every target position may read the whole source), only the source's
+    padding mask: a padded source position is never attended to, so its content changes
+    nothing.
+
+    The keys and values depend on the memory only, not on the target, so generation projects
+    them once per source (:meth:`project_memory`) and passes them as ``memory_kv`` at every
+    step.
+
+    Args:
+        d_model: model width (of ``x`` and of ``memory``).
+        n_heads: number of heads; must divide ``d_model``.
+        dropout: dropout on the attention weights and on the output (training only).
+        bias: biases in ``q_proj``, ``kv_proj`` and ``proj``.
+        impl: ``"sdpa"`` (PyTorch's fused kernel, the default) or ``"manual"``
+            (:func:`attention`). Same outputs.
+
+    Set ``store_weights = True`` to keep the attention weights of the last forward pass in
+    ``last_weights`` ``(b, h, t, s)``: which source tokens each target token read.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        dropout: float = 0.0,
+        bias: bool = True,
+        impl: str = "sdpa",
+    ) -> None:
+        super().__init__()
+        _check_positive_int(d_model, "d_model")
+        _check_positive_int(n_heads, "n_heads")
+        _check_divisible(d_model, n_heads)
+        self.d_model = d_model
+        self.n_heads = n_heads
+        self.head_dim = d_model // n_heads
+        self.dropout = _check_dropout(dropout)
+        self.impl = _check_impl(impl)
+        self.q_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.kv_proj = nn.Linear(d_model, 2 * d_model, bias=bias)
+        self.proj = nn.Linear(d_model, d_model, bias=bias)
+        self.resid_dropout = nn.Dropout(self.dropout)
+        self.store_weights = False
+        self.last_weights: torch.Tensor | None = None
+
+    def _check_width(self, x: torch.Tensor, name: str) -> None:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+        if x.dim() != 3 or x.shape[-1] != self.d_model:
+            raise ValueError(
+                f"{name} must have shape (batch, seq, d_model={self.d_model}), got {tuple(x.shape)}"
+            )
+
+    def project_memory(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The keys and values of the memory, computed once per source.
+
+        Args:
+            memory: the encoder's output ``(b, s, d_model)``.
+        Returns:
+            ``(k, v)``, each ``(b, h, s, head_dim)``.
+        """
+        self._check_width(memory, "memory")
+        kv = self.kv_proj(memory)  # (b, s, 2 * d_model)
+        k, v = rearrange(kv, "b s (two h d) -> two b h s d", two=2, h=self.n_heads)
+        return k, v
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        memory: torch.Tensor | None = None,
+        memory_mask: torch.Tensor | None = None,
+        memory_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Attend from ``x`` to the memory.
+
+        Args:
+            x: the queries' sequence ``(b, t, d_model)``.
+            memory: the encoder's output ``(b, s, d_model)``; or pass ``memory_kv`` instead.
+            memory_mask: ``(b, s)`` bool or 0/1 integers, ``True``/1 = a real source token,
+                ``False``/0 = padding (never attended to). ``None``: every position is real.
+                Every row needs at least one real token (else its output is NaN).
+            memory_kv: precomputed ``(k, v)`` from :meth:`project_memory`, each
+                ``(b, h, s, head_dim)``; exactly one of ``memory`` and ``memory_kv``.
+        Returns:
+            out: ``(b, t, d_model)``.
+
+        A memory of batch size 1 is broadcast to the ``b`` rows of ``x`` (one source, many
+        hypotheses).
+        """
+        self._check_width(x, "x")
+        if (memory is None) == (memory_kv is None):
+            raise ValueError("pass exactly one of memory and memory_kv")
+        if memory_kv is None:
+            k, v = self.project_memory(memory)
+        else:
+            k, v = memory_kv
+            want = (self.n_heads, self.head_dim)
+            if k.dim() != 4 or k.shape != v.shape or (k.shape[1], k.shape[3]) != want:
+                raise ValueError(
+                    f"memory_kv must be (k, v), each (batch, heads={self.n_heads}, src_len, "
+                    f"head_dim={self.head_dim}), got {tuple(k.shape)} and {tuple(v.shape)}"
+                )
+        b, s = x.shape[0], k.shape[2]
+        mask = None
+        if memory_mask is not None:
+            if not isinstance(memory_mask, torch.Tensor) or memory_mask.dtype.is_floating_point:
+                got = (
+                    memory_mask.dtype
+                    if isinstance(memory_mask, torch.Tensor)
+                    else type(memory_mask).__name__
+                )
+                raise TypeError(f"memory_mask must be a bool or integer tensor, got {got}")
+            if memory_mask.shape != (k.shape[0], s):
+                raise ValueError(
+                    f"memory_mask must have shape (batch, src_len) = ({k.shape[0]}, {s}), "
+                    f"got {tuple(memory_mask.shape)}"
+                )
+            mask = memory_mask.bool()[:, None, None, :]  # (b, 1, 1, s): keys to attend
+        if k.shape[0] != b:
+            if k.shape[0] != 1:
+                raise ValueError(
+                    f"the memory holds batch size {k.shape[0]}, but x has {b} (the memory's "
+                    "batch must equal x's or be 1)"
+                )
+            k, v = k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)
+            if mask is not None:
+                mask = mask.expand(b, -1, -1, -1)
+        q = rearrange(self.q_proj(x), "b t (h d) -> b h t d", h=self.n_heads)
+        p = self.dropout if self.training else 0.0
+        if self.impl == "manual" or self.store_weights:
+            y, weights = attention(q, k, v, mask=mask, dropout_p=p, return_weights=True)
+            if self.store_weights:
+                self.last_weights = weights.detach()
+        else:
+            y = sdpa_attention(q, k, v, mask=mask, dropout_p=p)
+        y = rearrange(y, "b h t d -> b t (h d)")
+        return self.resid_dropout(self.proj(y))
+
+    def extra_repr(self) -> str:
+        return (
+            f"d_model={self.d_model}, n_heads={self.n_heads}, dropout={self.dropout}, "
+            f"impl={self.impl!r}"
         )
 
 
