@@ -268,3 +268,9 @@ def test_smoke_model_on_tinyshakespeare(monkeypatch, tmp_path):
     assert info["val_loss"] < 3.3  # the uniform guess is log(65) = 4.17
     out = model.generate(torch.tensor([tok.encode("\n")]), 20)
     assert out.shape == (1, 21)
+
+
+def test_describe_hardware_names_the_cpu_and_threads():
+    text = pre.describe_hardware("cpu")
+    assert text.endswith(f"{torch.get_num_threads()} threads")
+    assert text.split(",")[0].strip()

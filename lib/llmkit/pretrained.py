@@ -70,6 +70,7 @@ __all__ = [
     "char_gpt_dir",
     "models_dir",
     "evaluate_lm",
+    "describe_hardware",
 ]
 
 #: Bump when the cache layout or the meaning of a recipe changes: old entries are ignored.
@@ -247,6 +248,18 @@ def evaluate_lm(model: GPT, ids: torch.Tensor, *, batch_size: int = 64) -> float
     finally:
         model.train(was_training)
     return total / n
+
+
+def describe_hardware(device: str | torch.device = "auto") -> str:
+    """What a run on ``device`` runs on, for the record printed beside a result.
+
+    Returns:
+        e.g. ``"AMD EPYC 7B13, 2 threads"`` on a CPU (the model name from
+        ``/proc/cpuinfo`` where there is one), ``"NVIDIA H100 80GB HBM3 (CUDA)"`` on a GPU.
+    """
+    from llmkit.train import select_device
+
+    return _hardware(select_device(device))
 
 
 def _hardware(device: torch.device) -> str:
