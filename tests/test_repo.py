@@ -66,6 +66,7 @@ def test_pins():
         "hypothesis",
         "ruff",
         "tokenizers",
+        "scipy",
         "sacrebleu",
     ):
         assert any(line.lower().startswith(f"{name}==") for line in constraints), name
