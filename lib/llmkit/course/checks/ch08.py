@@ -35,15 +35,17 @@ check                           student's function
 ``check_jaccard``               ``jaccard(a, b) -> float``, compared with
                                 :func:`llmkit.datafilter.jaccard`
 ``check_minhash``               ``minhash(items, hash_funcs) -> list[int]``, compared
-                                with :meth:`llmkit.datafilter.MinHash.signature_of_set`
-                                (``hash_funcs`` from :meth:`~llmkit.datafilter.MinHash.
-                                hash_functions`) and with the minimum of other hash
-                                functions
+                                with ``MinHash.signature_of_set(items)`` when
+                                ``hash_funcs = MinHash(...).hash_functions()``, and
+                                with the minima of other hash functions
 ==============================  =======================================================
 
-The bad-words check decides whether a wrong answer is a known mistake by running a
-version of the matcher with that mistake (:func:`_find`) on the same input; the other
-checks do the same with their own ``_*_slip`` functions.
+Every check runs the student's function on all its inputs before it judges. To name a
+mistake it runs versions of the reference with one mistake each (:func:`_find`,
+``_keep_slip``, ``_shingles_slip``, ``_jaccard_slip``) on the same inputs: the one that
+reproduces the first wrong answer and agrees with most of the others gives the hint
+(:func:`_best_slip`). The MinHash check compares exact values, which is deterministic
+because the student's function uses the hash functions it is given.
 """
 
 from __future__ import annotations
