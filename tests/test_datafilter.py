@@ -286,6 +286,16 @@ def test_minhash_estimates_known_jaccard(b, expected):
     assert abs(est - expected) <= 0.1
 
 
+def test_minhash_hash_functions_give_the_signature():
+    mh = MinHash(num_perm=16, seed=3)
+    funcs = mh.hash_functions()
+    assert len(funcs) == 16
+    for items in ({"a"}, {"to be or not", "or not to be", "that is the"}, numbered(0, 40)):
+        sig = [min(h(s) for s in items) for h in funcs]
+        assert sig == mh.signature_of_set(items).tolist()
+        assert all(0 <= h(s) < 2**32 for h in funcs for s in items)
+
+
 def test_minhash_deterministic_and_errors():
     text = "the quick brown fox jumps over the lazy dog again and again"
     sig = minhash_signature(text)

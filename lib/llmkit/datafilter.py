@@ -52,7 +52,7 @@ import math
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -656,6 +656,20 @@ class MinHash:
             for ai, bi in zip(a, b, strict=True)
         ]
         return np.array(sig, dtype=np.uint64)
+
+    def hash_functions(self) -> list[Callable[[str], int]]:
+        """The ``num_perm`` hash functions as Python callables, shingle -> int in
+        ``[0, 2^32)``: ``h_k(s) = ((a_k x + b_k) mod p) & (2^32 - 1)`` with ``x`` the 32-bit
+        BLAKE2b hash of ``s``. ``signature_of_set(items)[k] == min(h_k(s) for s in items)``
+        for a non-empty set (the lab of chapter 08 builds signatures from them)."""
+
+        def make(a: int, b: int) -> Callable[[str], int]:
+            def h(shingle: str) -> int:
+                return ((a * self._hash(shingle) + b) % _MERSENNE) & _MAX_HASH
+
+            return h
+
+        return [make(int(a), int(b)) for a, b in zip(self._a, self._b, strict=True)]
 
     def signature(self, text: str) -> np.ndarray:
         """Signature ``(num_perm,)`` of ``text``'s word ``ngram`` shingles."""
