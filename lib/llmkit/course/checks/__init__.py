@@ -127,6 +127,21 @@ def fail(exercise: str, hint: str) -> None:
     raise AssertionError(f"{exercise}: {hint}")
 
 
+def failure(exercise: str, inputs: str, problem: str, hint: str) -> AssertionError:
+    """The ``AssertionError`` of a failed check on one input, to be raised by the caller.
+
+    Its message has three lines: ``<exercise>: <problem>``, ``  input: <inputs>`` and
+    ``  hint: <hint>``.
+    """
+    return AssertionError(f"{exercise}: {problem}\n  input: {inputs}\n  hint: {hint}")
+
+
+def require_result(got: Any, exercise: str, inputs: str) -> None:
+    """Fail the check with a hint about ``return`` when the student's function gave ``None``."""
+    if got is None:
+        raise failure(exercise, inputs, "your function returned None", "did you forget `return`?")
+
+
 def _is_tensor(x: Any) -> bool:
     return hasattr(x, "shape") and hasattr(x, "dtype") and not isinstance(x, int | float)
 

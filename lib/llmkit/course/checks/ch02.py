@@ -55,6 +55,8 @@ from llmkit.course.checks import (
     passed,
     reject_library,
 )
+from llmkit.course.checks import failure as _fail
+from llmkit.course.checks import require_result as _require_result
 from llmkit.nn import MultiHeadAttention
 from llmkit.nn import attention as _ref_attention
 from llmkit.nn import causal_mask as _ref_causal_mask
@@ -151,17 +153,12 @@ def _call(fn: Callable[..., Any], name: str, inputs: str, *args: Any) -> Any:
     )
 
 
-def _fail(name: str, inputs: str, problem: str, hint: str) -> AssertionError:
-    return AssertionError(f"{name}: {problem}\n  input: {inputs}\n  hint: {hint}")
-
-
 def _shape(t: torch.Tensor) -> tuple[int, ...]:
     return tuple(t.shape)
 
 
 def _as_tensor(name: str, inputs: str, got: Any, expected: torch.Tensor) -> torch.Tensor:
-    if got is None:
-        raise _fail(name, inputs, "your function returned None", "did you forget `return`?")
+    _require_result(got, name, inputs)
     if not isinstance(got, torch.Tensor):
         raise _fail(
             name,

@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from llmkit.course.checks import call_student, check_rng, passed, reject_library
+from llmkit.course.checks import require_result as _require_result
 from llmkit.decoding import greedy as _ref_greedy
 from llmkit.gpt import GPT, GPTConfig
 from llmkit.train import cross_entropy_loss as _ref_cross_entropy
@@ -148,8 +149,7 @@ def check_lm_loss(
             else f"logits of shape {tuple(logits.shape)}, targets of shape {tuple(targets.shape)}"
         )
         got = _call(fn, name, shown, logits, targets.clone())
-        if got is None:
-            raise _fail(name, "your function returned None", shown, "did you forget `return`?")
+        _require_result(got, name, shown)
         if not isinstance(got, torch.Tensor):
             raise _fail(
                 name,
@@ -319,8 +319,7 @@ def check_gpt_forward(
         with torch.no_grad():
             expected = model(ids)
             got = _call(fn, name, shown, params, ids.clone(), c.n_head)
-        if got is None:
-            raise _fail(name, "your function returned None", shown, "did you forget `return`?")
+        _require_result(got, name, shown)
         if not isinstance(got, torch.Tensor):
             raise _fail(
                 name,
@@ -435,8 +434,7 @@ def check_generate_with_cache(
         shown = f"ids={ids.tolist()}, n={n} (a random GPT with block_size={c.block_size})"
         with torch.no_grad():
             got = _call(fn, name, shown, spy, ids.clone(), n)
-        if got is None:
-            raise _fail(name, "your function returned None", shown, "did you forget `return`?")
+        _require_result(got, name, shown)
         if not isinstance(got, torch.Tensor):
             raise _fail(
                 name,
@@ -530,8 +528,7 @@ def check_num_parameters(fn: Callable[..., Any], cases: int = 20, seed: int | No
         expected = _count(V, T, L, D, tied)
         shown = f"vocab_size={V}, block_size={T}, n_layer={L}, d_model={D}, tied={tied}"
         got = _call(fn, name, shown, V, T, L, D, tied)
-        if got is None:
-            raise _fail(name, "your function returned None", shown, "did you forget `return`?")
+        _require_result(got, name, shown)
         if isinstance(got, torch.Tensor):
             got = got.item()
         if not isinstance(got, int | float) or got != expected:

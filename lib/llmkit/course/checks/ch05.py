@@ -55,6 +55,7 @@ from llmkit.bert import IGNORE_INDEX, BertConfig, BertForSequenceClassification,
 from llmkit.bert import align_labels as _ref_align_labels
 from llmkit.bert import mask_tokens as _ref_mask_tokens
 from llmkit.course.checks import call_student, check_cases, check_rng, passed, reject_library
+from llmkit.course.checks import require_result as _require_result
 
 __all__ = [
     "Z_TOLERANCE",
@@ -119,8 +120,7 @@ def _mask_call(
         hint="draw every random number with generator=generator; pad_token_id may be None",
         **setting,
     )
-    if got is None:
-        raise _fail(name, "your function returned None", shown, "did you forget `return`?")
+    _require_result(got, name, shown)
     if not isinstance(got, tuple | list) or len(got) != 2:
         raise _fail(
             name,
@@ -999,8 +999,7 @@ def check_align_labels(
             shown += f" (MiniLM's pieces of {' '.join(words[0])!r})"
         args = (list(word_ids), list(labels))
         got = call_student(fn, name, shown, *args)
-        if got is None:
-            raise _fail(name, "your function returned None", shown, "did you forget `return`?")
+        _require_result(got, name, shown)
         try:
             got_list = [int(v) for v in (got.tolist() if isinstance(got, torch.Tensor) else got)]
         except (TypeError, ValueError):

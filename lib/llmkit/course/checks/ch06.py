@@ -55,6 +55,8 @@ from torch import nn
 
 from llmkit import decoding
 from llmkit.course.checks import call_student, check_cases, check_rng, passed, reject_library
+from llmkit.course.checks import failure as _fail
+from llmkit.course.checks import require_result as _require_result
 from llmkit.nn import CrossAttention
 from llmkit.seq2seq import Seq2Seq, Seq2SeqConfig
 from llmkit.seq2seq import pad_sequences as _ref_pad_sequences
@@ -93,10 +95,6 @@ _CRASH_HINTS = {
 def _call(fn: Callable[..., Any], name: str, inputs: str, *args: Any, **kwargs: Any) -> Any:
     """Call the student's function; turn a crash (not NotImplementedError) into a hint."""
     return call_student(fn, name, inputs, *args, hint=_CRASH_HINTS[name], **kwargs)
-
-
-def _fail(name: str, inputs: str, problem: str, hint: str) -> AssertionError:
-    return AssertionError(f"{name}: {problem}\n  input: {inputs}\n  hint: {hint}")
 
 
 def _generator(rng: random.Random) -> torch.Generator:
@@ -167,8 +165,7 @@ def check_pad_sequences(
                 "build new rows (e.g. s + [pad_id] * k, or a tensor filled with pad_id) "
                 "instead of appending to the caller's lists",
             )
-        if got is None:
-            raise _fail(name, shown, "your function returned None", "did you forget `return`?")
+        _require_result(got, name, shown)
         if not isinstance(got, tuple | list) or len(got) != 2:
             raise _fail(
                 name,
@@ -469,8 +466,7 @@ def check_cross_attention(fn: Callable[..., Any], cases: int = 12, seed: int | N
             )
         if isinstance(got, tuple) and got and isinstance(got[0], torch.Tensor):
             got = got[0]  # (out, weights) is fine too
-        if got is None:
-            raise _fail(name, shown, "your function returned None", "did you forget `return`?")
+        _require_result(got, name, shown)
         if not isinstance(got, torch.Tensor):
             raise _fail(
                 name,
@@ -787,8 +783,7 @@ def check_greedy_translate(
                 "your function modified src_ids or src_mask",
                 "build new tensors for the target instead of writing into the inputs",
             )
-        if got is None:
-            raise _fail(name, shown, "your function returned None", "did you forget `return`?")
+        _require_result(got, name, shown)
         if isinstance(got, torch.Tensor):
             raise _fail(
                 name,

@@ -50,6 +50,8 @@ from typing import Any
 import numpy as np
 
 from llmkit.course.checks import call_student, check_cases, check_rng, passed, reject_library
+from llmkit.course.checks import failure as _fail
+from llmkit.course.checks import require_result as _require_result
 from llmkit.gpt import GPT, GPTConfig
 from llmkit.scaling import CHINCHILLA_FITS, count_parameters, gpt_parameter_count
 from llmkit.scaling import compute_optimal as _ref_compute_optimal
@@ -91,10 +93,6 @@ def _call(fn: Callable[..., Any], name: str, inputs: str, *args: Any, **kwargs: 
     return call_student(fn, name, inputs, *args, hint=_CRASH_HINTS[name], **kwargs)
 
 
-def _fail(name: str, inputs: str, problem: str, hint: str) -> AssertionError:
-    return AssertionError(f"{name}: {problem}\n  input: {inputs}\n  hint: {hint}")
-
-
 def _is_number(x: Any) -> bool:
     if isinstance(x, bool | np.bool_):
         return False
@@ -113,8 +111,7 @@ def _close(a: float, b: float, rtol: float = RTOL) -> bool:
 
 def _pair(name: str, shown: str, got: Any, what: str) -> tuple[float, float]:
     """The student's result as two finite floats, or a failure naming ``what``."""
-    if got is None:
-        raise _fail(name, shown, "your function returned None", "did you forget `return`?")
+    _require_result(got, name, shown)
     if not isinstance(got, tuple | list) or len(got) != 2:
         raise _fail(
             name,
@@ -323,8 +320,7 @@ def check_gpt_parameters(fn: Callable[..., Any], cases: int = 20, seed: int | No
             )
         shown = _describe_config(config, tied)
         got = _call(fn, name, shown, config, tied=tied)
-        if got is None:
-            raise _fail(name, shown, "your function returned None", "did you forget `return`?")
+        _require_result(got, name, shown)
         if isinstance(got, dict):
             raise _fail(
                 name,

@@ -59,6 +59,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from llmkit.course.checks import call_student, check_cases, check_rng, passed, reject_library
+from llmkit.course.checks import failure as _fail
+from llmkit.course.checks import require_result as _require_result
 from llmkit.datafilter import BadWordsMatcher, C4Config, MinHash, c4_clean, normalize_text
 from llmkit.datafilter import jaccard as _ref_jaccard
 from llmkit.datafilter import shingles as _ref_shingles
@@ -95,10 +97,6 @@ _CRASH_HINTS = {
 def _call(fn: Callable[..., Any], name: str, inputs: str, *args: Any) -> Any:
     """Call the student's function; turn a crash (not NotImplementedError) into a hint."""
     return call_student(fn, name, inputs, *args, hint=_CRASH_HINTS[name])
-
-
-def _fail(name: str, inputs: str, problem: str, hint: str) -> AssertionError:
-    return AssertionError(f"{name}: {problem}\n  input: {inputs}\n  hint: {hint}")
 
 
 def _short(x: Any, n: int = 200) -> str:
@@ -356,8 +354,7 @@ def check_find_bad_words(
             raise _fail(
                 name, shown, "your function modified the list of words", "leave words as it is"
             )
-        if got is None:
-            raise _fail(name, shown, "your function returned None", "did you forget `return`?")
+        _require_result(got, name, shown)
         if not isinstance(got, list | tuple) or not all(isinstance(s, str) for s in got):
             raise _fail(
                 name,
@@ -565,8 +562,7 @@ def check_keep_line(
     for line in inputs:
         shown = f"line={line!r}"
         got = _call(fn, name, shown, line)
-        if got is None:
-            raise _fail(name, shown, "your function returned None", "did you forget `return`?")
+        _require_result(got, name, shown)
         if not isinstance(got, bool):
             raise _fail(
                 name,
@@ -680,8 +676,7 @@ def check_shingles(fn: Callable[[str, int], Any], cases: int = 30, seed: int | N
         expected = _ref_shingles(text, n)
         shown = f"text={text!r}, n={n}"
         got = _call(fn, name, shown, text, n)
-        if got is None:
-            raise _fail(name, shown, "your function returned None", "did you forget `return`?")
+        _require_result(got, name, shown)
         if not isinstance(got, set | frozenset):
             hint = "return a set: a shingle that occurs twice counts once"
             if isinstance(got, list | tuple) and set(map(str, got)) == expected:
@@ -790,8 +785,7 @@ def check_jaccard(
                 "your function modified its arguments",
                 "use a & b and a | b, which make new sets, not a.update or a &= b",
             )
-        if got is None:
-            raise _fail(name, shown, "your function returned None", "did you forget `return`?")
+        _require_result(got, name, shown)
         if isinstance(got, bool) or not isinstance(got, int | float):
             raise _fail(name, shown, f"expected a float, got {_short(got)}", "return a number")
         answers.append(((a, b), float(got), expected))
@@ -884,8 +878,7 @@ def check_minhash(
                 "your function modified the set of items",
                 "only read items: take the minimum of each hash function over it",
             )
-        if got is None:
-            raise _fail(name, shown, "your function returned None", "did you forget `return`?")
+        _require_result(got, name, shown)
         if isinstance(got, int) or not hasattr(got, "__len__"):
             raise _fail(
                 name,
