@@ -613,6 +613,11 @@ _MERSENNE = (1 << 61) - 1
 _MAX_HASH = (1 << 32) - 1
 
 
+def _affine(a: int, b: int, x: int) -> int:
+    """``((a x + b) mod p) & (2^32 - 1)`` with ``p = 2^61 - 1``, exactly in Python ints."""
+    return ((a * x + b) % _MERSENNE) & _MAX_HASH
+
+
 class MinHash:
     """MinHash signatures of shingle sets (Broder 1997).
 
@@ -647,15 +652,13 @@ class MinHash:
         hashes = np.array(sorted({self._hash(s) for s in items}), dtype=np.uint64)
         if hashes.size == 0:
             return np.full(self.num_perm, _MAX_HASH, dtype=np.uint64)
-        # (a x + b) mod p with x < 2^32, a < 2^61: done in Python ints, exactly.
-        a = [int(v) for v in self._a]
-        b = [int(v) for v in self._b]
         xs = [int(x) for x in hashes]
-        sig = [
-            min(((ai * x + bi) % _MERSENNE) & _MAX_HASH for x in xs)
-            for ai, bi in zip(a, b, strict=True)
-        ]
+        sig = [min(_affine(a, b, x) for x in xs) for a, b in self._maps()]
         return np.array(sig, dtype=np.uint64)
+
+    def _maps(self) -> list[tuple[int, int]]:
+        """The ``(a_k, b_k)`` of the affine maps, as Python ints."""
+        return [(int(a), int(b)) for a, b in zip(self._a, self._b, strict=True)]
 
     def hash_functions(self) -> list[Callable[[str], int]]:
         """The ``num_perm`` hash functions as Python callables, shingle -> int in
@@ -664,12 +667,9 @@ class MinHash:
         for a non-empty set (the lab of chapter 08 builds signatures from them)."""
 
         def make(a: int, b: int) -> Callable[[str], int]:
-            def h(shingle: str) -> int:
-                return ((a * self._hash(shingle) + b) % _MERSENNE) & _MAX_HASH
+            return lambda shingle: _affine(a, b, self._hash(shingle))
 
-            return h
-
-        return [make(int(a), int(b)) for a, b in zip(self._a, self._b, strict=True)]
+        return [make(a, b) for a, b in self._maps()]
 
     def signature(self, text: str) -> np.ndarray:
         """Signature ``(num_perm,)`` of ``text``'s word ``ngram`` shingles."""

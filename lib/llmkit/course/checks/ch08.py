@@ -107,17 +107,20 @@ def _short(x: Any, n: int = 200) -> str:
 def _best_slip(
     answers: Sequence[tuple[tuple[Any, ...], Any, Any]],
     slips: Sequence[tuple[Callable[..., Any], str]],
+    otherwise: str,
     same: Callable[[Any, Any], bool] = operator.eq,
-) -> str | None:
+) -> str:
     """The hint of the mistake that best explains the student's answers.
 
     ``answers`` holds ``(args, got, expected)`` for every input, ``slips`` pairs a
     function of ``args`` (the reference with one mistake) with its hint. A slip must give
     the student's answer on the first wrong input; among those, the one that agrees with
-    the most answers wins (the first in ``slips`` on a tie). ``None`` if no slip fits.
+    the most answers wins (the first in ``slips`` on a tie). ``otherwise`` (the general
+    hint) if no slip fits.
     """
     wrong = next(x for x in answers if not same(x[1], x[2]))
-    best, best_score = None, -1
+    best: str | None = None
+    best_score = -1
     for make, why in slips:
         score = 0
         for args, got, _ in [wrong, *answers]:
@@ -130,7 +133,7 @@ def _best_slip(
             score += agrees
         if score > best_score and score > 0:
             best, best_score = why, score
-    return best
+    return otherwise if best is None else best
 
 
 # --------------------------------------------------------------------------------------
@@ -367,21 +370,19 @@ def check_find_bad_words(
     if wrong:
         (text, words), got, expected = wrong[0]
         slips = [(functools.partial(_find, **slip), why) for slip, why in _BAD_WORD_SLIPS]
-        hint = _best_slip(answers, slips)
-        if hint is None:
-            hint = (
+        if len(got) > len(expected) and any(_find(text, [s], boundary="word") == [] for s in got):
+            general = (
+                "some of your matches are not whole words (the Scunthorpe problem): "
+                "the characters around an entry must not be word characters (\\w)"
+            )
+        else:
+            general = (
                 "an entry matches where neither neighbour is a word character (\\w), "
                 "ignoring case; whitespace in an entry matches any run of whitespace; the "
                 "longest entry wins at one place; return the matches left to right, as "
                 "written, without overlaps"
             )
-            if len(got) > len(expected) and any(
-                _find(text, [s], boundary="word") == [] for s in got
-            ):
-                hint = (
-                    "some of your matches are not whole words (the Scunthorpe problem): "
-                    "the characters around an entry must not be word characters (\\w)"
-                )
+        hint = _best_slip(answers, slips, otherwise=general)
         shown = f"text={text!r}, words={words!r}"
         raise _fail(name, shown, f"got {_short(got)}, expected {_short(expected)}", hint)
     passed(name, f"{len(inputs)} texts match llmkit.datafilter.BadWordsMatcher")
@@ -575,12 +576,14 @@ def check_keep_line(
     if wrong:
         line, got, expected = wrong[0]
         slips = [(functools.partial(_keep_slip, **slip), why) for slip, why in _KEEP_SLIPS]
-        hint = _best_slip([((x,), g, e) for x, g, e in answers], slips)
-        if hint is None:
-            hint = (
+        hint = _best_slip(
+            [((x,), g, e) for x, g, e in answers],
+            slips,
+            otherwise=(
                 "strip the line; keep it when it ends in '.', '?', '!' or '\"' but not "
                 "in '...', and has at least 5 words (line.split())"
-            )
+            ),
+        )
         verdict = "kept" if expected else "dropped"
         raise _fail(name, f"line={line!r}", f"you returned {got}, but C4 {verdict} this line", hint)
     passed(name, f"{len(inputs)} lines (fixed, random and Shakespeare) agree with c4_clean")
@@ -693,12 +696,14 @@ def check_shingles(fn: Callable[[str, int], Any], cases: int = 30, seed: int | N
     if wrong:
         (text, n), got, expected = wrong[0]
         slips = [(functools.partial(_shingles_slip, **slip), why) for slip, why in _SHINGLE_SLIPS]
-        hint = _best_slip(answers, slips)
-        if hint is None:
-            hint = (
+        hint = _best_slip(
+            answers,
+            slips,
+            otherwise=(
                 "words = normalize_text(text).split(); one shingle per start i, "
                 "' '.join(words[i : i + n]); fewer than n words: one shingle of them all"
-            )
+            ),
+        )
         missing = sorted(expected - got)[:3]
         extra = sorted(got - expected)[:3]
         raise _fail(
@@ -793,9 +798,12 @@ def check_jaccard(
     if wrong:
         (a, b), got, expected = wrong[0]
         slips = [(functools.partial(_jaccard_slip, kind=k), why) for k, why in _JACCARD_SLIPS]
-        hint = _best_slip(answers, slips, _close)
-        if hint is None:
-            hint = "the size of the intersection over the size of the union: |a & b| / |a | b|"
+        hint = _best_slip(
+            answers,
+            slips,
+            otherwise="the size of the intersection over the size of the union: |a & b| / |a | b|",
+            same=_close,
+        )
         raise _fail(
             name, f"a={sorted(a)}, b={sorted(b)}", f"got {got!r}, expected {expected!r}", hint
         )
@@ -920,12 +928,14 @@ def check_minhash(
                 "hash_funcs[k], and two signatures are compared position by position",
             ),
         ]
-        hint = _best_slip([x[:3] for x in answers], slips)
-        if hint is None:
-            hint = (
+        hint = _best_slip(
+            [x[:3] for x in answers],
+            slips,
+            otherwise=(
                 "entry k is min(hash_funcs[k](s) for s in items); use the hash functions "
                 "you are given (not Python's hash), and no others"
-            )
+            ),
+        )
         k = next(i for i, (a, e) in enumerate(zip(values, expected, strict=True)) if a != e)
         raise _fail(name, shown, f"entry {k} is {values[k]}, expected {expected[k]}", hint)
     passed(name, f"{cases} signatures match llmkit.datafilter.MinHash")
