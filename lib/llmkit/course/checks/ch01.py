@@ -104,8 +104,9 @@ def _decode_case(rng: random.Random) -> Case:
 
 def _text_case(rng: random.Random) -> Case:
     words = ["a", "ab", "ba", "abc", "the", "then", "hé", "日本", "x1", "!!"]
-    text = "".join(rng.choice([" ", "", "  ", ", "]) + rng.choice(words)
-                   for _ in range(rng.randint(0, 25)))
+    text = "".join(
+        rng.choice([" ", "", "  ", ", "]) + rng.choice(words) for _ in range(rng.randint(0, 25))
+    )
     return Case((text, 256 + rng.randint(0, 20)))
 
 
@@ -122,10 +123,14 @@ BIGRAM_COUNTS = Exercise(
     random=_ids_case,
     hint="counts[i, j] counts how often token j directly follows token i",
     slips=[
-        Slip(f"{_REF}:bigram_counts_transposed",
-             "your table is transposed: row = current token, column = next token"),
-        Slip(f"{_REF}:bigram_counts_wrapped",
-             "the last token is followed by nothing: do not wrap around (torch.roll)"),
+        Slip(
+            f"{_REF}:bigram_counts_transposed",
+            "your table is transposed: row = current token, column = next token",
+        ),
+        Slip(
+            f"{_REF}:bigram_counts_wrapped",
+            "the last token is followed by nothing: do not wrap around (torch.roll)",
+        ),
     ],
 )
 
@@ -136,8 +141,12 @@ GET_PAIR_COUNTS = Exercise(
     fixed=[([],), ([5],), ([1, 1, 1],), ([1, 2, 1, 2, 1],), ([3, 3, 3, 3],)],
     random=lambda rng: ([rng.randrange(rng.randint(1, 5)) for _ in range(rng.randint(0, 30))],),
     hint="count every adjacent pair (ids[i], ids[i + 1]); leave out pairs that never occur",
-    slips=[Slip(f"{_REF}:pair_counts_no_overlap",
-                "pairs overlap: [1, 1, 1] holds (1, 1) twice; step through ids one at a time")],
+    slips=[
+        Slip(
+            f"{_REF}:pair_counts_no_overlap",
+            "pairs overlap: [1, 1, 1] holds (1, 1) twice; step through ids one at a time",
+        )
+    ],
 )
 
 MERGE = Exercise(
@@ -155,9 +164,11 @@ MERGE = Exercise(
     random=lambda rng: _merge_case(rng),
     hint="replace each occurrence of the pair, scanning left to right",
     slips=[
-        Slip(f"{_REF}:merge_overlapping",
-             "occurrences must not overlap: after merging two ids, continue after both "
-             "(merge([7, 7, 7], (7, 7), 9) == [9, 7])"),
+        Slip(
+            f"{_REF}:merge_overlapping",
+            "occurrences must not overlap: after merging two ids, continue after both "
+            "(merge([7, 7, 7], (7, 7), 9) == [9, 7])",
+        ),
         Slip(f"{_REF}:merge_drops_last", "look at the end of the list: a lone last id is lost"),
     ],
 )
@@ -166,7 +177,7 @@ MERGE = Exercise(
 def _merge_case(rng: random.Random) -> tuple:
     k = rng.randint(1, 4)
     ids = [rng.randrange(k) for _ in range(rng.randint(0, 30))]
-    pairs = list(zip(ids, ids[1:]))
+    pairs = list(zip(ids, ids[1:], strict=False))
     pair = rng.choice(pairs) if pairs and rng.random() < 0.85 else (rng.randrange(k + 1),) * 2
     return (ids, pair, rng.randint(256, 300))
 
@@ -192,12 +203,18 @@ TRAIN_BPE = Exercise(
     hint="pre-tokenize; then repeat: count pairs inside every chunk, take the most frequent "
     "(ties: the smallest pair), stop if it occurs fewer than 2 times, merge it everywhere",
     slips=[
-        Slip(f"{_REF}:train_bpe_largest_tie",
-             "among pairs with the same count, take the smallest pair (min of the tuples)"),
-        Slip(f"{_REF}:train_bpe_keeps_singletons",
-             "stop as soon as the most frequent pair occurs fewer than 2 times"),
-        Slip(f"{_REF}:train_bpe_across_chunks",
-             "merges never cross chunks: split with pretokenize and count inside each chunk"),
+        Slip(
+            f"{_REF}:train_bpe_largest_tie",
+            "among pairs with the same count, take the smallest pair (min of the tuples)",
+        ),
+        Slip(
+            f"{_REF}:train_bpe_keeps_singletons",
+            "stop as soon as the most frequent pair occurs fewer than 2 times",
+        ),
+        Slip(
+            f"{_REF}:train_bpe_across_chunks",
+            "merges never cross chunks: split with pretokenize and count inside each chunk",
+        ),
     ],
 )
 
@@ -219,10 +236,14 @@ BPE_ENCODE_CHUNK = Exercise(
     hint="start from list(data); while a pair of neighbours has a merge, apply the one with "
     "the smallest new id (the earliest learned) everywhere",
     slips=[
-        Slip(f"{_REF}:encode_by_frequency",
-             "merge the pair learned first (smallest new id), not the most frequent one"),
-        Slip(f"{_REF}:encode_in_dict_order",
-             "do not rely on the dict's order; and a merge can apply again after later ones"),
+        Slip(
+            f"{_REF}:encode_by_frequency",
+            "merge the pair learned first (smallest new id), not the most frequent one",
+        ),
+        Slip(
+            f"{_REF}:encode_in_dict_order",
+            "do not rely on the dict's order; and a merge can apply again after later ones",
+        ),
     ],
 )
 
@@ -237,8 +258,12 @@ BPE_DECODE_BYTES = Exercise(
     ],
     random=_decode_case,
     hint="join the bytes of each id: b''.join(vocab[i] for i in ids)",
-    slips=[Slip(f"{_REF}:decode_as_text",
-                "stay in bytes: a token can end in the middle of a UTF-8 character")],
+    slips=[
+        Slip(
+            f"{_REF}:decode_as_text",
+            "stay in bytes: a token can end in the middle of a UTF-8 character",
+        )
+    ],
 )
 
 

@@ -135,8 +135,10 @@ def _functions_of(obj: Any, seen: set[int] | None = None) -> Iterator[Any]:
         yield from _functions_of(obj.func, seen)
     elif inspect.isclass(obj):
         for value in vars(obj).values():
-            if inspect.isfunction(value) or inspect.isclass(value) or isinstance(
-                value, staticmethod | classmethod | property
+            if (
+                inspect.isfunction(value)
+                or inspect.isclass(value)
+                or isinstance(value, staticmethod | classmethod | property)
             ):
                 if not inspect.isclass(value) or value.__module__ == obj.__module__:
                     yield from _functions_of(value, seen)
@@ -369,7 +371,12 @@ def _as_numpy(x: Any):
 
 
 def compare(
-    got: Any, expected: Any, *, rtol: float = 1e-5, atol: float = 1e-6, dtype: bool = True,
+    got: Any,
+    expected: Any,
+    *,
+    rtol: float = 1e-5,
+    atol: float = 1e-6,
+    dtype: bool = True,
     what: str = "the result",
 ) -> str | None:
     """What differs between ``got`` and ``expected`` (``None`` if they match).
@@ -424,8 +431,9 @@ def compare(
                 f"unexpected: {', '.join(extra) or 'none'})"
             )
         for k in expected:
-            problem = compare(got[k], expected[k], rtol=rtol, atol=atol, dtype=dtype,
-                              what=f"{what}[{k!r}]")
+            problem = compare(
+                got[k], expected[k], rtol=rtol, atol=atol, dtype=dtype, what=f"{what}[{k!r}]"
+            )
             if problem:
                 return problem
         return None
@@ -454,8 +462,10 @@ def _same(a: Any, b: Any) -> bool:
         import torch
 
         if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
-            return a.shape == b.shape and a.dtype == b.dtype and torch.equal(
-                a.nan_to_num(0.123), b.nan_to_num(0.123)
+            return (
+                a.shape == b.shape
+                and a.dtype == b.dtype
+                and torch.equal(a.nan_to_num(0.123), b.nan_to_num(0.123))
             )
         import numpy as np
 
@@ -572,8 +582,17 @@ class Exercise:
             return fn(case)
         return fn(*copy.deepcopy(case.args), **copy.deepcopy(case.kwargs))
 
-    def _fail(self, problem: str, case: Case, fn: Any, hint: str | None, *,
-              expected: Any = None, got: Any = None, show_values: bool = False) -> CheckFailed:
+    def _fail(
+        self,
+        problem: str,
+        case: Case,
+        fn: Any,
+        hint: str | None,
+        *,
+        expected: Any = None,
+        got: Any = None,
+        show_values: bool = False,
+    ) -> CheckFailed:
         lines = [f"{self.name}: {problem}", f"  input: {self.describe(case, fn)}"]
         if show_values:
             lines += [f"  expected: {show(expected)}", f"  got: {show(got)}"]
@@ -596,30 +615,45 @@ class Exercise:
             if guard.touched is None:
                 raise
         except _TimeUp:
-            error = self._fail(f"your function took longer than {self.time_limit:g} s",
-                               case, fn, "look for a loop that never ends")
+            error = self._fail(
+                f"your function took longer than {self.time_limit:g} s",
+                case,
+                fn,
+                "look for a loop that never ends",
+            )
         except ShortcutTaken:
             pass
         except Exception as exc:  # noqa: BLE001 - any crash is a failed check
-            error = self._fail(f"your function raised {type(exc).__name__}: {exc}", case, fn,
-                               self.crash_hint)
+            error = self._fail(
+                f"your function raised {type(exc).__name__}: {exc}", case, fn, self.crash_hint
+            )
         finally:
             undo()
         if guard.touched is not None:
             raise self._fail(
-                f"this exercise must be written without {guard.touched}", case, fn,
+                f"this exercise must be written without {guard.touched}",
+                case,
+                fn,
                 "write it with torch's building blocks (and your own earlier functions); "
                 "the lab says what is off limits",
             )
         if guard.switched_off:
-            raise self._fail("your function switched off the check's monitor", case, fn,
-                             "do not call sys.setprofile in an exercise")
+            raise self._fail(
+                "your function switched off the check's monitor",
+                case,
+                fn,
+                "do not call sys.setprofile in an exercise",
+            )
         if error is not None:
             raise error
         for i, (before, now) in enumerate(zip(private[0], case.args, strict=True)):
             if not _same(before, now):
-                raise self._fail(f"your function modified its argument {self._arg_name(fn, i)}",
-                                 case, fn, "work on a copy (or build a new value) instead")
+                raise self._fail(
+                    f"your function modified its argument {self._arg_name(fn, i)}",
+                    case,
+                    fn,
+                    "work on a copy (or build a new value) instead",
+                )
         return got
 
     def _arg_name(self, fn: Any, i: int) -> str:
@@ -679,8 +713,15 @@ class Exercise:
         expected = self._expected(self._ref(), case)
         problem = self._differs(got, expected, case)
         if problem:
-            raise self._fail(problem, case, fn, self._slip_hint(got, case) or self.hint,
-                             expected=expected, got=got, show_values=True)
+            raise self._fail(
+                problem,
+                case,
+                fn,
+                self._slip_hint(got, case) or self.hint,
+                expected=expected,
+                got=got,
+                show_values=True,
+            )
 
     def _differs(self, got: Any, expected: Any, case: Case) -> str | None:
         if self.compare is not None:
@@ -723,10 +764,8 @@ def wrapper_source(exercise: str, source: str) -> str | None:
         tree = ast.parse(source)
     except SyntaxError:
         return None
-    node = next(
-        (n for n in tree.body if isinstance(n, ast.FunctionDef | ast.ClassDef) and n.name == target),
-        None,
-    )
+    defs = [n for n in tree.body if isinstance(n, ast.FunctionDef | ast.ClassDef)]
+    node = next((n for n in defs if n.name == target), None)
     if node is None:
         return None
     module, _, qual = ex.reference.partition(":")

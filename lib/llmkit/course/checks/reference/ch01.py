@@ -24,7 +24,7 @@ def bigram_counts_wrapped(ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
 def pair_counts_no_overlap(ids: list[int]) -> dict[tuple[int, int], int]:
     """Pairs counted in steps of two: (ids[0], ids[1]), (ids[2], ids[3]), ..."""
     counts: dict[tuple[int, int], int] = {}
-    for pair in zip(ids[::2], ids[1::2]):
+    for pair in zip(ids[::2], ids[1::2], strict=False):
         counts[pair] = counts.get(pair, 0) + 1
     return counts
 
@@ -57,7 +57,10 @@ def encode_by_frequency(data: bytes, merges: dict[tuple[int, int], int]) -> list
     """Merges the most frequent known pair first instead of the earliest learned one."""
     ids = list(data)
     while True:
-        counts = {p: c for p, c in get_pair_counts(ids).items() if p in merges}
+        counts: dict[tuple[int, int], int] = {}
+        for p in zip(ids, ids[1:], strict=False):
+            if p in merges:
+                counts[p] = counts.get(p, 0) + 1
         if not counts:
             return ids
         pair = max(counts, key=lambda p: (counts[p], -merges[p]))

@@ -1,0 +1,212 @@
+"""The check runner itself: the guard's tripwires, the time limit, the message format."""
+
+from __future__ import annotations
+
+import sys
+import threading
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from llmkit.course.checks.runner import (
+    REFERENCE_PACKAGE,
+    Case,
+    CheckFailed,
+    Exercise,
+    compare,
+    wrapper_source,
+)
+
+
+def merge(ids, pair, new_id):
+    out, i = [], 0
+    while i < len(ids):
+        if tuple(ids[i : i + 2]) == pair:
+            out.append(new_id)
+            i += 2
+        else:
+            out.append(ids[i])
+            i += 1
+    return out
+
+
+MERGE = Exercise(
+    name="_runner_merge",
+    reference="llmkit.tokenizers:merge",
+    fixed=[([1, 2, 3], (1, 2), 9)],
+    random=lambda rng: ([rng.randrange(3) for _ in range(10)], (1, 1), 9),
+    cases=5,
+    time_limit=1.0,
+)
+
+ATTENTION = Exercise(
+    name="_runner_attention",
+    reference="llmkit.course.checks.reference.ch01:bigram_counts_wrapped",  # any callable
+    forbid=["torch.nn.functional:scaled_dot_product_attention"],
+    fixed=[Case((torch.ones(1, 1, 2, 2),))],
+    cases=1,
+)
+
+
+def _fails(fn, exercise=MERGE, match="must be written without"):
+    with pytest.raises(CheckFailed, match=match) as info:
+        exercise.check(fn, seed=0)
+    return str(info.value)
+
+
+def test_a_correct_answer_passes_with_one_verdict_line(capsys):
+    MERGE.check(merge, seed=0)
+    assert capsys.readouterr().out == (
+        "✔ _runner_merge: 5 cases match the reference (1 fixed, 4 random)\n"
+    )
+
+
+def test_the_reference_itself_and_a_swallowed_tripwire_fail():
+    import llmkit.tokenizers
+
+    _fails(llmkit.tokenizers.merge)
+
+    def sly(ids, pair, new_id):
+        try:
+            return llmkit.tokenizers.merge(ids, pair, new_id)
+        except BaseException:  # noqa: BLE001 - the student hides the tripwire
+            return merge(ids, pair, new_id)
+
+    assert "llmkit.tokenizers.merge" in _fails(sly)
+
+
+def test_a_copy_of_the_module_loaded_from_its_file_is_caught():
+    import importlib.util
+
+    import llmkit.tokenizers
+
+    def copy_of_library(ids, pair, new_id):
+        spec = importlib.util.spec_from_file_location("copy", llmkit.tokenizers.__file__)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module.merge(ids, pair, new_id)
+
+    _fails(copy_of_library)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_thread_running_the_reference_is_caught():
+    def threaded(ids, pair, new_id):
+        from llmkit.tokenizers import merge as m
+
+        box = []
+        t = threading.Thread(target=lambda: box.append(m(ids, pair, new_id)))
+        t.start()
+        t.join()
+        return box[0] if box else merge(ids, pair, new_id)
+
+    _fails(threaded)
+
+
+def test_the_reference_package_is_out_of_reach_during_the_call_only():
+    seen = {}
+
+    def look(ids, pair, new_id):
+        seen["in sys.modules"] = any(m.startswith(REFERENCE_PACKAGE) for m in sys.modules)
+        try:
+            __import__(REFERENCE_PACKAGE + ".ch01")
+            seen["imported"] = True
+        except BaseException:  # noqa: BLE001 - the guard's tripwire, not only ImportError
+            seen["imported"] = False
+        return merge(ids, pair, new_id)
+
+    import llmkit.course.checks.reference.ch01  # noqa: F401 - loaded before the check
+
+    _fails(look, match="reference code")
+    assert seen == {"in sys.modules": False, "imported": False}
+    assert REFERENCE_PACKAGE + ".ch01" in sys.modules
+
+
+@pytest.mark.parametrize(
+    "route",
+    [
+        lambda q: F.scaled_dot_product_attention(q, q, q),
+        lambda q: torch._C._nn.scaled_dot_product_attention(q, q, q),
+        lambda q: torch.ops.aten.scaled_dot_product_attention(q, q, q),
+    ],
+    ids=["F", "torch._C", "torch.ops"],
+)
+def test_a_forbidden_torch_function_is_caught_by_every_route(route):
+    msg = _fails(route, ATTENTION)
+    assert "scaled_dot_product_attention" in msg
+
+
+def test_switching_the_monitor_off_fails():
+    def off(ids, pair, new_id):
+        sys.setprofile(None)
+        return merge(ids, pair, new_id)
+
+    _fails(off, match="switched off")
+
+
+def test_time_limit_crash_none_and_modified_arguments():
+    def loop(ids, pair, new_id):
+        while True:
+            pass
+
+    def crash(ids, pair, new_id):
+        raise ValueError("boom")
+
+    def no_return(ids, pair, new_id):
+        merge(ids, pair, new_id)
+
+    def mutate(ids, pair, new_id):
+        ids.append(0)
+        return merge(ids[:-1], pair, new_id)
+
+    assert "took longer than 1 s" in _fails(loop, match="took longer")
+    assert "ValueError: boom" in _fails(crash, match="raised")
+    assert "forget `return`" in _fails(no_return, match="returned None")
+    assert "'ids'" in _fails(mutate, match="modified its argument")
+
+
+def test_an_unfinished_stub_raises_not_implemented():
+    def stub(ids, pair, new_id):
+        raise NotImplementedError("merge")
+
+    with pytest.raises(NotImplementedError):
+        MERGE.check(stub, seed=0)
+
+
+def test_a_wrong_answer_gets_the_one_message_format():
+    def off_by_one(ids, pair, new_id):
+        return merge(ids, pair, new_id + 1)
+
+    lines = _fails(off_by_one, match="differs|is 10").splitlines()
+    assert lines[0].startswith("_runner_merge: ")
+    assert [ln.split(":")[0].strip() for ln in lines[1:]] == ["input", "expected", "got", "hint"]
+
+
+def test_seeds_make_the_cases_reproducible(monkeypatch):
+    a = MERGE._cases(5, __import__("random").Random(3))
+    b = MERGE._cases(5, __import__("random").Random(3))
+    assert [c.args for c in a] == [c.args for c in b]
+
+
+def test_compare_checks_type_shape_dtype_and_values():
+    t = torch.zeros(2, 3)
+    assert compare(t, t) is None
+    assert "shape" in compare(torch.zeros(3, 2), t)
+    assert "dtype" in compare(t.double(), t)
+    assert compare(t.double(), t, dtype=False) is None
+    assert "tensor" in compare([0.0] * 6, t)
+    assert "differs" in compare(t + 1, t)
+    assert compare([1, (2, 3)], [1, (2, 3)]) is None
+    assert "length" in compare([1], [1, 2])
+    assert "keys" in compare({"a": 1}, {"b": 1})
+    assert compare(0.1 + 0.2, 0.3) is None
+
+
+def test_wrapper_source_replaces_only_the_definition():
+    source = "import math\n\n\n@decorator\ndef _runner_merge(ids, pair, new_id):\n    return 1\n"
+    out = wrapper_source("_runner_merge", source)
+    assert out.startswith("import math\n\n\ndef _runner_merge(*args, **kwargs):")
+    assert "llmkit.tokenizers" in out and "@decorator" not in out
+    assert wrapper_source("_runner_merge", "x = 1\n") is None
+    assert wrapper_source("no such exercise", source) is None
