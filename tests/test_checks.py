@@ -125,7 +125,7 @@ def test_solution_passes_and_stub_fails(lab, exercise, check):
         _run_check(check, _namespace(lab, "labs"))
 
 
-def _shortcut_sources(exercise: str) -> dict[str, str]:
+def _shortcut_sources(exercise: str, chapter: str) -> dict[str, str]:
     ex = find_exercise(exercise)
     target = ex.target or ex.name
     module, _, qual = ex.reference.partition(":")
@@ -140,6 +140,11 @@ def _shortcut_sources(exercise: str) -> dict[str, str]:
         "sys.modules": (
             f"import sys\n    _m = sys.modules.get({module!r}) or __import__('importlib')"
             f".import_module({module!r})\n    _r = _m{tail}"
+        ),
+        "the checks' reference module": (
+            "import importlib\n"
+            f"    _m = importlib.import_module({REFERENCE_PACKAGE + '.' + chapter!r})\n"
+            "    _r = next(v for k, v in vars(_m).items() if callable(v) and not k.startswith('_'))"
         ),
         "the caller's frame": (
             "import sys\n"
@@ -165,13 +170,18 @@ def test_wrapper_and_shortcuts_fail(lab, exercise, check):
     assert wrapper is not None, f"no wrapper for {exercise!r}: is its target defined?"
     variants = {"generated wrapper": wrapper}
     target = find_exercise(exercise).target or exercise
-    for how, shortcut in _shortcut_sources(exercise).items():
+    for how, shortcut in _shortcut_sources(exercise, _chapter(check)).items():
         variants[how] = _replace_definition(cell, target, shortcut)
     for how, source in variants.items():
         ns = _namespace(lab, replace={exercise: source})
         with pytest.raises(CheckFailed) as info:
             _run_check(check, ns)
         assert "must be written without" in str(info.value), (how, str(info.value))
+
+
+def _chapter(check_source: str) -> str:
+    """``ch01`` from a check cell's ``from llmkit.course.checks import ch01``."""
+    return check_source.split("llmkit.course.checks import ")[1].split()[0]
 
 
 def _replace_definition(source: str, target: str, new: str) -> str:
@@ -186,7 +196,7 @@ def _replace_definition(source: str, target: str, new: str) -> str:
 
 @pytest.mark.parametrize("lab", [p.name for p in SOLUTIONS])
 def test_check_modules_hold_no_reference_code(lab):
-    modules = {check.split("import ")[1].split()[0] for lab_, _, check in ROWS if lab_ == lab}
+    modules = {_chapter(check) for lab_, _, check in ROWS if lab_ == lab}
     for name in modules:
         module = importlib.import_module(f"llmkit.course.checks.{name}")
         for attr, value in vars(module).items():
