@@ -75,9 +75,15 @@ execute: $(STAMP)
 	LLMKIT_PROFILE=book $(BIN)/llmkit notebooks execute $(NOTEBOOKS)
 	$(BIN)/llmkit labs build
 
+# The GPT training step against the simplest plain-PyTorch GPT and transformers, at a
+# small and a medium size (CPU), then generation with the chapter-3 model's sizes.
 bench: $(STAMP)
 	$(BIN)/python bench/bench_bpe.py
-	$(BIN)/python bench/bench_gpt.py
+	$(BIN)/python bench/bench_gpt.py --skip-generate --n-layer 4 --n-head 4 --d-model 128 \
+		--block-size 64 --batch-size 12
+	$(BIN)/python bench/bench_gpt.py --skip-generate --n-layer 6 --n-head 6 --d-model 384 \
+		--block-size 256 --batch-size 8 --steps 5
+	$(BIN)/python bench/bench_gpt.py --skip-train
 
 # Write the exact versions of the current environment into constraints.txt.
 lock: $(STAMP)

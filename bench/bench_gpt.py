@@ -12,7 +12,11 @@ one run with the same weights for every row:
    warm-up steps are excluded and the median of the timed steps is reported.
    ``--compile`` adds a row for ``torch.compile`` of llmkit's model.
 
-       implementation | tokens/s | ratio vs transformers
+       implementation | tokens/s | ratio vs transformers | ratio vs plain
+
+   The rows: ``transformers``' GPT-2, the simplest plain-PyTorch GPT
+   (``bench/plain_gpt.py``, the yardstick: llmkit's step should be at least as fast),
+   and llmkit's GPT.
 
 2. **Generation throughput**, new tokens/s of greedy decoding of ``--new-tokens`` tokens
    after a ``--prompt-len``-token prompt, for batch 1 and batch 8 (``--gen-batch-sizes``):
@@ -55,12 +59,16 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from llmkit.gpt import GPT, GPTConfig
 from llmkit.train import TrainConfig, configure_optimizer, select_device
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from plain_gpt import PlainGPT  # noqa: E402 - beside this file, not a package
 
 try:
     import transformers
@@ -187,6 +195,11 @@ def bench_training(
     impls: list[tuple[str, torch.nn.Module, Callable]] = [
         (f"transformers GPT2LMHeadModel ({args.hf_attn})", hf, lambda x: hf(input_ids=x).logits)
     ]
+    plain = PlainGPT(
+        config.vocab_size, config.block_size, config.n_layer, config.n_head, config.d_model
+    )
+    plain = plain.load_gpt2(state_dict).to(device).train()
+    impls.append(("plain PyTorch GPT (bench/plain_gpt.py)", plain, plain))
     impls.append((f"llmkit GPT ({config.impl})", ours, ours))
     if args.compile:
         compiled = torch.compile(copy.deepcopy(ours))
@@ -230,7 +243,7 @@ def bench_training(
     tokens = args.batch_size * config.block_size
     rates = [tokens / statistics.median(t) for t in times]
     rows = [
-        (name, f"{rate:,.0f}", f"{rate / rates[0]:.2f}x")
+        (name, f"{rate:,.0f}", f"{rate / rates[0]:.2f}x", f"{rate / rates[1]:.2f}x")
         for (name, _, _), rate in zip(impls, rates, strict=True)
     ]
     print(
@@ -239,7 +252,7 @@ def bench_training(
         f"{args.warmup} warm-up"
     )
     print()
-    _table(("implementation", "tokens/s", "ratio vs transformers"), rows, "lrr")
+    _table(("implementation", "tokens/s", "vs transformers", "vs plain"), rows, "lrrr")
     print()
     gap = max(abs(a - b) for other in losses[1:] for a, b in zip(losses[0], other, strict=True))
     print(
