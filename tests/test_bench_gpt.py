@@ -50,10 +50,14 @@ def test_bench_gpt_prints_both_tables(bench, capsys):
 
     assert "## Training" in out and "## Generation" in out
     assert "| implementation " in out and "| batch | implementation " in out
-    assert "tokens/s" in out and "new tokens/s" in out and "ratio vs transformers" in out
-    train = _rows(out, r"transformers GPT2LMHeadModel.*|llmkit GPT.*")
-    assert [r[0] for r in train] == ["transformers GPT2LMHeadModel (sdpa)", "llmkit GPT (sdpa)"]
-    assert train[0][2] == "1.00x"
+    assert "tokens/s" in out and "new tokens/s" in out and "vs transformers" in out and "vs plain" in out
+    train = _rows(out, r"transformers GPT2LMHeadModel.*|plain PyTorch GPT.*|llmkit GPT.*")
+    assert [r[0] for r in train] == [
+        "transformers GPT2LMHeadModel (sdpa)",
+        "plain PyTorch GPT (bench/plain_gpt.py)",
+        "llmkit GPT (sdpa)",
+    ]
+    assert train[0][2] == "1.00x" and train[1][3] == "1.00x"
     assert all(_rate(r[1]) > 0 and r[2].endswith("x") for r in train)
     # same weights, same batches: the two models' losses agree at every step
     gap = float(re.search(r"largest difference between the rows .*: (\S+)", out).group(1))
