@@ -9,6 +9,7 @@ Subcommands::
     llmkit notebooks execute          [--profile book] [--timeout S] FILES...
     llmkit notebooks normalise        FILES...
     llmkit notebooks check-normalised FILES...
+    llmkit results build|check        [--root DIR]
 
 Exit status: 0 success; 1 the command ran and found a problem (a stale lab, a check
 that cannot fail, a notebook not normalised or failing, a submission that could not be
@@ -231,6 +232,20 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_EPILOG,
     )
     chk.add_argument("files", nargs="+", metavar="FILE")
+
+    # results --------------------------------------------------------------------
+    res = sub.add_parser(
+        "results",
+        help="build or check the results page (results.md)",
+        description=(
+            "Build results.md, the book's page of headline numbers, from the outputs of\n"
+            "the chapter cells tagged llmkit-record; or check that it is up to date."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_EPILOG,
+    )
+    res.add_argument("action", choices=["build", "check"])
+    res.add_argument("--root", default=".", metavar="DIR", help="the course (default: .)")
     return p
 
 
@@ -265,6 +280,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             out=out,
             err=sys.stderr,
         )
+    if args.command == "results":
+        from llmkit.course import results
+
+        if args.action == "build":
+            changed = results.build(args.root)
+            print(f"results.md {'written' if changed else 'unchanged'}", file=out)
+            return 0
+        problem = results.check(args.root)
+        print(problem or "results.md is up to date", file=out)
+        return 1 if problem else 0
     from llmkit.course import notebooks
 
     if args.nb_command == "execute":
