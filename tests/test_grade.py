@@ -25,7 +25,8 @@ from llmkit.course.grade import (  # noqa: E402
     identify_lab,
     make_graded_notebook,
 )
-from llmkit.course.labs import build_labs, is_check_cell  # noqa: E402
+from llmkit.course.labformat import is_check_cell  # noqa: E402
+from llmkit.course.labs import build_labs  # noqa: E402
 from llmkit.course.notebooks import read_notebook  # noqa: E402
 
 
@@ -316,7 +317,7 @@ def test_output_floods_are_capped(course):
 
 
 def test_failure_messages_keep_the_hint_on_one_line():
-    from llmkit.course._nbval_plugin import _has_verdict, _tail, error_summary
+    from llmkit.course.grade import error_summary, has_verdict
 
     evalue = "merge: wrong result\n  input:    ids=[1]\n  hint: look at the end\n"
     assert error_summary("AssertionError", evalue) == (
@@ -324,9 +325,10 @@ def test_failure_messages_keep_the_hint_on_one_line():
     )
     assert error_summary("NotImplementedError", "merge") == "NotImplementedError: merge"
     assert error_summary("KeyError", "") == "KeyError"
-    assert _has_verdict("debug\n\x1b[32m✔ merge: ok\x1b[0m\n")
-    assert not _has_verdict("all good ✔\n")
-    assert _tail("x" * 20_000).startswith("[... 10,000 characters dropped ...]\n")
+    assert error_summary("ValueError", "\x1b[31mbad\x1b[0m\nhint: x") == "ValueError: bad — hint: x"
+    assert has_verdict("debug\n\x1b[32m✔ merge: ok\x1b[0m\n")
+    assert not has_verdict("all good ✔\n")
+    assert not has_verdict("")
 
 
 def test_uninterruptible_loop_and_dead_kernel_keep_the_other_points(course):
