@@ -27,12 +27,17 @@ For each submitted notebook:
    cell that still does not parse is skipped. The submission's ``notes`` say what was
    left out, and which ``llmkit`` names the code imports (the library's own function
    is not an answer; the checks refuse it outright when it is submitted as is).
-3. **Execute** it with nbval in a subprocess (``python -m pytest --nbval-lax``,
-   ``LLMKIT_PROFILE=smoke``, ``LLMKIT_CHECK_SEED`` fixed per lab so that regrading
+3. **Execute** it with nbclient (:func:`run_graded`), in this process, cell by cell,
+   in a kernel of this environment started in a temporary folder
+   (``LLMKIT_PROFILE=smoke``, ``LLMKIT_CHECK_SEED`` fixed per lab so that regrading
    gives the same score (:func:`lab_seed`; an ``LLMKIT_CHECK_SEED`` already in the
-   environment wins), a per-cell timeout, in a temporary folder) with the plugin
-   :mod:`llmkit.course._nbval_plugin`, which records each cell's outcome and survives
-   timeouts, dead kernels and output floods.
+   environment wins)). A cell running past the per-cell timeout is interrupted; a
+   kernel that then does not answer (it swallows ``KeyboardInterrupt``, blocks in C)
+   is killed, and so is one that dies (``os._exit``, out of memory): a new kernel
+   replays the code cells that had passed, check cells excepted, so that later
+   exercises are still graded. The grader reads at most :data:`MAX_OUTPUT`
+   characters of output per cell, and the whole run has a budget, after which the
+   cells not reached fail.
 4. **Score**: an exercise earns the points of each of its check cells that passed: it
    raised nothing (according to the kernel's reply, not only its output) and printed
    its verdict line, one starting with ``✔``. Its message is the first failing
@@ -73,7 +78,7 @@ from pathlib import Path
 from queue import Empty
 
 from nbformat import NotebookNode
-from nbformat.v4 import new_code_cell
+from nbformat.v4 import new_code_cell, new_output
 
 from .checks import SEED_ENV
 from .labformat import (
@@ -89,6 +94,8 @@ from .notebooks import read_notebook
 __all__ = [
     "DEFAULT_TIMEOUT",
     "OUTPUT_CAP_SOURCE",
+    "MAX_OUTPUT",
+    "VERDICT",
     "CellResult",
     "RunResult",
     "ExerciseScore",
@@ -102,6 +109,8 @@ __all__ = [
     "collect_student_code",
     "make_graded_notebook",
     "run_graded",
+    "error_summary",
+    "has_verdict",
     "grade_file",
     "grade_paths",
     "expand_paths",
@@ -124,7 +133,7 @@ OUTPUT_TAIL = 10_000
 #: keeps only the last ``keep`` of the rest, printed with a note when the cell ends (a
 #: check's verdict line still gets through). It also keeps IPython from storing every
 #: write in its output history. Output written below Python (``os.write``, C code) is
-#: not seen here; the nbval plugin caps what it reads as well.
+#: not seen here; the grader caps what it reads as well (:data:`MAX_OUTPUT`).
 OUTPUT_CAP_SOURCE = f"""\
 # llmkit grade: cap what each cell prints, so that a print loop cannot flood the grader
 def _llmkit_cap_output(limit={OUTPUT_LIMIT}, keep={OUTPUT_TAIL}):
@@ -619,6 +628,10 @@ MAX_OUTPUT = 4_000_000
 #: Seconds a kernel gets, after a timed-out cell was interrupted, to answer again;
 #: a kernel that does not (it swallows ``KeyboardInterrupt``, blocks in C) is killed.
 KILL_GRACE = 5.0
+#: The budget of a graded run: ``BUDGET_PER_CELL`` seconds plus the per-cell timeout
+#: per code cell, plus ``BUDGET_BASE`` seconds; cells not reached by then fail.
+BUDGET_PER_CELL = 30.0
+BUDGET_BASE = 120.0
 #: Seconds to wait for a kernel to start.
 STARTUP_TIMEOUT = 120.0
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -666,37 +679,62 @@ def _grading_client_class():
 
     class GradingClient(NotebookClient):
         """nbclient's client, reading at most ``max_output`` characters of output per
-        cell (see :data:`MAX_OUTPUT`); the kernel's own cap (:data:`OUTPUT_CAP_SOURCE`)
-        does not see what is written below Python."""
+        cell (see :data:`MAX_OUTPUT`; the kernel's own cap, :data:`OUTPUT_CAP_SOURCE`,
+        does not see what is written below Python). Of the stream text dropped it keeps
+        the last :data:`OUTPUT_TAIL` characters per stream and up to 100 verdict lines
+        (:meth:`finish_cell` adds them after the rest, when output was dropped), so a
+        check's verdict line still counts after a flood."""
 
         def __init__(self, nb, max_output: int = MAX_OUTPUT, **kw):
             super().__init__(nb, **kw)
             self.max_output = max_output
-            self.budget = max_output
-            self.dropped = 0
+            self.start_cell()
+
+        def start_cell(self) -> None:
+            self.budget, self.dropped = self.max_output, 0
+            self.tails: dict[str, str] = {}
+            self.verdicts: dict[str, list[str]] = {}
+
+        def finish_cell(self, cell: NotebookNode) -> None:
+            for name, tail in self.tails.items():
+                note = f"\n[llmkit grade: {self.dropped:,} characters of output dropped]\n"
+                verdicts = "".join(f"\n{v}" for v in self.verdicts.get(name, []))
+                text = note + tail + verdicts + "\n"
+                cell.setdefault("outputs", []).append(new_output("stream", name=name, text=text))
+            self.tails = {}
 
         def output(self, outs, msg, display_id, cell_index):
             if not self._within_budget(msg):
                 return None
             return super().output(outs, msg, display_id, cell_index)
 
+        def _drop(self, name: str, text: str) -> None:
+            self.dropped += len(text)
+            self.tails[name] = (self.tails.get(name, "") + text[-OUTPUT_TAIL:])[-OUTPUT_TAIL:]
+
+        def _note_verdicts(self, name: str, text: str) -> None:
+            # judged per message too: output written below Python (os.write) reaches
+            # the grader late and may run into the verdict line's start when joined
+            if VERDICT in text:
+                kept = self.verdicts.setdefault(name, [])
+                for line in text.splitlines():
+                    if len(kept) < 100 and has_verdict(line):
+                        kept.append(_ANSI.sub("", line)[:OUTPUT_TAIL].strip())
+
         def _within_budget(self, msg: dict) -> bool:
             kind = msg.get("msg_type")
             content = msg.get("content") or {}
             if kind == "stream":
-                text = content.get("text", "")
+                text, name = content.get("text", ""), str(content.get("name", "stdout"))
                 if not isinstance(text, str):
                     return True
+                self._note_verdicts(name, text)
                 if self.budget <= 0:
-                    self.dropped += len(text)
+                    self._drop(name, text)
                     return False
                 if len(text) > self.budget:
-                    self.dropped += len(text) - self.budget
-                    content["text"] = (
-                        text[: self.budget]
-                        + f"\n[llmkit grade: output beyond {self.max_output:,} characters "
-                        "dropped]\n"
-                    )
+                    self._drop(name, text[self.budget :])
+                    content["text"] = text[: self.budget]
                     self.budget = 0
                     return True
                 self.budget -= len(text)
@@ -801,7 +839,7 @@ class _Kernel:
         """A new kernel, with ``replay`` (sources of cells that had passed) run in it."""
         await self.stop()
         self.restarts += 1
-        await self.start()
+        await asyncio.wait_for(self.start(), STARTUP_TIMEOUT + 10)
         for source in replay:
             if time.monotonic() > deadline:
                 return
@@ -849,11 +887,16 @@ class _Kernel:
         from nbclient.exceptions import DeadKernelError
 
         client = self.client
-        client.budget, client.dropped = client.max_output, 0
+        client.start_cell()
         self.reply = None
         try:
             await client.async_execute_cell(cell, index)
+            client.finish_cell(cell)
         except DeadKernelError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # nbclient turns a cancellation (Ctrl-C, the run's budget) into this
+                raise asyncio.CancelledError from None
             return _record(False, "the kernel died while running this cell")
         except Exception as exc:  # noqa: BLE001 - nbclient or the connection broke
             await self.stop()
@@ -882,7 +925,7 @@ class _Kernel:
             return _record(
                 False, error_summary(str(errors[-1].get("ename")), str(errors[-1].get("evalue")))
             )
-        if check and not has_verdict(stdout):
+        if check and not (has_verdict(stdout) or client.verdicts.get("stdout")):
             why = f"the check printed no verdict line (one starting with {VERDICT})"
             return _record(False, why)
         return _record(True, _last_line(stdout))
@@ -899,13 +942,18 @@ async def _maybe_await(value):
 
 
 async def _execute(
-    graded: NotebookNode, seed: int, timeout: float, budget: float, cwd: str
-) -> tuple[dict[int, dict], str | None, int]:
-    """Run the code cells of ``graded`` in order: (records by code-cell position, why
-    the run stopped early or None, kernel restarts)."""
+    graded: NotebookNode,
+    seed: int,
+    timeout: float,
+    budget: float,
+    cwd: str,
+    records: dict[int, dict],
+) -> tuple[str | None, int]:
+    """Run the code cells of ``graded`` in order, filling ``records`` (by code-cell
+    position) as they end; returns (why the run stopped early or None, kernel restarts).
+    """
     deadline = time.monotonic() + budget
     kernel = _Kernel(graded, _kernel_env(seed), cwd, timeout)
-    records: dict[int, dict] = {}
     replay: list[str] = []
     stopped: str | None = None
     try:
@@ -919,14 +967,20 @@ async def _execute(
                 stopped = f"not run: grading stopped after {budget:g} s"
                 break
             if not await kernel.alive():
-                await kernel.restart(replay, deadline)
+                try:
+                    await asyncio.wait_for(
+                        kernel.restart(replay, deadline), STARTUP_TIMEOUT + 10 + budget
+                    )
+                except Exception as exc:  # noqa: BLE001
+                    stopped = f"not run: could not start a new kernel: {type(exc).__name__}"
+                    break
             check = is_check_cell(cell)
             records[k] = await kernel.run_cell(cell, index, check)
             if records[k]["passed"] and not check:
                 replay.append(cell.get("source", ""))
     finally:
         await kernel.stop()
-    return records, stopped, kernel.restarts
+    return stopped, kernel.restarts
 
 
 class _NoKernel(RuntimeError):
@@ -952,23 +1006,27 @@ def run_graded(nb: NotebookNode, spec: LabSpec, *, timeout: float = DEFAULT_TIME
     cell running past ``timeout`` seconds is interrupted; a kernel that then does not
     answer within :data:`KILL_GRACE` seconds, or that dies, is replaced by a new one in
     which the code cells that had passed (check cells excepted) are run again. The
-    whole run stops after about ``timeout + 30`` seconds per code cell plus two
-    minutes; cells not reached count as failed.
+    whole run stops after ``timeout +`` :data:`BUDGET_PER_CELL` seconds per code cell
+    plus :data:`BUDGET_BASE`; cells not reached count as failed.
     """
     graded, notes = _graded(nb, spec)
     code_cells = [c for c in graded.cells if c.get("cell_type") == "code"]
     official = spec.check_ids
     run = RunResult(notes=notes)
-    budget = len(code_cells) * (timeout + 30) + 120
+    budget = len(code_cells) * (timeout + BUDGET_PER_CELL) + BUDGET_BASE
     start = time.monotonic()
+    records: dict[int, dict] = {}
     with tempfile.TemporaryDirectory(prefix="llmkit-grade-") as tmp:
+        run_all = _execute(graded, lab_seed(spec.name), timeout, budget, tmp, records)
         try:
-            records, stopped, run.restarts = _run_coroutine(
-                _execute(graded, lab_seed(spec.name), timeout, budget, tmp)
+            # the budget is checked between cells; this is the net under it
+            stopped, run.restarts = _run_coroutine(
+                asyncio.wait_for(run_all, budget + 2 * STARTUP_TIMEOUT + 60)
             )
         except _NoKernel as exc:
-            records, stopped = {}, "not run"
-            run.error = str(exc)
+            stopped, run.error = "not run", str(exc)
+        except TimeoutError:
+            stopped = f"not run: grading stopped after {budget:g} s"
     run.seconds = time.monotonic() - start
     why_missing = stopped or "not run"
     for index, cell in enumerate(code_cells):

@@ -7,6 +7,15 @@ The lab (``labs/NN_name.ipynb``) is the solution with every region, markers incl
 replaced by ``raise NotImplementedError("<id>")`` at the ``BEGIN`` line's indentation,
 all outputs and execution counts cleared, ``metadata.llmkit.lab = "NN_name"`` set, and
 normalised (:mod:`llmkit.course.notebooks`): building twice gives identical bytes.
+
+``llmkit labs check`` compares ``labs/`` with a fresh build (stale, missing or extra
+labs, leaked solution text) and, unless ``--no-execute``, runs three variants of each
+lab through the grader (:func:`llmkit.course.grade.run_graded`): the solution, on which
+every check must pass; the lab, on which every check must fail; and the *wrapper
+variant* (:func:`wrapper_notebook`), the solution with each exercise's definition
+replaced by a thin wrapper around ``llmkit``'s reference
+(``llmkit.course.checks.wrapper_source``), on which every check of a wrapped exercise
+must fail: a check that passes there does not measure the student's code.
 """
 
 from __future__ import annotations
@@ -57,6 +66,7 @@ __all__ = [
     "build_lab",
     "build_labs",
     "check_labs",
+    "wrapper_notebook",
 ]
 
 LEAK_MIN_CHARS = 16
