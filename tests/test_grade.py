@@ -25,7 +25,8 @@ from llmkit.course.grade import (  # noqa: E402
     identify_lab,
     make_graded_notebook,
 )
-from llmkit.course.labs import build_labs, is_check_cell  # noqa: E402
+from llmkit.course.labformat import is_check_cell  # noqa: E402
+from llmkit.course.labs import build_labs  # noqa: E402
 from llmkit.course.notebooks import read_notebook  # noqa: E402
 
 
@@ -315,8 +316,43 @@ def test_output_floods_are_capped(course):
     assert sub.exercises["neg"].message == "✔ neg: neg(7) == -7"
 
 
+def test_output_written_below_python_is_capped_by_the_grader(course, monkeypatch):
+    """os.write bypasses the kernel's cap; the grader reads at most MAX_OUTPUT
+    characters of it and keeps the tail, where the check's verdict line is."""
+    from llmkit.course import grade
+
+    monkeypatch.setattr(grade, "MAX_OUTPUT", 100_000)
+    root, catalog, lab = course
+    # (the pause lets ipykernel forward the flood before the check prints its verdict;
+    # without it the verdict may land inside a line of y's, and not count)
+    noisy = (
+        "import os\nimport time\n\n\ndef neg(a):\n"
+        "    os.write(1, b'y' * 3_000_000 + b'\\n')\n    time.sleep(1)\n    return -a\n"
+    )
+    sub = _grade(cn.student(lab, neg=noisy), root / "fd-flood.ipynb", catalog, timeout=20)
+    assert sub.error is None
+    assert sub.exercises["neg"].points == 2
+    assert sub.exercises["neg"].message == "✔ neg: neg(7) == -7"
+
+
+def test_the_run_stops_at_its_budget(course, monkeypatch):
+    """Cells not reached within the run's budget fail; the grader does not wait."""
+    from llmkit.course import grade
+
+    monkeypatch.setattr(grade, "BUDGET_PER_CELL", -3.0)  # -timeout: the base only
+    monkeypatch.setattr(grade, "BUDGET_BASE", 2.0)
+    root, catalog, lab = course
+    nb = cn.student(lab, add=cn.LOOPING_ADD, mul=cn.GOOD_MUL, neg=cn.GOOD_NEG)
+    sub = _grade(nb, root / "budget.ipynb", catalog, timeout=3)
+    assert sub.error is None
+    assert sub.exercises["add"].message == "timed out after 3 s"
+    for ex in ("mul", "neg"):
+        assert sub.exercises[ex].points == 0
+        assert sub.exercises[ex].message == "not run: grading stopped after 2 s"
+
+
 def test_failure_messages_keep_the_hint_on_one_line():
-    from llmkit.course._nbval_plugin import _has_verdict, _tail, error_summary
+    from llmkit.course.grade import error_summary, has_verdict
 
     evalue = "merge: wrong result\n  input:    ids=[1]\n  hint: look at the end\n"
     assert error_summary("AssertionError", evalue) == (
@@ -324,9 +360,10 @@ def test_failure_messages_keep_the_hint_on_one_line():
     )
     assert error_summary("NotImplementedError", "merge") == "NotImplementedError: merge"
     assert error_summary("KeyError", "") == "KeyError"
-    assert _has_verdict("debug\n\x1b[32m✔ merge: ok\x1b[0m\n")
-    assert not _has_verdict("all good ✔\n")
-    assert _tail("x" * 20_000).startswith("[... 10,000 characters dropped ...]\n")
+    assert error_summary("ValueError", "\x1b[31mbad\x1b[0m\nhint: x") == "ValueError: bad — hint: x"
+    assert has_verdict("debug\n\x1b[32m✔ merge: ok\x1b[0m\n")
+    assert not has_verdict("all good ✔\n")
+    assert not has_verdict("")
 
 
 def test_uninterruptible_loop_and_dead_kernel_keep_the_other_points(course):

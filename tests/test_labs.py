@@ -12,13 +12,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "fixtures"))
 import course_notebooks as cn  # noqa: E402
 
 from llmkit.__main__ import main  # noqa: E402
-from llmkit.course.labs import (  # noqa: E402
+from llmkit.course import checks  # noqa: E402
+from llmkit.course.labformat import (  # noqa: E402
     LabError,
-    build_labs,
     find_regions,
     load_lab_spec,
     strip_regions,
 )
+from llmkit.course.labs import build_labs, wrapper_notebook  # noqa: E402
 from llmkit.course.notebooks import read_notebook  # noqa: E402
 
 
@@ -152,10 +153,77 @@ def test_region_helpers():
 # ------------------------------------------------------------------------ check
 
 
-def test_check_passes_on_a_fresh_build_with_execution(course, capsys):
+def test_check_passes_on_a_fresh_build_with_execution(course, capsys, monkeypatch):
+    # without llmkit.course.checks.wrapper_source there is no wrapper variant to run
+    monkeypatch.delattr(checks, "wrapper_source", raising=False)
     code, out = _run(course, "check", "--timeout", "30", capsys=capsys)
     assert code == 0, out
-    assert "4 check cell(s) run on lab and solution: OK" in out
+    assert "4 check cell(s) run on lab and solution, 0 wrapper run(s): OK" in out
+
+
+# A stand-in for llmkit.course.checks.wrapper_source (written elsewhere): ``add`` is
+# "wrapped" by a function the fixture's check cannot tell from a student's, ``mul`` by
+# one calling a reference that is not there while the checks run (as real checks hide
+# llmkit's reference), ``neg`` has no reference.
+WRAPPERS = {
+    "add": "def add(a, b):\n    return a + b\n",
+    "mul": "def mul(a, b):\n    return _hidden_reference_mul(a, b)\n",
+}
+
+
+def _fake_wrapper_source(exercises, calls=None):
+    def wrapper_source(exercise: str, source: str) -> str | None:
+        if calls is not None:
+            calls.append((exercise, source))
+        return WRAPPERS[exercise] if exercise in exercises else None
+
+    return wrapper_source
+
+
+def test_wrapper_notebook_replaces_only_the_wrapped_exercise_cells(course, monkeypatch):
+    spec = load_lab_spec(course / "solutions" / f"{cn.LAB}.ipynb")
+    calls = []
+    monkeypatch.setattr(
+        checks, "wrapper_source", _fake_wrapper_source({"add"}, calls), raising=False
+    )
+    nb, wrapped = wrapper_notebook(spec)
+    assert wrapped == ["add"]
+    assert sorted(e for e, _ in calls) == ["add", "mul", "neg"]  # exercise cells only
+    assert dict(calls)["add"] == spec.nb.cells[3].source  # the solution's source
+    for mine, official in zip(nb.cells, spec.nb.cells, strict=True):
+        if mine.id == "ex-add":
+            assert mine.source == WRAPPERS["add"] and mine.metadata == official.metadata
+        else:
+            assert mine == official
+    monkeypatch.setattr(checks, "wrapper_source", _fake_wrapper_source(set()), raising=False)
+    assert wrapper_notebook(spec) is None  # nothing wrapped: no run
+    monkeypatch.delattr(checks, "wrapper_source", raising=False)
+    assert wrapper_notebook(spec) is None
+
+
+def test_check_that_passes_on_a_wrapper_is_a_problem(course, capsys, monkeypatch):
+    monkeypatch.setattr(
+        checks, "wrapper_source", _fake_wrapper_source({"add", "mul"}), raising=False
+    )
+    code, out = _run(course, "check", "--timeout", "30", "-j", "3", capsys=capsys)
+    assert code == 1, out
+    assert "executing the wrapper variant of 01_arith ..." in out
+    assert (
+        "solutions/01_arith.ipynb, cell 5 (id 'check-add': 'compare(\"add\", add(2, 3), 5, "
+        "what=\"ad...'): check of exercise 'add' passes on a wrapper around the "
+        "reference, so it does not measure the student's code "
+        "(it printed '✔ add: add(2, 3) == 5')"
+    ) in out
+    # mul's checks fail on its wrapper (the reference is hidden), neg is not wrapped
+    assert "exercise 'mul' passes" not in out and "exercise 'neg' passes" not in out
+    assert "4 check cell(s) run on lab and solution, 1 wrapper run(s): FAILED, 1 problem(s)" in out
+
+
+def test_checks_that_fail_on_wrappers_pass_labs_check(course, capsys, monkeypatch):
+    monkeypatch.setattr(checks, "wrapper_source", _fake_wrapper_source({"mul"}), raising=False)
+    code, out = _run(course, "check", "--timeout", "30", "-j", "2", capsys=capsys)
+    assert code == 0, out
+    assert "4 check cell(s) run on lab and solution, 1 wrapper run(s): OK" in out
 
 
 def test_check_detects_a_stale_lab(course, capsys):

@@ -82,7 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
             "Fail if a lab is missing, extra or differs from a fresh build; if a solution "
             "marker or solution line leaks into a lab; if a lab has no exercise or no "
             "graded check; and (unless --no-execute) if, executed in the smoke profile, a "
-            "graded check passes on the unmodified lab or fails on the solution."
+            "graded check passes on the unmodified lab or fails on the solution, or passes "
+            "on the wrapper variant (the solution with each exercise replaced by a thin "
+            "wrapper around llmkit's reference, where llmkit.course.checks.wrapper_source "
+            "has one)."
         ),
         epilog=_EPILOG,
     )
@@ -127,9 +130,13 @@ def build_parser() -> argparse.ArgumentParser:
             "--solutions) with its exercise cells replaced by the student's code: only the\n"
             "top-level imports, functions, classes and constants (NAME = literal) of the\n"
             "student's cells; every other top-level statement is ignored (see the notes\n"
-            "in the report). It is executed with nbval (LLMKIT_PROFILE=smoke,\n"
-            "LLMKIT_CHECK_SEED fixed per lab unless set, per-cell timeout, output capped)\n"
-            "in a temporary folder. Each exercise earns the points of its check cells that\n"
+            "in the report). It is executed with nbclient in a kernel of this environment\n"
+            "(LLMKIT_PROFILE=smoke, LLMKIT_CHECK_SEED fixed per lab unless set, output\n"
+            "capped) in a temporary folder. A cell past --timeout is interrupted; a kernel\n"
+            "that dies or does not stop is replaced and the cells that passed are run\n"
+            "again, so one exercise's crash or loop costs only its own points. This is a\n"
+            "self-assessment tool, not a sandbox: the student's functions run in the same\n"
+            "kernel as the checks. Each exercise earns the points of its check cells that\n"
             "raised nothing and printed their verdict line (starting with a check mark).\n"
             "A folder stands for its *.ipynb files. One broken submission never stops\n"
             "the batch."

@@ -1,8 +1,9 @@
 """Course tooling: labs from solutions, the lab sync check, grading, notebook hygiene.
 
-- :mod:`llmkit.course.labs`: ``llmkit labs build`` / ``llmkit labs check``
-  (the solution-notebook conventions are documented there);
-- :mod:`llmkit.course.grade`: ``llmkit grade`` (nbval + :mod:`llmkit.course._nbval_plugin`);
+- :mod:`llmkit.course.labformat`: the lab file format (solution regions, exercise and
+  check cells, lab specs), documented there; ``labs`` and ``grade`` both use it;
+- :mod:`llmkit.course.labs`: ``llmkit labs build`` / ``llmkit labs check``;
+- :mod:`llmkit.course.grade`: ``llmkit grade`` (executes notebooks with nbclient);
 - :mod:`llmkit.course.notebooks`: ``llmkit notebooks execute|normalise|check-normalised``
   (the normal form is documented there);
 - :mod:`llmkit.course.checks`: the check functions that lab check cells call.

@@ -27,12 +27,17 @@ For each submitted notebook:
    cell that still does not parse is skipped. The submission's ``notes`` say what was
    left out, and which ``llmkit`` names the code imports (the library's own function
    is not an answer; the checks refuse it outright when it is submitted as is).
-3. **Execute** it with nbval in a subprocess (``python -m pytest --nbval-lax``,
-   ``LLMKIT_PROFILE=smoke``, ``LLMKIT_CHECK_SEED`` fixed per lab so that regrading
+3. **Execute** it with nbclient (:func:`run_graded`), in this process, cell by cell,
+   in a kernel of this environment started in a temporary folder
+   (``LLMKIT_PROFILE=smoke``, ``LLMKIT_CHECK_SEED`` fixed per lab so that regrading
    gives the same score (:func:`lab_seed`; an ``LLMKIT_CHECK_SEED`` already in the
-   environment wins), a per-cell timeout, in a temporary folder) with the plugin
-   :mod:`llmkit.course._nbval_plugin`, which records each cell's outcome and survives
-   timeouts, dead kernels and output floods.
+   environment wins)). A cell running past the per-cell timeout is interrupted; a
+   kernel that then does not answer (it swallows ``KeyboardInterrupt``, blocks in C)
+   is killed, and so is one that dies (``os._exit``, out of memory): a new kernel
+   replays the code cells that had passed, check cells excepted, so that later
+   exercises are still graded. The grader reads at most :data:`MAX_OUTPUT`
+   characters of output per cell, and the whole run has a budget, after which the
+   cells not reached fail.
 4. **Score**: an exercise earns the points of each of its check cells that passed: it
    raised nothing (according to the kernel's reply, not only its output) and printed
    its verdict line, one starting with ``✔``. Its message is the first failing
@@ -52,8 +57,10 @@ the checks. This is a self-assessment and homework tool, not a sandbox.
 from __future__ import annotations
 
 import ast
+import asyncio
 import copy
 import csv
+import inspect
 import json
 import os
 import re
@@ -64,21 +71,31 @@ import sys
 import tempfile
 import time
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from queue import Empty
 
 from nbformat import NotebookNode
-from nbformat.v4 import new_code_cell
+from nbformat.v4 import new_code_cell, new_output
 
 from .checks import SEED_ENV
-from .labs import LabError, LabSpec, is_check_cell, llmkit_meta, load_lab_spec, solution_files
+from .labformat import (
+    LabError,
+    LabSpec,
+    is_check_cell,
+    is_exercise_cell,
+    load_lab_spec,
+    solution_files,
+)
 from .notebooks import read_notebook
 
 __all__ = [
     "DEFAULT_TIMEOUT",
     "OUTPUT_CAP_SOURCE",
+    "MAX_OUTPUT",
+    "VERDICT",
     "CellResult",
     "RunResult",
     "ExerciseScore",
@@ -92,6 +109,8 @@ __all__ = [
     "collect_student_code",
     "make_graded_notebook",
     "run_graded",
+    "error_summary",
+    "has_verdict",
     "grade_file",
     "grade_paths",
     "expand_paths",
@@ -114,7 +133,7 @@ OUTPUT_TAIL = 10_000
 #: keeps only the last ``keep`` of the rest, printed with a note when the cell ends (a
 #: check's verdict line still gets through). It also keeps IPython from storing every
 #: write in its output history. Output written below Python (``os.write``, C code) is
-#: not seen here; the nbval plugin caps what it reads as well.
+#: not seen here; the grader caps what it reads as well (:data:`MAX_OUTPUT`).
 OUTPUT_CAP_SOURCE = f"""\
 # llmkit grade: cap what each cell prints, so that a print loop cannot flood the grader
 def _llmkit_cap_output(limit={OUTPUT_LIMIT}, keep={OUTPUT_TAIL}):
@@ -282,15 +301,6 @@ def identify_lab(nb: NotebookNode, path: str | Path, catalog: LabCatalog) -> str
 # --------------------------------------------------------------- student code
 
 
-def _is_exercise_cell(cell: NotebookNode) -> bool:
-    """An official exercise cell: ``metadata.llmkit.exercise``, not a check cell."""
-    return (
-        cell.get("cell_type") == "code"
-        and "exercise" in llmkit_meta(cell)
-        and not is_check_cell(cell)
-    )
-
-
 def _python(source: str) -> str:
     """``source`` with IPython syntax (magics, ``!cmd``, ``x?``) turned into Python."""
     try:
@@ -400,7 +410,7 @@ def _official_bindings(spec: LabSpec) -> tuple[set[str], dict[str, tuple]]:
     names: set[str] = set()
     imports: dict[str, tuple] = {}
     for cell in spec.nb.cells:
-        if cell.get("cell_type") != "code" or _is_exercise_cell(cell):
+        if cell.get("cell_type") != "code" or is_exercise_cell(cell):
             continue
         tree = _parse(cell.get("source", ""))
         if tree is None:
@@ -470,7 +480,7 @@ def collect_student_code(
             if twin is None or twin.get("source", "") != source:
                 changed_checks.append(index + 1)
             continue
-        plain = twin is not None and twin.get("cell_type") == "code" and not _is_exercise_cell(twin)
+        plain = twin is not None and twin.get("cell_type") == "code" and not is_exercise_cell(twin)
         if plain and twin.get("source", "") == source:
             continue  # an unchanged copy of an official cell: it runs as it is
         where = f"cell {index + 1}" + (f" (id {cid!r})" if cid else "")
@@ -554,7 +564,7 @@ def _graded(student: NotebookNode, spec: LabSpec) -> tuple[NotebookNode, list[st
     placed = False
     for cell in spec.nb.cells:
         c = copy.deepcopy(cell)
-        if _is_exercise_cell(c):
+        if is_exercise_cell(c):
             if not placed:
                 cells += submitted(c.get("id") or "exercise")
                 placed = True
@@ -607,98 +617,425 @@ class RunResult:
     error: str | None = None  # the run itself broke (no results at all)
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)  # what of the student's code was left out
+    restarts: int = 0  # kernels started after the first one died or hung
+
+
+#: The verdict mark a check cell's passing line starts with.
+VERDICT = "✔"
+#: Characters of output (stream text and rich display data together) the grader reads
+#: per cell; the rest is dropped, the kept text ending with a note.
+MAX_OUTPUT = 4_000_000
+#: Seconds a kernel gets, after a timed-out cell was interrupted, to answer again;
+#: a kernel that does not (it swallows ``KeyboardInterrupt``, blocks in C) is killed.
+KILL_GRACE = 5.0
+#: The budget of a graded run: ``BUDGET_PER_CELL`` seconds plus the per-cell timeout
+#: per code cell, plus ``BUDGET_BASE`` seconds; cells not reached by then fail.
+BUDGET_PER_CELL = 30.0
+BUDGET_BASE = 120.0
+#: Seconds to wait for a kernel to start.
+STARTUP_TIMEOUT = 120.0
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+_TIMEOUT_KEY = "llmkit_grade_timeout"
 
 
 def missing_tools() -> str | None:
     """Name the packages grading needs but cannot import (None if all are there)."""
     import importlib.util
 
-    gone = [m for m in ("pytest", "nbval") if importlib.util.find_spec(m) is None]
+    gone = [m for m in ("nbclient", "ipykernel") if importlib.util.find_spec(m) is None]
     return " and ".join(gone) or None
 
 
-def _subprocess_env(seed: int) -> dict[str, str]:
+def error_summary(ename: str, evalue: str) -> str:
+    """``<ename>: <first line>``, plus `` — <the line starting with hint:>`` if any."""
+    lines = [ln.strip() for ln in _ANSI.sub("", str(evalue)).splitlines() if ln.strip()]
+    if not lines:
+        return ename
+    hint = next((ln for ln in lines[1:] if ln.startswith("hint:")), None)
+    first = f"{ename}: {lines[0]}"
+    return f"{first} — {hint}" if hint else first
+
+
+def has_verdict(text: str) -> bool:
+    """Whether ``text`` has a line starting with the check's verdict mark ``✔``."""
+    return any(ln.startswith(VERDICT) for ln in _ANSI.sub("", text).splitlines())
+
+
+def _last_line(text: str) -> str:
+    lines = [ln.strip() for ln in _ANSI.sub("", text).splitlines() if ln.strip()]
+    return lines[-1] if lines else ""
+
+
+def _kernel_env(seed: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
     env["LLMKIT_PROFILE"] = "smoke"
     if not env.get(SEED_ENV, "").strip():
         env[SEED_ENV] = str(seed)
-    env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
-    env.setdefault("PYTHONIOENCODING", "utf-8")
     return env
 
 
-def _kill_pids(pids: Iterable[int]) -> None:
-    for pid in pids:
+def _grading_client_class():
+    from nbclient import NotebookClient
+
+    class GradingClient(NotebookClient):
+        """nbclient's client, reading at most ``max_output`` characters of output per
+        cell (see :data:`MAX_OUTPUT`; the kernel's own cap, :data:`OUTPUT_CAP_SOURCE`,
+        does not see what is written below Python). Of the stream text dropped it keeps
+        the last :data:`OUTPUT_TAIL` characters per stream and up to 100 verdict lines
+        (:meth:`finish_cell` adds them after the rest, when output was dropped), so a
+        check's verdict line still counts after a flood."""
+
+        def __init__(self, nb, max_output: int = MAX_OUTPUT, **kw):
+            super().__init__(nb, **kw)
+            self.max_output = max_output
+            self.start_cell()
+
+        def start_cell(self) -> None:
+            self.budget, self.dropped = self.max_output, 0
+            self.tails: dict[str, str] = {}
+            self.verdicts: dict[str, list[str]] = {}
+
+        def finish_cell(self, cell: NotebookNode) -> None:
+            for name, tail in self.tails.items():
+                note = f"\n[llmkit grade: {self.dropped:,} characters of output dropped]\n"
+                verdicts = "".join(f"\n{v}" for v in self.verdicts.get(name, []))
+                text = note + tail + verdicts + "\n"
+                cell.setdefault("outputs", []).append(new_output("stream", name=name, text=text))
+            self.tails = {}
+
+        def output(self, outs, msg, display_id, cell_index):
+            if not self._within_budget(msg):
+                return None
+            return super().output(outs, msg, display_id, cell_index)
+
+        def _drop(self, name: str, text: str) -> None:
+            self.dropped += len(text)
+            self.tails[name] = (self.tails.get(name, "") + text[-OUTPUT_TAIL:])[-OUTPUT_TAIL:]
+
+        def _note_verdicts(self, name: str, text: str) -> None:
+            # judged per message too: output written below Python (os.write) reaches
+            # the grader late and may run into the verdict line's start when joined
+            if VERDICT in text:
+                kept = self.verdicts.setdefault(name, [])
+                for line in text.splitlines():
+                    if len(kept) < 100 and has_verdict(line):
+                        kept.append(_ANSI.sub("", line)[:OUTPUT_TAIL].strip())
+
+        def _within_budget(self, msg: dict) -> bool:
+            kind = msg.get("msg_type")
+            content = msg.get("content") or {}
+            if kind == "stream":
+                text, name = content.get("text", ""), str(content.get("name", "stdout"))
+                if not isinstance(text, str):
+                    return True
+                self._note_verdicts(name, text)
+                if self.budget <= 0:
+                    self._drop(name, text)
+                    return False
+                if len(text) > self.budget:
+                    self._drop(name, text[self.budget :])
+                    content["text"] = text[: self.budget]
+                    self.budget = 0
+                    return True
+                self.budget -= len(text)
+                return True
+            if kind in ("display_data", "execute_result"):
+                data = content.get("data") or {}
+                size = sum(
+                    len(v) if isinstance(v, str) else len(json.dumps(v)) for v in data.values()
+                )
+                if size > self.budget:
+                    self.dropped += size
+                    self.budget = 0
+                    return False
+                self.budget -= size
+            elif kind == "error":  # always kept, but a huge traceback is cut
+                tb = content.get("traceback") or []
+                if sum(len(x) for x in tb) > OUTPUT_TAIL:
+                    content["traceback"] = [x[:OUTPUT_TAIL] for x in tb[-10:]]
+            return True
+
+    return GradingClient
+
+
+class _Kernel:
+    """One graded run's kernel, run by nbclient: replaced when it dies or hangs."""
+
+    def __init__(self, nb: NotebookNode, env: dict[str, str], cwd: str, timeout: float):
+        self.nb, self.env, self.cwd, self.timeout = nb, env, cwd, timeout
+        self.client = None
+        self.reply: dict | None = None
+        self.pids: list[int] = []
+        self.restarts = 0
+
+    async def start(self) -> None:
+        from .notebooks import current_env_kernel_manager
+
+        self.client = _grading_client_class()(
+            self.nb,
+            km=current_env_kernel_manager(),
+            timeout=self.timeout,
+            interrupt_on_timeout=True,
+            # with interrupt_on_timeout, nbclient answers a timed-out cell with this reply
+            # once it has interrupted the kernel (instead of waiting for the kernel's)
+            error_on_timeout={"ename": "TimeoutError", "evalue": "", _TIMEOUT_KEY: True},
+            allow_errors=True,
+            startup_timeout=STARTUP_TIMEOUT,
+            shutdown_kernel="immediate",
+            record_timing=False,
+            store_widget_state=False,
+            resources={"metadata": {"path": self.cwd}},
+            on_cell_executed=self._on_reply,
+        )
+        # the kernel's own stdout/stderr (os.write to fd 1, C code) go nowhere: ipykernel
+        # forwards what matters as messages, and they would flood the grader's terminal
+        await self.client.async_start_new_kernel(
+            env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        pid = self._pid()
+        if pid:
+            self.pids.append(pid)
+        await self.client.async_start_new_kernel_client()
+
+    def _on_reply(self, cell, cell_index, execute_reply) -> None:
+        self.reply = execute_reply
+
+    def _pid(self) -> int | None:
+        km = getattr(self.client, "km", None)
+        prov = getattr(km, "provisioner", None)
+        pid = getattr(prov, "pid", None)
+        if pid is None:
+            pid = getattr(getattr(prov, "process", None), "pid", None)
+        return pid
+
+    async def alive(self) -> bool:
         try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
+            return bool(self.client is not None and await self.client.km.is_alive())
+        except Exception:  # noqa: BLE001 - a broken manager is a dead kernel
+            return False
+
+    async def stop(self) -> None:
+        """Kill the kernel (its whole process group: it runs in a session of its own)."""
+        client, self.client = self.client, None
+        for pid in self.pids:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        self.pids = []
+        if client is None:
+            return
+        for step in (
+            lambda: client.km.shutdown_kernel(now=True),
+            lambda: client.km.cleanup_resources(),
+            lambda: client.kc.stop_channels() if client.kc is not None else None,
+        ):
+            try:
+                await asyncio.wait_for(_maybe_await(step()), 10)
+            except Exception:  # noqa: BLE001 - best effort: the processes are gone
+                pass
+
+    async def restart(self, replay: Sequence[str], deadline: float) -> None:
+        """A new kernel, with ``replay`` (sources of cells that had passed) run in it."""
+        await self.stop()
+        self.restarts += 1
+        await asyncio.wait_for(self.start(), STARTUP_TIMEOUT + 10)
+        for source in replay:
+            if time.monotonic() > deadline:
+                return
+            outcome = await self.run_source(source, min(self.timeout, deadline - time.monotonic()))
+            if outcome == "dead" or (outcome == "timeout" and not await self.responsive()):
+                await self.stop()
+                await self.start()  # a bare kernel: what failed once fails again
+                return
+
+    async def run_source(self, source: str, timeout: float, *, silent: bool = False) -> str:
+        """Run ``source`` outside nbclient's cell bookkeeping: ``ok``, ``error``,
+        ``timeout`` (the kernel was interrupted) or ``dead``."""
+        from jupyter_core.utils import ensure_async
+
+        kc = self.client.kc
+        msg_id = await ensure_async(
+            kc.execute(source, silent=silent, store_history=False, allow_stdin=False)
+        )
+        deadline = time.monotonic() + max(0.0, timeout)
+        while True:
+            wait = min(1.0, deadline - time.monotonic())
+            if wait <= 0:
+                await _maybe_await(self.client.km.interrupt_kernel())
+                return "timeout"
+            try:
+                msg = await ensure_async(kc.shell_channel.get_msg(timeout=wait))
+            except Empty:
+                if not await self.alive():
+                    return "dead"
+                continue
+            if msg["parent_header"].get("msg_id") == msg_id:
+                return "ok" if msg["content"].get("status") == "ok" else "error"
+
+    async def responsive(self, grace: float = KILL_GRACE) -> bool:
+        """Whether the kernel answers within ``grace`` seconds (after an interrupt)."""
+        if not await self.alive():
+            return False
+        try:
+            return await self.run_source("", grace, silent=True) != "timeout" and await self.alive()
+        except Exception:  # noqa: BLE001
+            return False
+
+    async def run_cell(self, cell: NotebookNode, index: int, check: bool) -> dict:
+        """Execute ``nb.cells[index]``; its record (outcome, message, timed_out)."""
+        from nbclient.exceptions import DeadKernelError
+
+        client = self.client
+        client.start_cell()
+        self.reply = None
+        try:
+            await client.async_execute_cell(cell, index)
+            client.finish_cell(cell)
+        except DeadKernelError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # nbclient turns a cancellation (Ctrl-C, the run's budget) into this
+                raise asyncio.CancelledError from None
+            return _record(False, "the kernel died while running this cell")
+        except Exception as exc:  # noqa: BLE001 - nbclient or the connection broke
+            await self.stop()
+            return _record(False, f"{type(exc).__name__}: {_first_line(exc)}".rstrip(": "))
+        content = (self.reply or {}).get("content") or {}
+        if content.get(_TIMEOUT_KEY):
+            if not await self.responsive():
+                await self.stop()  # it swallowed the interrupt or blocks in C
+            return _record(False, f"timed out after {self.timeout:g} s", timed_out=True)
+        outputs = cell.get("outputs", [])
+        stdout = "".join(
+            o.get("text", "")
+            for o in outputs
+            if o.get("output_type") == "stream" and o.get("name") == "stdout"
+        )
+        errors = [o for o in outputs if o.get("output_type") == "error"]
+        if content.get("status") == "error":
+            # the reply says so even when a custom exception handler hid the traceback
+            ename, evalue = content.get("ename"), content.get("evalue")
+            if not ename and errors:
+                ename, evalue = errors[-1].get("ename"), errors[-1].get("evalue")
+            return _record(False, error_summary(str(ename or "Error"), str(evalue or "")))
+        if content.get("status") == "aborted":
+            return _record(False, "the kernel aborted this cell")
+        if errors:
+            return _record(
+                False, error_summary(str(errors[-1].get("ename")), str(errors[-1].get("evalue")))
+            )
+        if check and not (has_verdict(stdout) or client.verdicts.get("stdout")):
+            why = f"the check printed no verdict line (one starting with {VERDICT})"
+            return _record(False, why)
+        return _record(True, _last_line(stdout))
+
+
+def _record(passed: bool, message: str, timed_out: bool = False) -> dict:
+    return {"passed": passed, "message": message, "timed_out": timed_out}
+
+
+async def _maybe_await(value):
+    if inspect.isawaitable(value):
+        return await value
+    return value
+
+
+async def _execute(
+    graded: NotebookNode,
+    seed: int,
+    timeout: float,
+    budget: float,
+    cwd: str,
+    records: dict[int, dict],
+) -> tuple[str | None, int]:
+    """Run the code cells of ``graded`` in order, filling ``records`` (by code-cell
+    position) as they end; returns (why the run stopped early or None, kernel restarts).
+    """
+    deadline = time.monotonic() + budget
+    kernel = _Kernel(graded, _kernel_env(seed), cwd, timeout)
+    replay: list[str] = []
+    stopped: str | None = None
+    try:
+        try:
+            await asyncio.wait_for(kernel.start(), STARTUP_TIMEOUT + 10)
+        except Exception as exc:  # noqa: BLE001
+            raise _NoKernel(f"could not start a kernel: {type(exc).__name__}: {exc}") from exc
+        code = [(i, c) for i, c in enumerate(graded.cells) if c.get("cell_type") == "code"]
+        for k, (index, cell) in enumerate(code):
+            if time.monotonic() > deadline:
+                stopped = f"not run: grading stopped after {budget:g} s"
+                break
+            if not await kernel.alive():
+                try:
+                    await asyncio.wait_for(
+                        kernel.restart(replay, deadline), STARTUP_TIMEOUT + 10 + budget
+                    )
+                except Exception as exc:  # noqa: BLE001
+                    stopped = f"not run: could not start a new kernel: {type(exc).__name__}"
+                    break
+            check = is_check_cell(cell)
+            records[k] = await kernel.run_cell(cell, index, check)
+            if records[k]["passed"] and not check:
+                replay.append(cell.get("source", ""))
+    finally:
+        await kernel.stop()
+    return stopped, kernel.restarts
+
+
+class _NoKernel(RuntimeError):
+    pass
+
+
+def _run_coroutine(coro):
+    """Run ``coro`` to completion, also from a thread whose event loop is running
+    (Jupyter)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 def run_graded(nb: NotebookNode, spec: LabSpec, *, timeout: float = DEFAULT_TIMEOUT) -> RunResult:
-    """Execute the graded notebook of ``nb`` (:func:`make_graded_notebook`) under nbval."""
+    """Execute the graded notebook of ``nb`` (:func:`make_graded_notebook`) with nbclient.
+
+    Cells run one at a time in a kernel of this environment (``LLMKIT_PROFILE=smoke``,
+    ``LLMKIT_CHECK_SEED`` from :func:`lab_seed` unless set), in a temporary folder. A
+    cell running past ``timeout`` seconds is interrupted; a kernel that then does not
+    answer within :data:`KILL_GRACE` seconds, or that dies, is replaced by a new one in
+    which the code cells that had passed (check cells excepted) are run again. The
+    whole run stops after ``timeout +`` :data:`BUDGET_PER_CELL` seconds per code cell
+    plus :data:`BUDGET_BASE`; cells not reached count as failed.
+    """
     graded, notes = _graded(nb, spec)
     code_cells = [c for c in graded.cells if c.get("cell_type") == "code"]
     official = spec.check_ids
     run = RunResult(notes=notes)
+    budget = len(code_cells) * (timeout + BUDGET_PER_CELL) + BUDGET_BASE
+    start = time.monotonic()
+    records: dict[int, dict] = {}
     with tempfile.TemporaryDirectory(prefix="llmkit-grade-") as tmp:
-        tmpdir = Path(tmp)
-        nb_path = tmpdir / "submission.ipynb"
-        # plain JSON: nbformat.writes would "repair" odd student ids at random
-        nb_path.write_text(json.dumps(graded, ensure_ascii=False, indent=1), encoding="utf-8")
-        ini = tmpdir / "pytest.ini"
-        ini.write_text("[pytest]\n", encoding="utf-8")
-        results = tmpdir / "results.json"
-        cmd = [sys.executable, "-m", "pytest", "-q", "-c", str(ini), "--rootdir", str(tmpdir)]
-        cmd += ["-p", "no:cacheprovider", "-p", "nbval.plugin"]
-        cmd += ["-p", "llmkit.course._nbval_plugin", f"--llmkit-results={results}"]
-        cmd += ["--nbval-lax", "--nbval-current-env", f"--nbval-cell-timeout={timeout:g}"]
-        cmd.append(str(nb_path))
-        budget = len(code_cells) * (timeout + 30) + 120
-        proc = subprocess.Popen(
-            cmd,
-            cwd=tmpdir,
-            env=_subprocess_env(lab_seed(spec.name)),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-        start = time.monotonic()
+        run_all = _execute(graded, lab_seed(spec.name), timeout, budget, tmp, records)
         try:
-            log, _ = proc.communicate(timeout=budget)
-            killed = False
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            log, _ = proc.communicate()
-            killed = True
-        run.seconds = time.monotonic() - start
-        data = {"cells": [], "kernel_pids": []}
-        if results.exists():
-            try:
-                data = json.loads(results.read_text(encoding="utf-8"))
-            except ValueError:
-                pass
-        if killed:
-            _kill_pids(data.get("kernel_pids", []))
-    records = {r["index"]: r for r in data.get("cells", [])}
-    if not records:
-        tail = "\n".join((log or "").strip().splitlines()[-15:])
-        run.error = f"nbval produced no results (pytest exit {proc.returncode})\n{tail}"
-    why_missing = f"not run: grading stopped after {budget:g} s" if killed else "not run"
+            # the budget is checked between cells; this is the net under it
+            stopped, run.restarts = _run_coroutine(
+                asyncio.wait_for(run_all, budget + 2 * STARTUP_TIMEOUT + 60)
+            )
+        except _NoKernel as exc:
+            stopped, run.error = "not run", str(exc)
+        except TimeoutError:
+            stopped = f"not run: grading stopped after {budget:g} s"
+    run.seconds = time.monotonic() - start
+    why_missing = stopped or "not run"
     for index, cell in enumerate(code_cells):
         rec = records.get(index)
         cid = cell.get("id")
-        if rec is None:
-            result = CellResult(False, why_missing)
-        else:
-            passed = rec["outcome"] == "passed"
-            if cid in official and passed and not rec.get("verdict"):
-                passed = False  # the plugin says so too; be sure
-            result = CellResult(passed, rec.get("message", ""), rec["timed_out"])
+        result = CellResult(False, why_missing) if rec is None else CellResult(**rec)
         if cid in official:
             run.checks[cid] = result
-        elif rec is not None and rec["outcome"] == "failed":
+        elif rec is not None and not rec["passed"]:
             run.other_failures.append(f"code cell {index + 1} (id {cid!r}): {result.message}")
     return run
 
