@@ -188,7 +188,7 @@ def merge_heads(x):
     return x.reshape(x.shape[0], x.shape[2], -1)
 def multi_head_attention(x, w_qkv, b_qkv, w_proj, b_proj, n_heads):
     q, k, v = (split_heads(a, n_heads) for a in (x @ w_qkv.T + b_qkv).chunk(3, -1))
-    return merge_heads(attention(q, k, v, causal_mask(x.shape[1]))) @ w_proj.T + b_proj
+    return merge_heads(attention(q, k, v, mask=causal_mask(t=x.shape[1]))) @ w_proj.T + b_proj
 def transformer_block(x, p, n_heads):
     ln = lambda z, n: F.layer_norm(z, z.shape[-1:], p[n + '.weight'], p[n + '.bias'])
     y = x + multi_head_attention(ln(x, 'ln_1'), *(p[n] for n in QKV), n_heads)

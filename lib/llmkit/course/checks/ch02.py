@@ -56,8 +56,8 @@ _TORCH_LAYERS = [
 ]
 #: The student's earlier answers, replaced by references in the later exercises.
 _HELPERS = {
-    "causal_mask": "llmkit.nn:causal_mask",
-    "attention": "llmkit.nn:attention",
+    "causal_mask": f"{_REF}:causal_mask",
+    "attention": f"{_REF}:attention",
     "split_heads": f"{_REF}:split_heads",
     "merge_heads": f"{_REF}:merge_heads",
 }
