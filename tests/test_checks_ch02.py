@@ -1,349 +1,206 @@
-"""The chapter-02 lab checks: they pass on correct answers, fail with the right hint on
-subtly wrong ones, refuse llmkit's own functions and let an unfinished stub through."""
+"""Lab 02's checks, beyond the generic tests of tests/test_checks.py: each catalogued slip
+fails with its hint, PyTorch's and llmkit's attention are off limits (the lab imports
+``MultiHeadAttention`` and ``Block``), and the later exercises are graded on their own."""
 
 from __future__ import annotations
 
-import functools
 import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from einops import rearrange
+from torch import nn
 
 import llmkit.nn
 from llmkit.course.checks import ch02
 
-# ---------------------------------------------------------------------------- answers
-# Written out here (not llmkit's objects, which the checks refuse).
+# Answers, right and wrong (one keyword per slip), written out here: llmkit's objects and
+# the checks' references are off limits.
+QKV = ("attn.qkv.weight", "attn.qkv.bias", "attn.proj.weight", "attn.proj.bias")
 
 
 def causal_mask(t):
-    return torch.tril(torch.ones(t, t, dtype=torch.bool))
+    return torch.ones(t, t, dtype=torch.bool).tril()
 
 
-def attention(q, k, v, mask=None):
-    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
-    if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
-    return torch.softmax(scores, dim=-1) @ v
+def attention(q, k, v, mask=None, scale=None, dim=-1, masked=-math.inf, after=False):
+    scores = q @ k.transpose(-2, -1) / math.sqrt(scale(q, v) if scale else q.shape[-1])
+    if mask is not None and not after:
+        scores = scores.masked_fill(~mask, masked)
+    w = torch.softmax(scores, dim=dim)
+    return (w.masked_fill(~mask, 0.0) if mask is not None and after else w) @ v
 
 
-def split_heads(x, n_heads):
-    b, t, hd = x.shape
-    return x.view(b, t, n_heads, hd // n_heads).transpose(1, 2)
+def mha(x, w_qkv, b_qkv, w_proj, b_proj, h, layout="three h d", causal=True, **kw):
+    q, k, v = rearrange(x @ w_qkv.T + b_qkv, f"b t ({layout}) -> three b h t d", three=3, h=h)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(kw.get("width") or q.shape[-1])
+    if causal:
+        scores = scores.masked_fill(~causal_mask(x.shape[1]), -math.inf)
+    y = rearrange(torch.softmax(scores, -1) @ v, "b h t d -> b t (h d)")
+    return y @ w_proj.T + b_proj if kw.get("project", True) else y
 
 
-def merge_heads(x):
-    b, h, t, d = x.shape
-    return x.transpose(1, 2).reshape(b, t, h * d)
+def block(x, p, h, post=False, res=(1, 1), act="tanh", causal=True, parallel=False, **kw):
+    def ln(z, n):
+        if kw.get("unbiased"):
+            z = (z - z.mean(-1, keepdim=True)) / (z.var(-1, keepdim=True) + 1e-5).sqrt()
+            return z * p[n + ".weight"] + p[n + ".bias"]
+        return F.layer_norm(z, z.shape[-1:], p[n + ".weight"], p[n + ".bias"], eps=1e-5)
+
+    def mlp(z):
+        z = z @ p["mlp.fc.weight"].T + p["mlp.fc.bias"]
+        z = z.relu() if act == "relu" else F.gelu(z, approximate=act)
+        return z @ p["mlp.proj.weight"].T + p["mlp.proj.bias"]
+
+    att = kw.get("attend") or (lambda z: mha(z, *(p[n] for n in QKV), h, causal=causal))
+    if post:
+        y = ln(x + att(x), "ln_1")
+        return ln(y + mlp(y), "ln_2")
+    y = x * res[0] + att(ln(x, "ln_1"))
+    return y * res[1] + mlp(ln(x if parallel else y, "ln_2"))
 
 
-def multi_head_attention(x, w_qkv, b_qkv, w_proj, b_proj, n_heads):
-    q, k, v = (x @ w_qkv.T + b_qkv).chunk(3, dim=-1)
-    q, k, v = (split_heads(a, n_heads) for a in (q, k, v))
-    y = attention(q, k, v, causal_mask(x.shape[1]))
-    return merge_heads(y) @ w_proj.T + b_proj
+def with_(fn, **kw):
+    return lambda *args: fn(*args, **kw)
 
 
-def mha_inline(x, w_qkv, b_qkv, w_proj, b_proj, n_heads):
-    """The same without helpers, in float32 (the checks allow 1e-5)."""
-    x, w_qkv, b_qkv, w_proj, b_proj = (a.float() for a in (x, w_qkv, b_qkv, w_proj, b_proj))
-    t = x.shape[1]
-    q, k, v = rearrange(x @ w_qkv.T + b_qkv, "b t (three h d) -> three b h t d", three=3, h=n_heads)
-    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
-    future = torch.triu(torch.ones(t, t, dtype=torch.bool), 1)
-    y = torch.softmax(scores.masked_fill(future, -1e9), dim=-1) @ v
-    return rearrange(y, "b h t d -> b t (h d)") @ w_proj.T + b_proj
-
-
-def attention_renormalised(q, k, v, mask=None):
-    """Mask after the softmax, then renormalise: mathematically the same, so correct."""
-    w = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)
-    if mask is not None:
-        w = w * mask
-        w = w / w.sum(dim=-1, keepdim=True)
-    return w @ v
-
-
-CORRECT = {
-    "check_causal_mask": [causal_mask, lambda t: torch.ones(t, t).tril().bool()],
-    "check_attention": [attention, attention_renormalised],
-    "check_split_heads": [split_heads, lambda x, n: rearrange(x, "b t (h d) -> b h t d", h=n)],
-    "check_merge_heads": [merge_heads, lambda x: rearrange(x, "b h t d -> b t (h d)")],
-    "check_multi_head_attention": [multi_head_attention, mha_inline],
-}
-
-
-@pytest.mark.parametrize(
-    ("check", "index"), [(c, i) for c, fns in CORRECT.items() for i in range(len(fns))]
-)
-@pytest.mark.parametrize("seed", [None, 0, 1])
-def test_checks_pass_on_correct_answers(check, index, seed, capsys):
-    getattr(ch02, check)(CORRECT[check][index], seed=seed)
-    out = capsys.readouterr().out
-    assert out.count("\n") == 1 and out.startswith("✔ ") and "match" in out
-
-
-# ---------------------------------------------------------------------------- mistakes
-
-
-def _attention_with(scale=None, mask_after_softmax=False, dim=-1, inverted=False, zero=False):
-    def wrong(q, k, v, mask=None):
-        d = q.shape[-1] if scale is None else scale(q, v)
-        scores = q @ k.transpose(-2, -1) / math.sqrt(d)
-        if mask is not None and inverted:
-            mask = ~mask
-        if mask is not None and not mask_after_softmax:
-            scores = scores.masked_fill(~mask, 0.0 if zero else float("-inf"))
-        w = torch.softmax(scores, dim=dim)
-        if mask is not None and mask_after_softmax:
-            w = w.masked_fill(~mask, 0.0)
-        return w @ v
-
-    return wrong
-
-
-def _attention_batch_t(q, k, v, mask=None):
-    """``k.T`` reverses *all* dimensions: right for 2-D inputs only."""
-    scores = q @ k.T / math.sqrt(q.shape[-1])
-    if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
-    return torch.softmax(scores, dim=-1) @ v
-
-
-def _mha_with(layout="three h d", causal=True, scale=None, project=True):
-    def wrong(x, w_qkv, b_qkv, w_proj, b_proj, n_heads):
-        t, d_model = x.shape[1], x.shape[2]
-        qkv = x @ w_qkv.T + b_qkv
-        q, k, v = rearrange(qkv, f"b t ({layout}) -> three b h t d", three=3, h=n_heads)
-        scores = q @ k.transpose(-2, -1) / math.sqrt(scale or q.shape[-1])
-        if causal:
-            scores = scores.masked_fill(~causal_mask(t), float("-inf"))
-        y = rearrange(torch.softmax(scores, dim=-1) @ v, "b h t d -> b t (h d)")
-        del d_model
-        return y @ w_proj.T + b_proj if project else y
-
-    return wrong
-
-
-def _mha_transposed_heads(x, w_qkv, b_qkv, w_proj, b_proj, n_heads):
-    b, t, _ = x.shape
-    q, k, v = (x @ w_qkv.T + b_qkv).chunk(3, dim=-1)
-    q, k, v = (a.reshape(b, n_heads, t, -1) for a in (q, k, v))  # no transpose
-    y = attention(q, k, v, causal_mask(t))
-    return y.reshape(b, t, -1) @ w_proj.T + b_proj
-
-
-WRONG = [
-    # causal mask
-    ("check_causal_mask", lambda t: torch.triu(torch.ones(t, t, dtype=torch.bool)), "transposed"),
-    ("check_causal_mask", lambda t: ~causal_mask(t), "True means"),
-    ("check_causal_mask", lambda t: torch.tril(torch.ones(t, t, dtype=torch.bool), -1), "itself"),
-    ("check_causal_mask", lambda t: torch.tril(torch.ones(t, t)), "bool"),
-    ("check_causal_mask", lambda t: None, "return"),
-    # attention
-    ("check_attention", _attention_with(scale=lambda q, v: 1.0), "sqrt\\(d\\)"),
-    ("check_attention", _attention_with(scale=lambda q, v: q.shape[-1] ** 2), "not by d"),
-    ("check_attention", _attention_with(scale=lambda q, v: v.shape[-1]), "value width"),
-    ("check_attention", _attention_with(mask_after_softmax=True), "before\\* the softmax"),
-    ("check_attention", _attention_with(dim=-2), "over the keys"),
-    ("check_attention", _attention_with(inverted=True), "may attend"),
-    ("check_attention", _attention_with(zero=True), "-inf, not 0"),
-    ("check_attention", lambda q, k, v, mask=None: attention(q, k, v), "ignored the mask"),
-    ("check_attention", _attention_batch_t, "raised|transpose"),
-    # heads
-    ("check_split_heads", lambda x, n: x.reshape(x.shape[0], n, x.shape[1], -1), "reshape alone"),
-    ("check_split_heads", lambda x, n: rearrange(x, "b t (h d) -> b t h d", h=n), "before the"),
-    ("check_split_heads", lambda x, n: rearrange(x, "b t (d h) -> b h t d", h=n), "\\(d h\\)"),
-    ("check_merge_heads", lambda x: x.reshape(x.shape[0], x.shape[2], -1), "reshape alone"),
-    ("check_merge_heads", lambda x: rearrange(x, "b h t d -> b t (d h)"), "\\(d h\\)"),
-    # multi-head attention
-    ("check_multi_head_attention", _mha_with(causal=False), "causal mask"),
-    ("check_multi_head_attention", _mha_with(project=False), "output projection"),
-    ("check_multi_head_attention", _mha_with(scale=-1), "sqrt\\(head_dim\\)"),
-    ("check_multi_head_attention", _mha_with(layout="h three d"), "\\(three, heads, head_dim\\)"),
-    ("check_multi_head_attention", _mha_with(layout="three d h"), "\\(three, heads, head_dim\\)"),
-    ("check_multi_head_attention", _mha_transposed_heads, "wrong values"),
+SLIPS = [
+    ("causal_mask", lambda t: causal_mask(t).T, "transposed"),
+    ("causal_mask", lambda t: ~causal_mask(t), "True means"),
+    ("causal_mask", lambda t: causal_mask(t).tril(-1), "attend to itself"),
+    ("attention", with_(attention, scale=lambda q, v: 1), r"by sqrt\(d\), d = q"),
+    ("attention", with_(attention, scale=lambda q, v: q.shape[-1] ** 2), "not by d"),
+    ("attention", with_(attention, scale=lambda q, v: v.shape[-1]), "value width"),
+    ("attention", with_(attention, dim=-2), "over the keys"),
+    ("attention", with_(attention, after=True), r"\*before\* the softmax"),
+    ("attention", with_(attention, masked=0.0), "-inf, not 0"),
+    ("attention", lambda q, k, v, mask=None: attention(q, k, v), "ignored the mask"),
+    ("split_heads", lambda x, n: x.reshape(x.shape[0], n, x.shape[1], -1), "reshape alone"),
+    ("split_heads", lambda x, n: rearrange(x, "b t (h d) -> b t h d", h=n), "before the pos"),
+    ("split_heads", lambda x, n: rearrange(x, "b t (d h) -> b h t d", h=n), r"\(d h\)"),
+    ("merge_heads", lambda x: x.reshape(x.shape[0], x.shape[2], -1), "reshape alone"),
+    ("merge_heads", lambda x: rearrange(x, "b h t d -> b t (d h)"), r"\(d h\)"),
+    ("multi_head_attention", with_(mha, causal=False), "apply the causal mask"),
+    ("multi_head_attention", with_(mha, project=False), "output projection"),
+    ("multi_head_attention", lambda x, *a: mha(x, *a, width=x.shape[-1]), "not by sqrt"),
+    ("multi_head_attention", with_(mha, layout="h three d"), r"\(three, heads, head_dim\)"),
+    ("multi_head_attention", with_(mha, layout="three d h"), r"\(three, heads, head_dim\)"),
+    ("transformer_block", with_(block, post=True), "pre-LN"),
+    ("transformer_block", with_(block, res=(0, 1)), "residual connection"),
+    ("transformer_block", with_(block, res=(1, 0)), "residual connection"),
+    ("transformer_block", with_(block, act="relu"), "not ReLU"),
+    ("transformer_block", with_(block, act="none"), "tanh approximation"),
+    ("transformer_block", with_(block, causal=False), "attention is causal"),
+    ("transformer_block", with_(block, parallel=True), r"LN_2\(y\), not"),
+    ("transformer_block", with_(block, unbiased=True), "biased variance"),
 ]
 
 
-@pytest.mark.filterwarnings("ignore:The use of `x.T`")
-@pytest.mark.parametrize(("check", "wrong", "hint"), WRONG)
-@pytest.mark.parametrize("seed", [None, 0])
-def test_checks_fail_on_subtly_wrong_answers(check, wrong, hint, seed, capsys):
-    if hint == "sqrt\\(head_dim\\)":
-        # scale by sqrt(d_model): built here because the wrong answer needs d_model
-        def wrong(x, w_qkv, b_qkv, w_proj, b_proj, n_heads):  # noqa: F811
-            return _mha_with(scale=x.shape[-1])(x, w_qkv, b_qkv, w_proj, b_proj, n_heads)
-
+@pytest.mark.parametrize(("exercise", "wrong", "hint"), SLIPS)
+def test_each_slip_fails_with_its_hint(exercise, wrong, hint, capsys):
     with pytest.raises(AssertionError, match=hint) as info:
-        getattr(ch02, check)(wrong, seed=seed)
-    message = str(info.value)
-    assert message.startswith(check.removeprefix("check_") + ":")
-    assert "hint:" in message and "input:" in message
+        getattr(ch02, f"check_{exercise}")(wrong, seed=0)
+    assert str(info.value).startswith(f"{exercise}:")
     assert capsys.readouterr().out == ""
 
 
-def test_attention_hint_on_an_unscaled_answer_reads_well():
-    with pytest.raises(AssertionError) as info:
-        ch02.check_attention(_attention_with(scale=lambda q, v: 1.0), seed=0)
-    lines = str(info.value).splitlines()
-    assert lines[0].startswith("attention: wrong values (max abs difference ")
-    assert lines[-1] == (
-        "  hint: divide the scores q @ k^T by sqrt(d), d = q.shape[-1], before the softmax"
+def test_float32_and_renormalised_answers_pass():
+    def renormalised(q, k, v, mask=None):
+        w = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), -1)
+        return (w if mask is None else w * mask / (w * mask).sum(-1, keepdim=True)) @ v
+
+    ch02.check_attention(renormalised, seed=1)
+    ch02.check_multi_head_attention(lambda *a: mha(*(t.float() for t in a[:-1]), a[-1]))
+    ch02.check_transformer_block(
+        lambda x, p, h: block(x.float(), {k: v.float() for k, v in p.items()}, h), seed=1
     )
 
 
-# ---------------------------------------------------------------------------- the library
+def _mha_torch(x, w_qkv, b_qkv, w_proj, b_proj, h):
+    layer = nn.MultiheadAttention(x.shape[-1], h, batch_first=True, dtype=x.dtype)
+    names = ("in_proj_weight", "in_proj_bias", "out_proj.weight", "out_proj.bias")
+    layer.load_state_dict(dict(zip(names, (w_qkv, b_qkv, w_proj, b_proj), strict=True)))
+    return layer(x, x, x, attn_mask=~causal_mask(x.shape[1]), need_weights=False)[0]
 
 
-LIBRARY = {
-    "check_causal_mask": llmkit.nn.causal_mask,
-    "check_attention": llmkit.nn.attention,
-    "check_split_heads": ch02.reference_split_heads,
-    "check_merge_heads": ch02.reference_merge_heads,
-    "check_multi_head_attention": ch02.reference_multi_head_attention,
-}
+def _mha_llmkit(x, w_qkv, b_qkv, w_proj, b_proj, h):
+    layer = llmkit.nn.MultiHeadAttention(x.shape[-1], h).to(x.dtype)
+    names = ("qkv.weight", "qkv.bias", "proj.weight", "proj.bias")
+    layer.load_state_dict(dict(zip(names, (w_qkv, b_qkv, w_proj, b_proj), strict=True)))
+    return layer(x)[0]
 
 
-@pytest.mark.parametrize("check", sorted(LIBRARY))
-def test_checks_refuse_llmkits_own_function(check, capsys):
-    fn = LIBRARY[check]
-    name = check.removeprefix("check_")
-    message = f"^{name}: this is llmkit's own function; write your own implementation$"
-    for submitted in (fn, functools.partial(fn), functools.wraps(fn)(lambda *a: fn(*a))):
-        with pytest.raises(AssertionError, match=message):
-            getattr(ch02, check)(submitted, seed=0)
-    assert capsys.readouterr().out == ""
+def _block_llmkit(x, p, h):
+    layer = llmkit.nn.Block(x.shape[-1], h, hidden=p["mlp.fc.weight"].shape[0]).to(x.dtype)
+    layer.load_state_dict(p)
+    return layer(x)[0]
 
 
-def test_multi_head_check_refuses_the_module_class():
-    with pytest.raises(AssertionError, match="llmkit's own"):
-        ch02.check_multi_head_attention(llmkit.nn.MultiHeadAttention, seed=0)
+def _mha_sdpa(x, w_qkv, b_qkv, w_proj, b_proj, h):
+    q, k, v = rearrange(x @ w_qkv.T + b_qkv, "b t (three h d) -> three b h t d", three=3, h=h)
+    y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    return rearrange(y, "b h t d -> b t (h d)") @ w_proj.T + b_proj
 
 
-def _not_implemented(*args):
-    raise NotImplementedError("exercise")
+SHORTCUTS = [
+    ("causal_mask", llmkit.nn.causal_mask, "llmkit.nn"),
+    ("attention", llmkit.nn.attention, "llmkit.nn"),
+    ("attention", with_(F.scaled_dot_product_attention), "functional.scaled_dot_product_attention"),
+    ("multi_head_attention", _mha_sdpa, "scaled_dot_product_attention"),
+    ("multi_head_attention", _mha_torch, "torch.nn.MultiheadAttention"),
+    ("multi_head_attention", _mha_llmkit, "llmkit.nn"),
+    (
+        "multi_head_attention",
+        lambda x, w, b, w2, b2, h: F.multi_head_attention_forward(
+            x, x, x, x.shape[-1], h, w, b, None, None, False, 0.0, w2, b2
+        ),
+        "_forward",
+    ),
+    ("transformer_block", _block_llmkit, "llmkit.nn"),
+    (
+        "transformer_block",
+        lambda x, p, h: block(x, p, h, attend=lambda z: _mha_torch(z, *(p[n] for n in QKV), h)),
+        "MultiheadAttention",
+    ),
+    ("transformer_block", lambda x, p, h: nn.TransformerEncoderLayer(4, 1)(x), "EncoderLayer"),
+]
 
 
-@pytest.mark.parametrize("check", sorted(LIBRARY))
-def test_checks_let_not_implemented_through(check):
-    with pytest.raises(NotImplementedError):
-        getattr(ch02, check)(_not_implemented)
+@pytest.mark.parametrize(("exercise", "shortcut", "label"), SHORTCUTS)
+def test_library_attention_is_off_limits(exercise, shortcut, label):
+    with pytest.raises(AssertionError, match=f"must be written without .*{label}"):
+        getattr(ch02, f"check_{exercise}")(shortcut, seed=0)
 
 
-def test_crash_becomes_a_hint():
-    def crashes(q, k, v, mask=None):
-        return q @ k  # wrong shapes for q @ k (no transpose)
-
-    with pytest.raises(AssertionError, match="your function raised RuntimeError") as info:
-        ch02.check_attention(crashes, seed=0)
-    assert "hint:" in str(info.value)
-
-
-def test_modifying_inputs_is_reported():
-    def in_place(q, k, v, mask=None):
-        q /= math.sqrt(q.shape[-1])
-        scores = q @ k.transpose(-2, -1)
-        if mask is not None:
-            scores = scores.masked_fill(~mask, float("-inf"))
-        return torch.softmax(scores, dim=-1) @ v
-
-    with pytest.raises(AssertionError, match="modified its inputs"):
-        ch02.check_attention(in_place, seed=0)
-
-
-# ---------------------------------------------------------------------------- isolation
-
-
-def test_multi_head_check_grades_it_with_the_reference_helpers(capsys):
-    """The student's mha calls their own (wrong) helpers: mha keeps its points, and the
-    helpers are back in place afterwards."""
-    namespace: dict = {"__name__": "__main__", "torch": torch, "math": math}
-    exec(
-        "def causal_mask(t):\n"
-        "    return torch.ones(t, t, dtype=torch.bool).triu()  # wrong\n\n"
-        "def attention(q, k, v, mask=None):\n"
-        "    return torch.softmax(q @ k.transpose(-2, -1), -1) @ v  # wrong\n\n"
-        "def split_heads(x, n_heads):\n"
-        "    return x.reshape(x.shape[0], n_heads, x.shape[1], -1)  # wrong\n\n"
-        "def merge_heads(x):\n"
-        "    return x.reshape(x.shape[0], x.shape[2], -1)  # wrong\n\n"
-        "def multi_head_attention(x, w_qkv, b_qkv, w_proj, b_proj, n_heads):\n"
-        "    q, k, v = (x @ w_qkv.T + b_qkv).chunk(3, dim=-1)\n"
-        "    q, k, v = (split_heads(a, n_heads) for a in (q, k, v))\n"
-        "    y = attention(q, k, v, mask=causal_mask(x.shape[1]))\n"
-        "    return merge_heads(y) @ w_proj.T + b_proj\n",
-        namespace,
-    )
-    own = {n: namespace[n] for n in ("causal_mask", "attention", "split_heads", "merge_heads")}
-    ch02.check_multi_head_attention(namespace["multi_head_attention"], seed=0)
-    assert capsys.readouterr().out.startswith("✔ multi_head_attention: 12 random cases")
-    assert all(namespace[n] is fn for n, fn in own.items())
+def test_later_exercises_use_the_reference_helpers(capsys):
+    """Wrong earlier answers cost no points in multi_head_attention or transformer_block,
+    and are back in place afterwards."""
+    ns = {"torch": torch, "F": F, "QKV": QKV}
+    source = """
+def causal_mask(t):
+    return torch.ones(t, t, dtype=torch.bool).triu()
+def attention(q, k, v, mask=None):
+    return torch.softmax(q @ k.mT, -1) @ v
+def split_heads(x, n):
+    return x.reshape(x.shape[0], n, x.shape[1], -1)
+def merge_heads(x):
+    return x.reshape(x.shape[0], x.shape[2], -1)
+def multi_head_attention(x, w_qkv, b_qkv, w_proj, b_proj, n_heads):
+    q, k, v = (split_heads(a, n_heads) for a in (x @ w_qkv.T + b_qkv).chunk(3, -1))
+    return merge_heads(attention(q, k, v, mask=causal_mask(t=x.shape[1]))) @ w_proj.T + b_proj
+def transformer_block(x, p, n_heads):
+    ln = lambda z, n: F.layer_norm(z, z.shape[-1:], p[n + '.weight'], p[n + '.bias'])
+    y = x + multi_head_attention(ln(x, 'ln_1'), *(p[n] for n in QKV), n_heads)
+    h = F.gelu(ln(y, 'ln_2') @ p['mlp.fc.weight'].T + p['mlp.fc.bias'], approximate='tanh')
+    return y + h @ p['mlp.proj.weight'].T + p['mlp.proj.bias']
+"""
+    exec(source, ns)
+    own = dict(ns)
+    ch02.check_multi_head_attention(ns["multi_head_attention"], seed=0)
+    ns["multi_head_attention"] = lambda *a: a[0] * 0  # wrong too
+    ch02.check_transformer_block(ns["transformer_block"], seed=0)
+    assert capsys.readouterr().out.count("✔") == 2
+    assert all(ns[k] is own[k] for k in ("causal_mask", "attention", "split_heads"))
     with pytest.raises(AssertionError):
-        ch02.check_attention(own["attention"], seed=0)
-
-
-def test_helpers_with_other_signatures_still_reach_the_students_code(capsys):
-    namespace: dict = {"__name__": "__main__", "torch": torch, "math": math}
-    exec(
-        "def attention(q, k, v, causal):\n"
-        "    s = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])\n"
-        "    if causal:\n"
-        "        t = s.shape[-1]\n"
-        "        s = s.masked_fill(torch.ones(t, t, dtype=torch.bool).triu(1), float('-inf'))\n"
-        "    return torch.softmax(s, -1) @ v\n\n"
-        "def multi_head_attention(x, w_qkv, b_qkv, w_proj, b_proj, n_heads):\n"
-        "    b, t, d = x.shape\n"
-        "    q, k, v = (x @ w_qkv.T + b_qkv).view(b, t, 3, n_heads, -1).permute(2, 0, 3, 1, 4)\n"
-        "    y = attention(q, k, v, causal=True)\n"
-        "    return y.transpose(1, 2).reshape(b, t, d) @ w_proj.T + b_proj\n",
-        namespace,
-    )
-    ch02.check_multi_head_attention(namespace["multi_head_attention"], seed=0)
-    assert "✔" in capsys.readouterr().out
-
-
-# ---------------------------------------------------------------------------- seeds
-
-
-def _attention_inputs(**kwargs) -> list[tuple]:
-    seen = []
-
-    def spy(q, k, v, mask=None):
-        seen.append((q.clone(), None if mask is None else mask.clone()))
-        return attention(q, k, v, mask)
-
-    ch02.check_attention(spy, **kwargs)
-    return seen
-
-
-def _same(a, b) -> bool:
-    return len(a) == len(b) and all(
-        torch.equal(qa, qb) and ((ma is None and mb is None) or torch.equal(ma, mb))
-        for (qa, ma), (qb, mb) in zip(a, b, strict=True)
-    )
-
-
-def test_check_seed_comes_from_the_environment(monkeypatch, capsys):
-    monkeypatch.setenv("LLMKIT_CHECK_SEED", "123")
-    from_env = _attention_inputs()
-    assert _same(_attention_inputs(), from_env) and _same(_attention_inputs(seed=123), from_env)
-    assert not _same(_attention_inputs(seed=7), from_env)  # an explicit seed wins
-    monkeypatch.setenv("LLMKIT_CHECK_SEED", "")  # empty: fresh inputs
-    assert not _same(_attention_inputs(), _attention_inputs())
-
-
-def test_random_cases_cover_batches_masks_and_widths():
-    cases = [ch02._attention_case(ch02.check_rng(s)) for s in range(200)]
-    assert {q.dim() for q, _, _, _ in cases} == {2, 3, 4}
-    assert any(q.shape[-2] != k.shape[-2] for q, k, _, _ in cases)
-    assert any(q.shape[-1] != v.shape[-1] for q, _, v, _ in cases)
-    masks = [m for *_, m in cases if m is not None]
-    assert len(masks) > 100 and any(m.dim() > 2 for m in masks)
-    assert all(bool(m.any(dim=-1).all()) for m in masks)  # no fully masked query
-
-
-def test_cases_argument_is_validated():
-    with pytest.raises(ValueError, match="cases must be an int >= 4"):
-        ch02.check_attention(attention, cases=2)
+        ch02.check_attention(ns["attention"], seed=0)
