@@ -50,7 +50,12 @@ def test_bench_gpt_prints_both_tables(bench, capsys):
 
     assert "## Training" in out and "## Generation" in out
     assert "| implementation " in out and "| batch | implementation " in out
-    assert "tokens/s" in out and "new tokens/s" in out and "vs transformers" in out and "vs plain" in out
+    assert (
+        "tokens/s" in out
+        and "new tokens/s" in out
+        and "vs transformers" in out
+        and "vs plain" in out
+    )
     train = _rows(out, r"transformers GPT2LMHeadModel.*|plain PyTorch GPT.*|llmkit GPT.*")
     assert [r[0] for r in train] == [
         "transformers GPT2LMHeadModel (sdpa)",
