@@ -145,7 +145,9 @@ def _functions_of(obj: Any, seen: set[int] | None = None) -> Iterator[Any]:
     elif inspect.ismethod(obj):
         yield from _functions_of(obj.__func__, seen)
     elif inspect.isfunction(obj):
-        yield obj
+        # through decorators such as @torch.no_grad(), whose wrapper code every decorated
+        # function shares: the tripwire goes on the function itself
+        yield inspect.unwrap(obj)
 
 
 def functools_partial_type() -> type:
@@ -355,6 +357,9 @@ def show(x: Any, limit: int = 200) -> str:
         return f"tensor of shape {shape}, dtype={dtype}"
     if hasattr(x, "parameters") and callable(x.parameters):  # an nn.Module
         return f"{type(x).__name__} model"
+    if isinstance(x, tuple | list) and any(_is_tensor(v) for v in x):
+        inner = ", ".join(show(v, limit) for v in x)
+        return f"({inner})" if isinstance(x, tuple) else f"[{inner}]"
     text = repr(x)
     return text if len(text) <= limit else text[: limit - 4] + " ..."
 
@@ -410,8 +415,12 @@ def compare(
             bad = np.argwhere(a != e)
             return f"{what} differs at index {tuple(int(i) for i in bad[0]) if len(bad) else ()}"
         return None
-    if isinstance(expected, bool) or expected is None:
-        return None if got is expected or got == expected else f"{what} is {show(got)}"
+    if isinstance(expected, bool):
+        if not isinstance(got, bool):
+            return f"{what} should be a bool (True or False), not {type(got).__name__}"
+        return None if got == expected else f"{what} is {got}, expected {expected}"
+    if expected is None:
+        return None if got is None else f"{what} is {show(got)}, expected None"
     if isinstance(expected, float | int) and not isinstance(expected, bool):
         if isinstance(got, bool) or not isinstance(got, int | float):
             return f"{what} should be a number, not {type(got).__name__}"
@@ -520,7 +529,8 @@ class Exercise:
     - ``rtol``, ``atol``, ``dtype``: the comparison (:func:`compare`); ``compare`` a
       function ``(got, expected, case) -> problem | None`` replacing it.
     - ``reference_takes``: ``"case"`` when the reference wants the :class:`Case` itself.
-    - ``after(case, got) -> problem | None``: extra checks on the call (a spy's counts).
+    - ``after(case, got) -> problem | (problem, hint) | None``: extra checks on how a
+      right value was computed (a spy's counts); run after the comparison.
     - ``substitute``: names in the student's globals replaced by references while the
       student's function runs (each exercise is graded on its own).
     - ``target``: the name the student defines (default: ``name``), for wrappers.
@@ -529,7 +539,7 @@ class Exercise:
 
     name: str
     reference: str
-    fixed: Sequence[Case | tuple] = ()
+    fixed: Sequence[Case | tuple] | Callable[[], Sequence[Case | tuple]] = ()
     random: Callable[[random.Random], Case | tuple] | None = None
     cases: int = 20
     forbid: Sequence[str] = ()
@@ -541,7 +551,7 @@ class Exercise:
     dtype: bool = True
     compare: Callable[[Any, Any, Case], str | None] | None = None
     reference_takes: str = "args"
-    after: Callable[[Case, Any], str | None] | None = None
+    after: Callable[[Case, Any], str | tuple[str, str] | None] | None = None
     substitute: Mapping[str, str] = field(default_factory=dict)
     target: str | None = None
     time_limit: float = 20.0
@@ -552,7 +562,8 @@ class Exercise:
 
     # -- running
     def _cases(self, n: int, rng: random.Random) -> list[Case]:
-        fixed = [c if isinstance(c, Case) else Case(tuple(c)) for c in self.fixed]
+        given = self.fixed() if callable(self.fixed) else self.fixed
+        fixed = [c if isinstance(c, Case) else Case(tuple(c)) for c in given]
         if n < len(fixed):
             raise ValueError(f"cases must be at least {len(fixed)} (the fixed cases), got {n}")
         out = list(fixed)
@@ -646,10 +657,13 @@ class Exercise:
             )
         if error is not None:
             raise error
-        for i, (before, now) in enumerate(zip(private[0], case.args, strict=True)):
+        names = [self._arg_name(fn, i) for i in range(len(case.args))]
+        pairs = list(zip(names, private[0], case.args, strict=True))
+        pairs += [(repr(k), private[1][k], v) for k, v in case.kwargs.items()]
+        for name, before, now in pairs:
             if not _same(before, now):
                 raise self._fail(
-                    f"your function modified its argument {self._arg_name(fn, i)}",
+                    f"your function modified its argument {name}",
                     case,
                     fn,
                     "work on a copy (or build a new value) instead",
@@ -673,8 +687,17 @@ class Exercise:
         for name, path in self.substitute.items():
             if name in g and callable(g[name]):
                 reference = resolve(path)
+                try:
+                    signature = inspect.signature(reference)
+                except (TypeError, ValueError):
+                    signature = None
 
-                def stand_in(*args, _ref=reference, **kwargs):
+                def stand_in(*args, _ref=reference, _own=g[name], _sig=signature, **kwargs):
+                    try:
+                        if _sig is not None:
+                            _sig.bind(*args, **kwargs)
+                    except TypeError:  # the student's own extended signature: their code
+                        return _own(*args, **kwargs)
                     with guard.suspended():
                         return _ref(*args, **kwargs)
 
@@ -696,7 +719,8 @@ class Exercise:
         todo = self._cases(n, rng)
         for case in todo:
             self.check_case(fn, case)
-        fixed = min(len(self.fixed), len(todo))
+        given = self.fixed() if callable(self.fixed) else self.fixed
+        fixed = min(len(given), len(todo))
         text = self.passed or (
             f"{len(todo)} cases match the reference ({fixed} fixed, {len(todo) - fixed} random)"
         )
@@ -706,10 +730,6 @@ class Exercise:
         got = self.call(fn, case)
         if got is None:
             raise self._fail("your function returned None", case, fn, "did you forget `return`?")
-        if self.after is not None:
-            problem = self.after(case, got)
-            if problem:
-                raise self._fail(problem, case, fn, self.hint)
         expected = self._expected(self._ref(), case)
         problem = self._differs(got, expected, case)
         if problem:
@@ -722,6 +742,11 @@ class Exercise:
                 got=got,
                 show_values=True,
             )
+        if self.after is not None:  # the value is right; now how it was computed
+            verdict = self.after(case, got)
+            problem, hint = verdict if isinstance(verdict, tuple) else (verdict, self.hint)
+            if problem:
+                raise self._fail(problem, case, fn, hint)
 
     def _differs(self, got: Any, expected: Any, case: Case) -> str | None:
         if self.compare is not None:
