@@ -209,7 +209,7 @@ def _is_bool(got: Any, expected: bool, case: Case) -> str | None:
 
 
 _FIXED_LINES = [
-    "This line has exactly five words.",
+    "This line has five words.",
     "Four words are here.",
     "Is this a line with six words?",
     'She said: "it is all fine."',
@@ -338,8 +338,8 @@ JACCARD = Exercise(
     reference="llmkit.datafilter:jaccard",
     forbid=_DATAFILTER,
     fixed=[
+        ({"x"}, {"x", "y", "z", "w"}),  # first: every slip gives another value here
         ({"a b", "b c", "c d"}, {"b c", "c d", "d e"}),
-        ({"x"}, {"x", "y", "z", "w"}),
         ({"x", "y"}, {"x", "y"}),
         ({"x"}, {"y"}),
         (set(), {"y"}),
