@@ -5,20 +5,19 @@ every exercise: tests/test_checks.py.)"""
 from __future__ import annotations
 
 import math
+import re
+from functools import partial
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from llmkit.course.checks import ch06
+from llmkit.nn import CrossAttention
 from llmkit.seq2seq import Seq2Seq, collate, translate
 
 
-def pad_sequences(seqs, pad_id, *, left=False, invert=False, fill=None, torch_pad=False):
-    if torch_pad:
-        rows = [torch.tensor(s) for s in seqs]
-        ids = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=pad_id)
-        return ids, ids != pad_id
+def pad_sequences(seqs, pad_id, *, left=False, invert=False, fill=None):
     longest = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), longest), pad_id if fill is None else fill, dtype=torch.long)
     mask = torch.zeros((len(seqs), longest), dtype=torch.bool)
@@ -28,74 +27,47 @@ def pad_sequences(seqs, pad_id, *, left=False, invert=False, fill=None, torch_pa
     return ids, ~mask if invert else mask
 
 
-def cross_attention(
-    x,
-    memory,
-    memory_mask,
-    params,
-    n_heads,
-    *,
-    mask=True,
-    kv_from_x=False,
-    scale=True,
-    causal=False,
-    sdpa=False,
-):
+def cross_attention(x, memory, memory_mask, params, n_heads, **slip):
     b, t, d = x.shape
     hd = d // n_heads
     q = x @ params["q_proj.weight"].T + params["q_proj.bias"]
-    kv = (x if kv_from_x else memory) @ params["kv_proj.weight"].T + params["kv_proj.bias"]
-    k, v = kv.split(d, dim=-1)
+    kv = (x if slip.get("kv_from_x") else memory) @ params["kv_proj.weight"].T
+    k, v = (kv + params["kv_proj.bias"]).split(d, dim=-1)
     q, k, v = (z.view(b, -1, n_heads, hd).transpose(1, 2) for z in (q, k, v))
-    m = memory_mask[:, None, None, :] if (mask and memory_mask is not None) else None
-    if sdpa:
+    m = None if memory_mask is None or slip.get("no_mask") else memory_mask[:, None, None, :]
+    if slip.get("sdpa"):
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=m)
     else:
-        scores = q @ k.transpose(-2, -1) / (math.sqrt(hd) if scale else 1)
-        if causal:
+        scores = q @ k.transpose(-2, -1) / (1 if slip.get("unscaled") else math.sqrt(hd))
+        if slip.get("causal"):
             scores = scores.masked_fill(~torch.ones(t, k.shape[2]).tril().bool(), -math.inf)
-        if m is not None:
-            scores = scores.masked_fill(~m, -math.inf)
-        y = scores.softmax(-1) @ v
-    y = y.transpose(1, 2).reshape(b, t, d)
-    return y @ params["proj.weight"].T + params["proj.bias"]
+        y = (scores if m is None else scores.masked_fill(~m, -math.inf)).softmax(-1) @ v
+    return y.transpose(1, 2).reshape(b, t, d) @ params["proj.weight"].T + params["proj.bias"]
 
 
-def greedy_translate(
-    model,
-    src_ids,
-    bos_id,
-    eos_id,
-    max_new_tokens,
-    src_mask=None,
-    *,
-    use_mask=True,
-    stop_all=True,
-    stop_any=False,
-    keep_eos=False,
-    position=-1,
-    encode=None,
-    decode=None,
-):
-    encode = encode or model.encode
-    decode = decode or model.decode
+def greedy_translate(model, src_ids, bos_id, eos_id, max_new_tokens, src_mask=None, **slip):
+    decode = slip.get("decode", model.decode)
     single = src_ids.dim() == 1
     if single:
         src_ids, src_mask = src_ids[None], None if src_mask is None else src_mask[None]
-    mask = src_mask if use_mask else None
-    memory = encode(src_ids, mask)
+    mask = None if slip.get("no_mask") else src_mask
+    memory = model.encode(src_ids, mask)
     tgt = torch.full((src_ids.shape[0], 1), bos_id, dtype=torch.long)
     done = torch.zeros(src_ids.shape[0], dtype=torch.bool)
     with torch.no_grad():
         for _ in range(max_new_tokens):
-            logits = decode(tgt, memory, mask)
-            nxt = logits[:, position].argmax(-1).masked_fill(done, eos_id)
-            done |= nxt == eos_id
+            nxt = decode(tgt, memory, mask)[:, slip.get("position", -1)].argmax(-1)
+            done |= nxt.masked_fill_(done, eos_id) == eos_id
             tgt = torch.cat([tgt, nxt[:, None]], dim=1)
-            if (stop_all and done.all()) or (stop_any and done.any()):
+            if slip.get("stop", all)(done.tolist()):
                 break
-    rows = [r[: r.index(eos_id) + keep_eos] if eos_id in r else r for r in tgt[:, 1:].tolist()]
+    keep = slip.get("keep_eos", False)
+    rows = [r[: r.index(eos_id) + keep] if eos_id in r else r for r in tgt[:, 1:].tolist()]
     return rows[0] if single else rows
+
+
+PAD, CROSS = ch06.check_pad_sequences, ch06.check_cross_attention
+GREEDY = ch06.check_greedy_translate
 
 
 def fails(check, fn, match):
@@ -104,97 +76,71 @@ def fails(check, fn, match):
 
 
 def test_correct_answers_pass():
-    ch06.check_pad_sequences(pad_sequences, seed=1)
-    ch06.check_cross_attention(cross_attention, seed=1)
-    ch06.check_greedy_translate(greedy_translate, seed=1)
+    PAD(pad_sequences, seed=1)
+    CROSS(cross_attention, seed=1)
+    GREEDY(greedy_translate, seed=1)
 
 
 @pytest.mark.parametrize(
-    "options, hint",
+    "check, student, slip, hint",
     [
-        (dict(left=True), "pad on the right"),
-        (dict(invert=True), "True marks a real token"),
-        (dict(fill=0), "fill the padding with pad_id"),
+        (PAD, pad_sequences, dict(left=True), "pad on the right"),
+        (PAD, pad_sequences, dict(invert=True), "True marks a real token"),
+        (PAD, pad_sequences, dict(fill=0), "fill the padding with pad_id"),
+        (CROSS, cross_attention, dict(no_mask=True), "padded source positions must get weight 0"),
+        (CROSS, cross_attention, dict(kv_from_x=True), "keys and values come from memory"),
+        (CROSS, cross_attention, dict(unscaled=True), r"sqrt\(head_dim\)"),
+        (CROSS, cross_attention, dict(causal=True), "no causal mask"),
+        (GREEDY, greedy_translate, dict(no_mask=True), "pass src_mask to model.encode and to"),
+        (GREEDY, greedy_translate, dict(stop=any), "stop when every row has produced eos_id"),
+        (GREEDY, greedy_translate, dict(keep_eos=True), "leave eos_id out"),
+        (GREEDY, greedy_translate, dict(position=0), r"logits\[:, -1\]"),
     ],
 )
-def test_pad_sequences_slips(options, hint):
-    fails(ch06.check_pad_sequences, lambda s, p: pad_sequences(s, p, **options), hint)
+def test_slips_are_named(check, student, slip, hint):
+    fails(check, lambda *a: student(*a, **slip), hint)
+
+
+def by_collate(seqs, pad_id):
+    batch = collate([(s, []) for s in seqs], pad_id, pad_id, pad_id)
+    return batch["src"], batch["src_mask"]
+
+
+def by_torch(seqs, pad_id):
+    ids = torch.nn.utils.rnn.pad_sequence([torch.tensor(s) for s in seqs], True, pad_id)
+    return ids, ids != pad_id
+
+
+def by_layer(x, memory, memory_mask, params, n_heads):
+    layer = CrossAttention(x.shape[-1], n_heads).double()
+    layer.load_state_dict(params)
+    return layer(x, memory, memory_mask)
+
+
+def by_multihead(x, memory, memory_mask, params, n_heads):
+    mha = torch.nn.MultiheadAttention(x.shape[-1], n_heads, batch_first=True).double()
+    return mha(x, memory, memory)[0]
+
+
+def by_conditioned(model, src_ids, *args):
+    dec = model.conditioned(src_ids, args[-1])
+    return greedy_translate(model, src_ids, *args, decode=lambda tgt, memory, mask: dec(tgt))
 
 
 @pytest.mark.parametrize(
-    "options, hint",
+    "check, shortcut, name",
     [
-        (dict(mask=False), "padded source positions must get weight 0"),
-        (dict(kv_from_x=True), "keys and values come from memory"),
-        (dict(scale=False), r"sqrt\(head_dim\)"),
-        (dict(causal=True), "no causal mask"),
+        (PAD, by_collate, "llmkit.seq2seq.collate"),
+        (PAD, by_torch, "torch.nn.utils.rnn"),
+        (CROSS, by_layer, "llmkit.nn"),
+        (CROSS, by_multihead, "torch.nn.MultiheadAttention"),
+        (CROSS, partial(cross_attention, sdpa=True), "torch.nn.functional.scaled_dot_product"),
+        (GREEDY, translate, "llmkit.seq2seq.translate"),
+        (GREEDY, by_conditioned, "llmkit.seq2seq.Seq2Seq.conditioned"),
     ],
 )
-def test_cross_attention_slips(options, hint):
-    fails(ch06.check_cross_attention, lambda *a: cross_attention(*a, **options), hint)
-
-
-@pytest.mark.parametrize(
-    "options, hint",
-    [
-        (dict(use_mask=False), "pass src_mask to model.encode and to model.decode"),
-        (dict(stop_all=False, stop_any=True), "stop when every row has produced eos_id"),
-        (dict(keep_eos=True), "leave eos_id out"),
-        (dict(position=0), r"logits\[:, -1\]"),
-    ],
-)
-def test_greedy_translate_slips(options, hint):
-    fails(ch06.check_greedy_translate, lambda *a: greedy_translate(*a, **options), hint)
-
-
-def test_off_limits_functions_fail():
-    without = "must be written without"
-    fails(
-        ch06.check_cross_attention,
-        lambda *a: cross_attention(*a, sdpa=True),
-        f"{without} torch.nn.functional.scaled_dot_product_attention",
-    )
-    fails(
-        ch06.check_pad_sequences,
-        lambda s, p: pad_sequences(s, p, torch_pad=True),
-        f"{without} torch.nn.utils.rnn",
-    )
-
-    def multihead(x, memory, memory_mask, params, n_heads):
-        mha = torch.nn.MultiheadAttention(x.shape[-1], n_heads, batch_first=True).double()
-        return mha(x, memory, memory)[0]
-
-    fails(ch06.check_cross_attention, multihead, f"{without} torch.nn.MultiheadAttention")
-
-
-def test_lab_imports_as_shortcuts_fail():
-    def by_collate(seqs, pad_id):
-        batch = collate([(s, []) for s in seqs], pad_id, pad_id, pad_id)
-        return batch["src"], batch["src_mask"]
-
-    def by_layer(x, memory, memory_mask, params, n_heads):
-        from llmkit.nn import CrossAttention
-
-        layer = CrossAttention(x.shape[-1], n_heads).double()
-        layer.load_state_dict(params)
-        return layer(x, memory, memory_mask)
-
-    def by_conditioned(model, src_ids, bos_id, eos_id, max_new_tokens, src_mask=None):
-        dec = model.conditioned(src_ids, src_mask)
-        return greedy_translate(
-            model,
-            src_ids,
-            bos_id,
-            eos_id,
-            max_new_tokens,
-            src_mask,
-            decode=lambda tgt, memory, mask: dec(tgt),
-        )
-
-    fails(ch06.check_pad_sequences, by_collate, "without llmkit.seq2seq.collate")
-    fails(ch06.check_cross_attention, by_layer, "without llmkit.nn")
-    fails(ch06.check_greedy_translate, translate, "without llmkit.seq2seq.translate")
-    fails(ch06.check_greedy_translate, by_conditioned, "without llmkit.seq2seq.Seq2Seq.conditioned")
+def test_off_limits_and_lab_imports_fail(check, shortcut, name):
+    fails(check, shortcut, f"must be written without {re.escape(name)}")
 
 
 def test_counting_model_cannot_be_got_round():
@@ -218,11 +164,11 @@ def test_counting_model_cannot_be_got_round():
             kv = type(model).memory_kv(model, memory)
             return base._decode(model, tgt, kv, mask)
 
-        return greedy_translate(model, *args, **kwargs, decode=decode, stop_all=False)
+        return greedy_translate(model, *args, **kwargs, decode=decode, stop=lambda done: False)
 
-    fails(ch06.check_greedy_translate, encode_each_step, "the encoder ran")
-    fails(ch06.check_greedy_translate, forward_each_step, "the encoder ran")
-    fails(ch06.check_greedy_translate, private_decoder_never_stops, "the decoder ran")
+    fails(GREEDY, encode_each_step, "the encoder ran")
+    fails(GREEDY, forward_each_step, "the encoder ran")
+    fails(GREEDY, private_decoder_never_stops, "the decoder ran")
 
 
 def test_counting_model_holds_no_other_model():
