@@ -46,6 +46,10 @@ def _meta(cell: dict) -> dict:
     return cell.get("metadata", {}).get("llmkit", {}) or {}
 
 
+def _targets(node: ast.Assign | ast.AnnAssign) -> list[ast.expr]:
+    return node.targets if isinstance(node, ast.Assign) else [node.target]
+
+
 def _graded_source(source: str) -> str:
     """What the grader keeps of a cell: imports, definitions and literal constants."""
     tree = ast.parse(source)
@@ -53,7 +57,11 @@ def _graded_source(source: str) -> str:
     for node in tree.body:
         if isinstance(node, ast.Import | ast.ImportFrom | ast.FunctionDef | ast.ClassDef):
             keep.append(node)
-        elif isinstance(node, ast.Assign | ast.AnnAssign) and node.value is not None:
+        elif (
+            isinstance(node, ast.Assign | ast.AnnAssign)
+            and node.value is not None
+            and all(isinstance(t, ast.Name) for t in _targets(node))
+        ):
             with contextlib.suppress(ValueError, TypeError, SyntaxError, MemoryError):
                 ast.literal_eval(node.value)
                 keep.append(node)

@@ -38,7 +38,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .runner import Case, Exercise, Slip, resolve
+from .runner import Case, Exercise, Slip
 
 __all__ = ["check_pad_sequences", "check_cross_attention", "check_greedy_translate"]
 
@@ -326,8 +326,6 @@ def _translation_case(kind: str, rng: random.Random | None = None) -> _Translati
 def _count_runs(case: Case, got: Any) -> str | None:
     model = case.args[0]
     encodes, decodes = type(model.ln_enc).runs, type(model.ln_dec).runs
-    if got != resolve(f"{_REF}:greedy_translate")(*copy.deepcopy(case.args)):
-        return None  # a wrong answer changes the counts too: the comparison names it
     if encodes > 1:
         return (
             f"the encoder ran {encodes} times for one batch: run model.encode once, before "
@@ -348,7 +346,7 @@ GREEDY_TRANSLATE = Exercise(
     name="greedy_translate",
     reference=f"{_REF}:greedy_translate",
     forbid=[
-        "llmkit.seq2seq:translate.__wrapped__",  # under its torch.no_grad decorator
+        "llmkit.seq2seq:translate",
         "llmkit.seq2seq:translate_sentences",
         "llmkit.seq2seq:Seq2Seq.conditioned",
         "llmkit.seq2seq:ConditionedDecoder",

@@ -144,6 +144,8 @@ def _functions_of(obj: Any, seen: set[int] | None = None) -> Iterator[Any]:
                     yield from _functions_of(value, seen)
     elif inspect.ismethod(obj):
         yield from _functions_of(obj.__func__, seen)
+    elif not inspect.isfunction(obj) and callable(getattr(obj, "__wrapped__", None)):
+        yield from _functions_of(inspect.unwrap(obj), seen)  # numpy's dispatchers
     elif inspect.isfunction(obj):
         # through decorators such as @torch.no_grad(), whose wrapper code every decorated
         # function shares: the tripwire goes on the function itself
@@ -351,7 +353,7 @@ def show(x: Any, limit: int = 200) -> str:
         shape = tuple(int(s) for s in x.shape)
         numel = math.prod(shape)
         dtype = str(x.dtype).replace("torch.", "")
-        if numel <= 12:
+        if numel <= 24:
             values = x.tolist() if hasattr(x, "tolist") else x
             return f"tensor({values}, dtype={dtype})"
         return f"tensor of shape {shape}, dtype={dtype}"
@@ -404,7 +406,8 @@ def compare(
         if e.dtype.kind in "fc" or a.dtype.kind in "fc":
             a64, e64 = a.astype(np.float64), e.astype(np.float64)
             if not np.allclose(a64, e64, rtol=rtol, atol=atol, equal_nan=True):
-                diff = np.abs(a64 - e64)
+                with np.errstate(invalid="ignore"):  # inf - inf
+                    diff = np.abs(a64 - e64)
                 diff = np.where(np.isnan(diff), np.inf, diff)
                 at = np.unravel_index(int(np.argmax(diff)), diff.shape) if diff.size else ()
                 return (
@@ -530,7 +533,7 @@ class Exercise:
       function ``(got, expected, case) -> problem | None`` replacing it.
     - ``reference_takes``: ``"case"`` when the reference wants the :class:`Case` itself.
     - ``after(case, got) -> problem | (problem, hint) | None``: extra checks on how a
-      right value was computed (a spy's counts); run after the comparison.
+      right value was computed (a spy's counts); reported only when the value is right.
     - ``substitute``: names in the student's globals replaced by references while the
       student's function runs (each exercise is graded on its own).
     - ``target``: the name the student defines (default: ``name``), for wrappers.
@@ -562,7 +565,7 @@ class Exercise:
 
     # -- running
     def _cases(self, n: int, rng: random.Random) -> list[Case]:
-        given = self.fixed() if callable(self.fixed) else self.fixed
+        given = self.fixed() if callable(self.fixed) else copy.deepcopy(list(self.fixed))
         fixed = [c if isinstance(c, Case) else Case(tuple(c)) for c in given]
         if n < len(fixed):
             raise ValueError(f"cases must be at least {len(fixed)} (the fixed cases), got {n}")
@@ -645,8 +648,8 @@ class Exercise:
                 f"this exercise must be written without {guard.touched}",
                 case,
                 fn,
-                "write it with torch's building blocks (and your own earlier functions); "
-                "the lab says what is off limits",
+                "write it with the building blocks the lab allows (and your own earlier "
+                "functions); the exercise says what is off limits",
             )
         if guard.switched_off:
             raise self._fail(
@@ -730,6 +733,9 @@ class Exercise:
         got = self.call(fn, case)
         if got is None:
             raise self._fail("your function returned None", case, fn, "did you forget `return`?")
+        # how the value was computed (a spy's counts) is judged before the reference runs,
+        # but reported only if the value itself is right
+        verdict = self.after(case, got) if self.after is not None else None
         expected = self._expected(self._ref(), case)
         problem = self._differs(got, expected, case)
         if problem:
@@ -742,11 +748,9 @@ class Exercise:
                 got=got,
                 show_values=True,
             )
-        if self.after is not None:  # the value is right; now how it was computed
-            verdict = self.after(case, got)
-            problem, hint = verdict if isinstance(verdict, tuple) else (verdict, self.hint)
-            if problem:
-                raise self._fail(problem, case, fn, hint)
+        problem, hint = verdict if isinstance(verdict, tuple) else (verdict, self.hint)
+        if problem:
+            raise self._fail(problem, case, fn, hint)
 
     def _differs(self, got: Any, expected: Any, case: Case) -> str | None:
         if self.compare is not None:
