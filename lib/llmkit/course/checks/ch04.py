@@ -166,11 +166,13 @@ def _compare_top_p(got, expected, case: Case) -> str | None:  # noqa: ANN001
         logits = case.args[0]
         if compare(got, logits.masked_fill(got == -_INF, -_INF)) is not None:
             return "a kept logit changed its value, or a removed one is not -inf"
-    for i, (a, b) in enumerate(zip(_kept_rows(got), _kept_rows(expected), strict=True)):
+    rows = list(zip(_kept_rows(got), _kept_rows(expected), strict=True))
+    for i, (a, b) in enumerate(rows):
+        row = "your result" if len(rows) == 1 else f"row {i} of your result"
         if len(a) != len(b):
-            return f"row {i} keeps {len(a)} tokens, expected {len(b)}"
+            return f"{row} keeps {len(a)} token{'s' * (len(a) != 1)}, expected {len(b)}"
         if not all(math.isclose(u, v, abs_tol=1e-6) for u, v in zip(a, b, strict=True)):
-            return f"row {i} keeps other tokens than expected"
+            return f"{row} keeps other tokens than expected"
     return None
 
 
@@ -193,10 +195,14 @@ APPLY_TEMPERATURE = Exercise(
     cases=25,
     hint="divide the logits by the temperature: softmax(logits / T)",
     slips=[
-        Slip(f"{_REF}:temperature_multiplies",
-             "you multiplied by the temperature; divide by it (T < 1 sharpens)"),
-        Slip(f"{_REF}:temperature_softmax",
-             "return the scaled logits, not probabilities (no softmax here)"),
+        Slip(
+            f"{_REF}:temperature_multiplies",
+            "you multiplied by the temperature; divide by it (T < 1 sharpens)",
+        ),
+        Slip(
+            f"{_REF}:temperature_softmax",
+            "return the scaled logits, not probabilities (no softmax here)",
+        ),
     ],
 )
 
@@ -219,11 +225,15 @@ TOP_K_FILTER = Exercise(
     "set every logit strictly smaller than it to -inf",
     crash_hint="k may be larger than the vocabulary (torch.topk refuses it): keep every token",
     slips=[
-        Slip(f"{_REF}:top_k_strict",
-             "the k-th largest logit itself is kept: remove only the strictly smaller ones"),
-        Slip(f"{_REF}:top_k_exactly_k",
-             "keep every logit equal to the k-th largest one (ties are all kept, as in "
-             "transformers), so a row may keep more than k tokens"),
+        Slip(
+            f"{_REF}:top_k_strict",
+            "the k-th largest logit itself is kept: remove only the strictly smaller ones",
+        ),
+        Slip(
+            f"{_REF}:top_k_exactly_k",
+            "keep every logit equal to the k-th largest one (ties are all kept, as in "
+            "transformers), so a row may keep more than k tokens",
+        ),
         Slip(f"{_REF}:top_k_zero", "set the removed logits to -inf (float('-inf')), not to 0"),
     ],
 )
@@ -249,14 +259,20 @@ TOP_P_FILTER = Exercise(
     hint="sort the probabilities (softmax of the logits) in descending order, keep tokens "
     "while the probability before them is still below p, and set the others to -inf",
     slips=[
-        Slip(f"{_REF}:top_p_drops_crossing",
-             "you removed the token that crosses p: keep it, the nucleus is the smallest "
-             "set whose probability reaches p"),
-        Slip(f"{_REF}:top_p_one_too_many",
-             "you keep one token too many: stop at the token where the sum reaches p"),
-        Slip(f"{_REF}:top_p_sorted_mask",
-             "keep the most probable tokens: after sorting, map the sorted positions back "
-             "to the original ones (scatter with the sort indices)"),
+        Slip(
+            f"{_REF}:top_p_drops_crossing",
+            "you removed the token that crosses p: keep it, the nucleus is the smallest "
+            "set whose probability reaches p",
+        ),
+        Slip(
+            f"{_REF}:top_p_one_too_many",
+            "you keep one token too many: stop at the token where the sum reaches p",
+        ),
+        Slip(
+            f"{_REF}:top_p_sorted_mask",
+            "keep the most probable tokens: after sorting, map the sorted positions back "
+            "to the original ones (scatter with the sort indices)",
+        ),
         Slip(f"{_REF}:top_p_zero", "set the removed logits to -inf (float('-inf')), not to 0"),
     ],
 )
@@ -285,14 +301,20 @@ SAMPLING_PROBS = Exercise(
     rtol=1e-4,
     hint="temperature, then top-k, then top-p, then softmax over the last dimension",
     slips=[
-        Slip(f"{_REF}:sampling_returns_logits",
-             "return probabilities (the softmax of the filtered logits), not logits"),
-        Slip(f"{_REF}:sampling_temperature_last",
-             "apply the temperature first: which tokens are in the top-p nucleus depends on "
-             "the temperature"),
-        Slip(f"{_REF}:sampling_top_p_first",
-             "filter with top-k first, then top-p on what is left (the order of "
-             "transformers' generate)"),
+        Slip(
+            f"{_REF}:sampling_returns_logits",
+            "return probabilities (the softmax of the filtered logits), not logits",
+        ),
+        Slip(
+            f"{_REF}:sampling_temperature_last",
+            "apply the temperature first: which tokens are in the top-p nucleus depends on "
+            "the temperature",
+        ),
+        Slip(
+            f"{_REF}:sampling_top_p_first",
+            "filter with top-k first, then top-p on what is left (the order of "
+            "transformers' generate)",
+        ),
         Slip(f"{_REF}:sampling_no_temperature", "divide the logits by the temperature"),
     ],
 )
@@ -308,14 +330,23 @@ BEAM_SEARCH_STEP = Exercise(
         # B > V on the first step: only 3 candidates exist
         (torch.tensor([0.0]), torch.tensor([[_L(0.5), _L(0.3), _L(0.2)]]), 4),
         # the strong beam keeps both places; the weak one drops out
-        (torch.tensor([_L(0.6), _L(0.4)]),
-         torch.tensor([[_L(0.5), _L(0.45), _L(0.05)], [_L(0.6), _L(0.3), _L(0.1)]]), 2),
+        (
+            torch.tensor([_L(0.6), _L(0.4)]),
+            torch.tensor([[_L(0.5), _L(0.45), _L(0.05)], [_L(0.6), _L(0.3), _L(0.1)]]),
+            2,
+        ),
         # the weaker beam's best extension beats the stronger beam's
-        (torch.tensor([_L(0.5), _L(0.4)]),
-         torch.tensor([[_L(0.4), _L(0.35), _L(0.25)], [_L(0.9), _L(0.05), _L(0.05)]]), 2),
+        (
+            torch.tensor([_L(0.5), _L(0.4)]),
+            torch.tensor([[_L(0.4), _L(0.35), _L(0.25)], [_L(0.9), _L(0.05), _L(0.05)]]),
+            2,
+        ),
         # zero-probability tokens are never preferred
-        (torch.tensor([_L(0.7), _L(0.3)]),
-         torch.tensor([[_L(0.6), _L(0.4), -_INF], [-_INF, _L(0.8), _L(0.2)]]), 3),
+        (
+            torch.tensor([_L(0.7), _L(0.3)]),
+            torch.tensor([[_L(0.6), _L(0.4), -_INF], [-_INF, _L(0.8), _L(0.2)]]),
+            3,
+        ),
     ],
     random=_beam_case,
     cases=25,
@@ -323,18 +354,22 @@ BEAM_SEARCH_STEP = Exercise(
     hint="score every candidate sums[i] + logprobs[i, v], then keep the beam_width best of "
     "all n * V together, best first, as three tensors (scores, parents, tokens)",
     slips=[
-        Slip(f"{_REF}:beam_forgets_sums",
-             "a candidate's score is the beam's running score plus the token's "
-             "log-probability: sums[i] + logprobs[i, v]"),
-        Slip(f"{_REF}:beam_swapped",
-             "parents and tokens are swapped: the flattened candidate c = i * V + v has "
-             "parent c // V and token c % V"),
-        Slip(f"{_REF}:beam_divides_by_n",
-             "the flattened candidate c = i * V + v has parent c // V and token c % V "
-             "(V = logprobs.shape[1], not the number of beams)"),
-        Slip(f"{_REF}:beam_per_beam",
-             "compare the candidates of all beams together: a strong beam may supply "
-             "several survivors and a weak one none"),
+        Slip(
+            f"{_REF}:beam_forgets_sums",
+            "a candidate's score is the beam's running score plus the token's "
+            "log-probability: sums[i] + logprobs[i, v]",
+        ),
+        Slip(
+            f"{_REF}:beam_swapped",
+            "parents and tokens are swapped: the flattened candidate c = i * V + v has "
+            "parent c // V and token c % V",
+        ),
+        Slip(f"{_REF}:beam_unsorted", "the right survivors in the wrong order: best first"),
+        Slip(
+            f"{_REF}:beam_per_beam",
+            "compare the candidates of all beams together: a strong beam may supply "
+            "several survivors and a weak one none",
+        ),
     ],
 )
 

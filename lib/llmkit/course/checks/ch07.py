@@ -73,19 +73,34 @@ def _random_config(rng: random.Random) -> Case:
 
 
 def _cost_case(n: float, d: float, peak: float, util: float) -> Case:
-    return Case((n, d, peak, util), label=f"n_params={n:.6g}, n_tokens={d:.6g}, "
-                f"peak_flops={peak:.6g}, utilisation={util:.4g}")
+    return Case(
+        (n, d, peak, util),
+        label=f"n_params={n:.6g}, n_tokens={d:.6g}, peak_flops={peak:.6g}, utilisation={util:.4g}",
+    )
 
 
 def _random_cost(rng: random.Random) -> Case:
-    return _cost_case(10 ** rng.uniform(6, 12), 10 ** rng.uniform(8, 13),
-                      10 ** rng.uniform(13, 15.5), rng.uniform(0.15, 0.75))
+    return _cost_case(
+        10 ** rng.uniform(6, 12),
+        10 ** rng.uniform(8, 13),
+        10 ** rng.uniform(13, 15.5),
+        rng.uniform(0.15, 0.75),
+    )
 
 
-def _optimal_case(c: float, E: float, A: float, B: float, alpha: float, beta: float,  # noqa: N803
-                  fit: str = "") -> Case:
-    label = (f"flops={c:.6g}, E={E:.6g}, A={A:.6g}, B={B:.6g}, alpha={alpha:.6g}, "
-             f"beta={beta:.6g}" + (f' (the "{fit}" fit)' if fit else ""))
+def _optimal_case(
+    c: float,
+    E: float,
+    A: float,
+    B: float,
+    alpha: float,
+    beta: float,  # noqa: N803
+    fit: str = "",
+) -> Case:
+    label = (
+        f"flops={c:.6g}, E={E:.6g}, A={A:.6g}, B={B:.6g}, alpha={alpha:.6g}, "
+        f"beta={beta:.6g}" + (f' (the "{fit}" fit)' if fit else "")
+    )
     return Case((c, E, A, B, alpha, beta), label=label)
 
 
@@ -102,13 +117,20 @@ def _random_optimal(rng: random.Random) -> Case:
     alpha, beta = rng.uniform(0.15, 0.6), rng.uniform(0.15, 0.6)
     if abs(alpha - beta) < 0.02:  # swapped exponents must give different answers
         beta = alpha + 0.05
-    return _optimal_case(10 ** rng.uniform(15, 27), rng.uniform(0.5, 3.0),
-                         10 ** rng.uniform(1, 4), 10 ** rng.uniform(1, 4), alpha, beta)
+    return _optimal_case(
+        10 ** rng.uniform(15, 27),
+        rng.uniform(0.5, 3.0),
+        10 ** rng.uniform(1, 4),
+        10 ** rng.uniform(1, 4),
+        alpha,
+        beta,
+    )
 
 
 def _power_case(x: np.ndarray, y: np.ndarray) -> Case:
-    return Case((x, y), label=f"x={np.array2string(x, precision=4)}, "
-                f"y={np.array2string(y, precision=4)}")
+    return Case(
+        (x, y), label=f"x={np.array2string(x, precision=4)}, y={np.array2string(y, precision=4)}"
+    )
 
 
 def _random_power(rng: random.Random) -> Case:
@@ -130,12 +152,23 @@ GPT_PARAMETERS = Exercise(
     fixed=[
         _config_case(_GPT2, True),  # GPT-2 small: 124,439,808
         _config_case(_GPT2, False),
-        _config_case({"vocab_size": 65, "block_size": 128, "n_layer": 4, "n_head": 4,
-                      "d_model": 128}, True),
-        _config_case({"vocab_size": 100, "block_size": 32, "n_layer": 2, "n_head": 2,
-                      "d_model": 16, "bias": False}, True),
-        _config_case({"vocab_size": 7, "block_size": 5, "n_layer": 3, "n_head": 1,
-                      "d_model": 8}, False),
+        _config_case(
+            {"vocab_size": 65, "block_size": 128, "n_layer": 4, "n_head": 4, "d_model": 128}, True
+        ),
+        _config_case(
+            {
+                "vocab_size": 100,
+                "block_size": 32,
+                "n_layer": 2,
+                "n_head": 2,
+                "d_model": 16,
+                "bias": False,
+            },
+            True,
+        ),
+        _config_case(
+            {"vocab_size": 7, "block_size": 5, "n_layer": 3, "n_head": 1, "d_model": 8}, False
+        ),
     ],
     random=_random_config,
     cases=20,
@@ -147,17 +180,25 @@ GPT_PARAMETERS = Exercise(
     crash_hint="config is an llmkit.gpt.GPTConfig: read config.vocab_size, config.block_size, "
     "config.n_layer, config.d_model and config.bias; return an int",
     slips=[
-        Slip(f"{_REF}:gpt_parameters_no_position",
-             "you left out the position embeddings: wpe is a (block_size, d_model) table"),
-        Slip(f"{_REF}:gpt_parameters_no_final_ln",
-             "you forgot the final LayerNorm ln_f, after the last block (d_model gains, plus "
-             "d_model biases when config.bias)"),
-        Slip(f"{_REF}:gpt_parameters_no_linear_bias",
-             "with config.bias every linear layer has a bias: 3d (qkv) + d (attention proj) "
-             "+ 4d (fc) + d (MLP proj) per block"),
-        Slip(f"{_REF}:gpt_parameters_lm_head_flipped",
-             "with tied=True the lm_head *is* wte (count that (vocab_size, d_model) matrix "
-             "once); with tied=False it is a separate (vocab_size, d_model) matrix: add it"),
+        Slip(
+            f"{_REF}:gpt_parameters_no_position",
+            "you left out the position embeddings: wpe is a (block_size, d_model) table",
+        ),
+        Slip(
+            f"{_REF}:gpt_parameters_no_final_ln",
+            "you forgot the final LayerNorm ln_f, after the last block (d_model gains, plus "
+            "d_model biases when config.bias)",
+        ),
+        Slip(
+            f"{_REF}:gpt_parameters_no_linear_bias",
+            "with config.bias every linear layer has a bias: 3d (qkv) + d (attention proj) "
+            "+ 4d (fc) + d (MLP proj) per block",
+        ),
+        Slip(
+            f"{_REF}:gpt_parameters_lm_head_flipped",
+            "with tied=True the lm_head *is* wte (count that (vocab_size, d_model) matrix "
+            "once); with tied=False it is a separate (vocab_size, d_model) matrix: add it",
+        ),
     ],
 )
 
@@ -178,16 +219,22 @@ TRAINING_COST = Exercise(
     hint="flops = 6 * n_params * n_tokens; gpu_hours = flops / (peak_flops * utilisation) "
     "/ 3600; return the pair (flops, gpu_hours)",
     slips=[
-        Slip(f"{_REF}:training_cost_forward_only",
-             "2 N D is the forward pass only; training also runs the backward pass, about "
-             "twice the forward: 6 N D in all"),
+        Slip(
+            f"{_REF}:training_cost_forward_only",
+            "2 N D is the forward pass only; training also runs the backward pass, about "
+            "twice the forward: 6 N D in all",
+        ),
         Slip(f"{_REF}:training_cost_seconds", "you returned seconds: divide by 3600 for hours"),
-        Slip(f"{_REF}:training_cost_peak",
-             "the GPU delivers only utilisation * peak_flops FLOP/s: divide by "
-             "peak_flops * utilisation, not by peak_flops alone"),
-        Slip(f"{_REF}:training_cost_times_utilisation",
-             "a lower utilisation means *more* hours: divide by the utilisation, do not "
-             "multiply by it"),
+        Slip(
+            f"{_REF}:training_cost_peak",
+            "the GPU delivers only utilisation * peak_flops FLOP/s: divide by "
+            "peak_flops * utilisation, not by peak_flops alone",
+        ),
+        Slip(
+            f"{_REF}:training_cost_times_utilisation",
+            "a lower utilisation means *more* hours: divide by the utilisation, do not "
+            "multiply by it",
+        ),
     ],
 )
 
@@ -195,8 +242,11 @@ COMPUTE_OPTIMAL = Exercise(
     name="compute_optimal",
     reference=f"{_REF}:compute_optimal",
     forbid=["llmkit.scaling"],
-    fixed=[_published("hoffmann", 5.76e23), _published("epoch", 5.76e23),
-           _published("epoch", 1e21)],
+    fixed=[
+        _published("hoffmann", 5.76e23),
+        _published("epoch", 5.76e23),
+        _published("epoch", 1e21),
+    ],
     random=_random_optimal,
     cases=15,
     rtol=1e-6,
@@ -205,14 +255,20 @@ COMPUTE_OPTIMAL = Exercise(
     "(alpha + beta)), and D_opt = C / (6 N_opt): set the derivative of "
     "A N^-alpha + B (C / (6N))^-beta in N to zero",
     slips=[
-        Slip(f"{_REF}:compute_optimal_no_6",
-             "you forgot the 6: the constraint is 6 N D = C, so use C / 6 in N_opt and "
-             "D_opt = C / (6 N_opt)"),
-        Slip(f"{_REF}:compute_optimal_swapped_exponents",
-             "the exponents are swapped: N_opt grows like (C/6)^(beta / (alpha + beta)) "
-             "(beta, the data exponent, on top), D_opt like (C/6)^(alpha / (alpha + beta))"),
-        Slip(f"{_REF}:compute_optimal_g_inverted",
-             "G is upside down: G = (alpha A / (beta B))^(1 / (alpha + beta))"),
+        Slip(
+            f"{_REF}:compute_optimal_no_6",
+            "you forgot the 6: the constraint is 6 N D = C, so use C / 6 in N_opt and "
+            "D_opt = C / (6 N_opt)",
+        ),
+        Slip(
+            f"{_REF}:compute_optimal_swapped_exponents",
+            "the exponents are swapped: N_opt grows like (C/6)^(beta / (alpha + beta)) "
+            "(beta, the data exponent, on top), D_opt like (C/6)^(alpha / (alpha + beta))",
+        ),
+        Slip(
+            f"{_REF}:compute_optimal_g_inverted",
+            "G is upside down: G = (alpha A / (beta B))^(1 / (alpha + beta))",
+        ),
         Slip(f"{_REF}:compute_optimal_order", "you returned (D_opt, N_opt): return (N_opt, D_opt)"),
     ],
 )
@@ -223,8 +279,9 @@ FIT_POWER_LAW = Exercise(
     forbid=["llmkit.scaling", *_LSTSQ],
     fixed=[
         _power_case(np.array([1.0, 10.0, 100.0]), np.array([8.0, 4.0, 2.0])),  # b = log10 2
-        _power_case(np.array([1e6, 1e7, 1e8, 1e9]),
-                    400.0 * np.array([1e6, 1e7, 1e8, 1e9]) ** -0.34),
+        _power_case(
+            np.array([1e6, 1e7, 1e8, 1e9]), 400.0 * np.array([1e6, 1e7, 1e8, 1e9]) ** -0.34
+        ),
     ],
     random=_random_power,
     cases=12,
@@ -236,15 +293,23 @@ FIT_POWER_LAW = Exercise(
     crash_hint="x and y are 1-d numpy arrays of positive floats (at least 3 points); "
     "return the pair (coefficient, exponent)",
     slips=[
-        Slip(f"{_REF}:fit_power_law_sign",
-             "the law is y = a x^(-b): the exponent is minus the slope of log y on log x"),
-        Slip(f"{_REF}:fit_power_law_log_a",
-             "the coefficient is a = exp(intercept), not the intercept log a"),
-        Slip(f"{_REF}:fit_power_law_order",
-             "you returned (exponent, coefficient): return (coefficient, exponent)"),
-        Slip(f"{_REF}:fit_power_law_bases",
-             "take logs and exponentials in the same base: with np.log10 the coefficient is "
-             "10**intercept"),
+        Slip(
+            f"{_REF}:fit_power_law_sign",
+            "the law is y = a x^(-b): the exponent is minus the slope of log y on log x",
+        ),
+        Slip(
+            f"{_REF}:fit_power_law_log_a",
+            "the coefficient is a = exp(intercept), not the intercept log a",
+        ),
+        Slip(
+            f"{_REF}:fit_power_law_order",
+            "you returned (exponent, coefficient): return (coefficient, exponent)",
+        ),
+        Slip(
+            f"{_REF}:fit_power_law_bases",
+            "take logs and exponentials in the same base: with np.log10 the coefficient is "
+            "10**intercept",
+        ),
     ],
 )
 

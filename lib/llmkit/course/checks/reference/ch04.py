@@ -74,8 +74,9 @@ def top_k_zero(logits: torch.Tensor, k: int) -> torch.Tensor:
 # ------------------------------------------------------------------------ top_p_filter
 
 
-def _top_p_sorted(logits: torch.Tensor, p: float, shift: int, scatter: bool = True,
-                  fill: float = _NEG_INF) -> torch.Tensor:
+def _top_p_sorted(
+    logits: torch.Tensor, p: float, shift: int, scatter: bool = True, fill: float = _NEG_INF
+) -> torch.Tensor:
     """Nucleus by the mass *before* each sorted token, the removal mask shifted by
     ``shift`` places (1 is right; 0 removes the crossing token; 2 keeps one too many)."""
     sorted_probs, order = torch.softmax(logits, dim=-1).sort(dim=-1, descending=True)
@@ -149,10 +150,11 @@ def beam_swapped(sums: torch.Tensor, logprobs: torch.Tensor, beam_width: int):  
     return scores, tokens, parents
 
 
-def beam_divides_by_n(sums: torch.Tensor, logprobs: torch.Tensor, beam_width: int):  # noqa: ANN201
-    n, vocab = logprobs.shape
-    scores, idx = torch.topk((sums[:, None] + logprobs).reshape(-1), min(beam_width, n * vocab))
-    return scores, idx // n, idx % n
+def beam_unsorted(sums: torch.Tensor, logprobs: torch.Tensor, beam_width: int):  # noqa: ANN201
+    """The right survivors, in the order of the candidates (beam, then token)."""
+    scores, parents, tokens = beam_search_step(sums, logprobs, beam_width)
+    order = torch.argsort(parents * logprobs.shape[1] + tokens)
+    return scores[order], parents[order], tokens[order]
 
 
 def beam_per_beam(sums: torch.Tensor, logprobs: torch.Tensor, beam_width: int):  # noqa: ANN201
@@ -162,8 +164,10 @@ def beam_per_beam(sums: torch.Tensor, logprobs: torch.Tensor, beam_width: int): 
     cands = []
     for i in range(n):
         top = torch.topk(logprobs[i], per)
-        cands += [(float(sums[i] + lp), i, v) for lp, v in zip(top.values, top.indices.tolist(),
-                                                               strict=True)]
+        cands += [
+            (float(sums[i] + lp), i, v)
+            for lp, v in zip(top.values, top.indices.tolist(), strict=True)
+        ]
     cands.sort(key=lambda c: -c[0])
     best = cands[: min(beam_width, n * vocab)]
     return (

@@ -53,8 +53,15 @@ def fit_power_law(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 # ------------------------------------------------------------------- gpt_parameters
 
 
-def _count(config: GPTConfig, tied: bool, *, position: bool = True, final_ln: bool = True,
-           linear_bias: bool = True, lm_head: bool | None = None) -> int:
+def _count(
+    config: GPTConfig,
+    tied: bool,
+    *,
+    position: bool = True,
+    final_ln: bool = True,
+    linear_bias: bool = True,
+    lm_head: bool | None = None,
+) -> int:
     d, v, b = config.d_model, config.vocab_size, int(config.bias)
     block = 12 * d * d + 2 * (d + b * d) + (9 * d * b if linear_bias else 0)
     total = v * d + (config.block_size * d if position else 0) + config.n_layer * block
