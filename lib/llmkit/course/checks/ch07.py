@@ -35,10 +35,9 @@ __all__ = [
 
 _REF = "llmkit.course.checks.reference.ch07"
 _MODELS = ["llmkit.gpt:GPT", "llmkit.nn:Block", "llmkit.nn:MultiHeadAttention", "llmkit.nn:MLP"]
-# numpy's functions are dispatcher objects; their Python code is under __wrapped__
 _LSTSQ = [
-    f"numpy:polyfit{'.__wrapped__' if hasattr(np.polyfit, '__wrapped__') else ''}",
-    f"numpy.linalg:lstsq{'.__wrapped__' if hasattr(np.linalg.lstsq, '__wrapped__') else ''}",
+    "numpy:polyfit",
+    "numpy.linalg:lstsq",
     "scipy.linalg:lstsq",
     "scipy.stats:linregress",
     "scipy.optimize:curve_fit",
