@@ -17,10 +17,10 @@ exports one. Hugging Face stores GPT-2's linear layers as ``Conv1D`` with weight
 **The context window.** Position embeddings exist for ``block_size`` positions only.
 :meth:`GPT.forward` raises a ``ValueError`` for longer inputs (``sequence length 70
 exceeds the context window``). Generation crops instead: the model sees the last
-``block_size`` tokens. With a KV cache, when ``cache.length + new tokens > block_size``, the cache is
-dropped and the cropped window recomputed from scratch (cached keys carry their absolute
-positions, so they cannot simply be shifted). Cached generation therefore equals generation by
-full recomputation on the cropped window, token for token.
+``block_size`` tokens. With a KV cache, when ``cache.length + new tokens > block_size``, the
+cache is dropped and the cropped window recomputed from scratch (cached keys carry their
+absolute positions, so they cannot simply be shifted). Cached generation therefore equals
+generation by full recomputation on the cropped window, token for token.
 """
 
 from __future__ import annotations
