@@ -87,35 +87,17 @@ class HFAdapter:
         return out.logits, cache
 
 
-def tiny_gpt2(seed: int, vocab: int = 16, d: int = 16, layers: int = 2, heads: int = 2) -> Any:
-    """A random tiny GPT-2. A large init range makes the next-token distributions peaked
-    and varied, so that beam search and greedy decoding often disagree (and near-ties,
-    which rounding could flip, are rare)."""
-    tr = _transformers()
-    torch.manual_seed(seed)
-    config = tr.GPT2Config(
-        vocab_size=vocab,
-        n_positions=64,
-        n_embd=d,
-        n_layer=layers,
-        n_head=heads,
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
-        initializer_range=0.5,
-        bos_token_id=None,
-        eos_token_id=None,
-        pad_token_id=vocab - 1,
-    )
-    return tr.GPT2LMHeadModel(config).eval()
-
-
 MODEL_SHAPES = [(16, 16, 2, 2), (9, 24, 1, 3), (24, 8, 3, 1)]
 
 
 @pytest.fixture(scope="module")
-def hf_models() -> list[Any]:
-    return [tiny_gpt2(seed, *shape) for seed, shape in enumerate(MODEL_SHAPES)]
+def hf_models(hf_gpt2) -> list[Any]:
+    # a large init range: peaked, varied next-token distributions, so that beam search and
+    # greedy decoding often disagree
+    return [
+        hf_gpt2(d, layers, heads, 64, vocab, seed, initializer_range=0.5, pad_token_id=vocab - 1)
+        for seed, (vocab, d, layers, heads) in enumerate(MODEL_SHAPES)
+    ]
 
 
 def _prompt(seed: int, vocab: int, length: int) -> torch.Tensor:
@@ -738,7 +720,5 @@ def test_decoding_errors() -> None:
         beam_search(model, prompt, 2, 3, length_penalty=float("inf"))
     with pytest.raises(ValueError, match="prompt_len"):
         sequence_logprob(model, prompt, 2)
-    with pytest.raises(
-        ValueError, match="model"
-    ):
+    with pytest.raises(ValueError, match="model"):
         greedy(lambda ids: torch.zeros(ids.shape[0], 4), prompt, 2)

@@ -30,24 +30,6 @@ def tiny(**overrides) -> GPT:
     return GPT(GPTConfig(**kw)).eval()
 
 
-def hf_gpt2(n_embd, n_layer, n_head, n_positions, vocab_size, seed=0):
-    config = transformers.GPT2Config(
-        n_embd=n_embd,
-        n_layer=n_layer,
-        n_head=n_head,
-        n_positions=n_positions,
-        vocab_size=vocab_size,
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
-        bos_token_id=None,
-        eos_token_id=None,
-        initializer_range=0.1,  # peakier logits than 0.02: no near-ties in greedy decoding
-    )
-    torch.manual_seed(seed)
-    return transformers.GPT2LMHeadModel(config).eval()
-
-
 def greedy_full(model, ids: torch.Tensor, n: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Greedy decoding by full recomputation on the last block_size tokens."""
     block = model.config.block_size
@@ -321,7 +303,7 @@ def test_generate_uses_decoding_and_crops():
 
 @pytest.mark.parametrize("shape", HF_SHAPES)
 @pytest.mark.parametrize("impl", ["sdpa", "manual"])
-def test_hf_logits_match(shape, impl):
+def test_hf_logits_match(shape, impl, hf_gpt2):
     hf = hf_gpt2(*shape)
     n_embd, n_layer, n_head, n_positions, vocab = shape
     config = GPTConfig(vocab, n_positions, n_layer, n_head, n_embd, impl=impl)
@@ -333,7 +315,7 @@ def test_hf_logits_match(shape, impl):
 
 
 @pytest.mark.parametrize("shape", HF_SHAPES)
-def test_hf_config_parameter_count_and_round_trip(shape):
+def test_hf_config_parameter_count_and_round_trip(shape, hf_gpt2):
     hf = hf_gpt2(*shape, seed=1)
     model = GPT.from_hf_gpt2(hf).eval()  # config read from hf.config
     n_embd, n_layer, n_head, n_positions, vocab = shape
@@ -356,7 +338,7 @@ def test_hf_config_parameter_count_and_round_trip(shape):
 
 
 @pytest.mark.parametrize("shape", HF_SHAPES)
-def test_hf_greedy_20_tokens_identical(shape):
+def test_hf_greedy_20_tokens_identical(shape, hf_gpt2):
     hf = hf_gpt2(*shape, seed=2).double()
     model = GPT.from_hf_gpt2(hf).eval()
     prompt = torch.randint(0, shape[-1], (1, 6))
@@ -369,7 +351,7 @@ def test_hf_greedy_20_tokens_identical(shape):
     assert torch.equal(ours, expected)
 
 
-def test_from_hf_state_dict_variants():
+def test_from_hf_state_dict_variants(hf_gpt2):
     hf = hf_gpt2(32, 2, 4, 64, 50, seed=3)
     sd = hf.state_dict()
     ids = torch.randint(0, 50, (1, 7))

@@ -17,23 +17,26 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from llmkit import decoding
-from llmkit.nn import KVCache
-from llmkit.seq2seq import (
+from llmkit import decoding, seq2seq
+from llmkit.data import pairs
+from llmkit.data.pairs import (
     IGNORE_INDEX,
     SPECIAL_TOKENS,
-    ConditionedDecoder,
-    Seq2Seq,
-    Seq2SeqCache,
-    Seq2SeqConfig,
     collate,
     encode_pairs,
     pad_sequences,
     pair_batch_fn,
     select_pairs,
-    seq2seq_loss,
     special_ids,
     train_tokenizer,
+)
+from llmkit.nn import KVCache
+from llmkit.seq2seq import (
+    ConditionedDecoder,
+    Seq2Seq,
+    Seq2SeqCache,
+    Seq2SeqConfig,
+    seq2seq_loss,
     translate,
     translate_sentences,
 )
@@ -502,3 +505,9 @@ def test_checkpoint_round_trip(tmp_path):
     assert loaded.lm_head.weight is loaded.tok_emb.weight
     for (name, a), b in zip(model.state_dict().items(), loaded.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
+
+
+def test_pair_preparation_is_still_importable_from_seq2seq():
+    # older notebooks and the chapter 06 checks import these from llmkit.seq2seq
+    for name in pairs.__all__:
+        assert getattr(seq2seq, name) is getattr(pairs, name)
