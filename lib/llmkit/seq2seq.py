@@ -33,6 +33,9 @@ padding is masked in every attention over the source, and padded target position
 ignored by the loss (they come after the real ones, so the causal mask already keeps real
 positions from seeing them).
 
+**Data preparation** (:func:`select_pairs`, :func:`train_tokenizer`, :func:`collate`, ...)
+lives in :mod:`llmkit.data.pairs`; its names are re-exported here.
+
 **Generation** reuses :mod:`llmkit.decoding` unchanged. :meth:`Seq2Seq.conditioned` runs the
 encoder once and returns a :class:`ConditionedDecoder`: a callable ``tgt_ids -> logits`` with
 ``new_cache()`` / ``forward_with_cache(ids, cache)``, i.e. a language model over the target
