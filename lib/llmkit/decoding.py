@@ -31,13 +31,14 @@ including how ties are treated (the tests compare them).
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from llmkit import validate
 
 __all__ = [
     "apply_temperature",
@@ -63,20 +64,6 @@ Model = Callable[[torch.Tensor], torch.Tensor]
 # --------------------------------------------------------------------------- validation
 
 
-def _check_int(value: Any, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
-
-
-def _check_real(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    return float(value)
-
-
 def _check_logits(logits: Any) -> None:
     if not isinstance(logits, torch.Tensor):
         raise TypeError(f"logits must be a torch.Tensor, got {type(logits).__name__}")
@@ -89,34 +76,12 @@ def _check_logits(logits: Any) -> None:
 
 
 def _check_ids(ids: Any, name: str, dims: tuple[int, ...] = (1, 2)) -> torch.Tensor:
-    if not isinstance(ids, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of token ids, got {type(ids).__name__}")
-    if ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool:
-        raise TypeError(f"{name} must hold integers, got dtype {ids.dtype}")
-    if ids.dim() not in dims:
-        shapes = " or ".join({1: "(seq,)", 2: "(batch, seq)"}[d] for d in dims)
-        raise ValueError(f"{name} must have shape {shapes}, got {tuple(ids.shape)}")
-    if ids.shape[-1] < 1:
-        raise ValueError(
-            f"{name} must contain at least one token (a prompt), got {tuple(ids.shape)}"
-        )
-    if ids.dim() == 2 and ids.shape[0] < 1:
-        raise ValueError(f"{name} must contain at least one row, got {tuple(ids.shape)}")
-    return ids.long()
-
-
-def _check_temperature(temperature: Any) -> float:
-    t = _check_real(temperature, "temperature")
-    if not t > 0:  # also rejects nan
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    if math.isinf(t):
-        raise ValueError(f"temperature must be finite, got {temperature}")
-    return t
+    return validate.int_ids(name, ids, dims=dims).long()
 
 
 def _check_top_p(p: Any, name: str = "p") -> float:
-    p = _check_real(p, name)
-    if not 0 < p <= 1:
+    p = validate.number(name, p, high=1.0)
+    if not p > 0:
         raise ValueError(f"{name} must lie in (0, 1], got {p}")
     return p
 
@@ -124,7 +89,7 @@ def _check_top_p(p: Any, name: str = "p") -> float:
 def _check_eos(eos_token_id: Any) -> int | None:
     if eos_token_id is None:
         return None
-    return _check_int(eos_token_id, "eos_token_id", 0)
+    return validate.integer("eos_token_id", eos_token_id, minimum=0)
 
 
 # --------------------------------------------------------------------------- filters
@@ -147,7 +112,7 @@ def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     tensor([ 4., -2.])
     """
     _check_logits(logits)
-    t = _check_temperature(temperature)
+    t = validate.positive("temperature", temperature)
     return logits / t
 
 
@@ -168,7 +133,7 @@ def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
     tensor([-inf, 3., -inf, 3.])
     """
     _check_logits(logits)
-    k = _check_int(k, "k", 1)
+    k = validate.positive_int("k", k)
     k = min(k, logits.shape[-1])
     kth_largest = torch.topk(logits, k, dim=-1).values[..., -1:]
     return logits.masked_fill(logits < kth_largest, float("-inf"))
@@ -201,7 +166,7 @@ def top_p_filter(logits: torch.Tensor, p: float, min_tokens_to_keep: int = 1) ->
     """
     _check_logits(logits)
     p = _check_top_p(p)
-    min_tokens_to_keep = _check_int(min_tokens_to_keep, "min_tokens_to_keep", 1)
+    min_tokens_to_keep = validate.positive_int("min_tokens_to_keep", min_tokens_to_keep)
     # the same (not necessarily stable) sort call as transformers, so ties split alike
     sorted_logits, sorted_indices = torch.sort(logits, dim=-1, descending=False)
     cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
@@ -246,8 +211,7 @@ class _NextToken:
     """Next-token logits for a growing batch of sequences, with or without a KV cache."""
 
     def __init__(self, model: Model, use_cache: bool) -> None:
-        if not isinstance(use_cache, bool):
-            raise TypeError(f"use_cache must be a bool, got {type(use_cache).__name__}")
+        validate.boolean("use_cache", use_cache)
         if not callable(model):
             raise TypeError(f"model must be callable (ids -> logits), got {type(model).__name__}")
         self.model = model
@@ -300,7 +264,7 @@ def _decode(
 ) -> torch.Tensor:
     """The token-by-token loop shared by greedy decoding and sampling."""
     ids = _check_ids(ids, "ids")
-    max_new_tokens = _check_int(max_new_tokens, "max_new_tokens", 0)
+    max_new_tokens = validate.integer("max_new_tokens", max_new_tokens, minimum=0)
     eos = _check_eos(eos_token_id)
     squeeze = ids.dim() == 1
     seqs = ids[None] if squeeze else ids
@@ -374,9 +338,9 @@ def sample(
     Returns:
         ``(t + n,)`` or ``(b, t + n)`` ids, the prompt first.
     """
-    _check_temperature(temperature)
+    validate.positive("temperature", temperature)
     if top_k is not None:
-        _check_int(top_k, "top_k", 1)
+        validate.positive_int("top_k", top_k)
     if top_p is not None:
         _check_top_p(top_p, "top_p")
 
@@ -465,14 +429,11 @@ def beam_search(
         ``max_new_tokens == 0`` the single hypothesis is the prompt, score ``0.0``.
     """
     prompt = _check_ids(prompt_ids, "prompt_ids", dims=(1,))
-    beam_width = _check_int(beam_width, "beam_width", 1)
-    max_new_tokens = _check_int(max_new_tokens, "max_new_tokens", 0)
-    lp = _check_real(length_penalty, "length_penalty")
-    if not math.isfinite(lp):
-        raise ValueError(f"length_penalty must be finite, got {length_penalty}")
+    beam_width = validate.positive_int("beam_width", beam_width)
+    max_new_tokens = validate.integer("max_new_tokens", max_new_tokens, minimum=0)
+    lp = validate.number("length_penalty", length_penalty)
     eos = _check_eos(eos_token_id)
-    if not isinstance(return_all, bool):
-        raise TypeError(f"return_all must be a bool, got {type(return_all).__name__}")
+    validate.boolean("return_all", return_all)
 
     finished: list[Hypothesis] = []
     if max_new_tokens == 0:
@@ -557,10 +518,7 @@ def generate(
         ``(t + n,)`` or ``(b, t + n)`` ids, the prompt first. With ``eos_token_id``,
         rows that finished early are padded with ``eos_token_id``.
     """
-    if strategy not in STRATEGIES:
-        raise ValueError(
-            f"strategy must be one of {', '.join(map(repr, STRATEGIES))}, got {strategy!r}"
-        )
+    validate.one_of("strategy", strategy, STRATEGIES)
     sampling = {
         "temperature": temperature != 1.0,
         "top_k": top_k is not None,
@@ -636,7 +594,7 @@ def sequence_logprob(model: Model, ids: torch.Tensor, prompt_len: int) -> torch.
     ids = _check_ids(ids, "ids")
     squeeze = ids.dim() == 1
     seqs = ids[None] if squeeze else ids
-    prompt_len = _check_int(prompt_len, "prompt_len", 1)
+    prompt_len = validate.positive_int("prompt_len", prompt_len)
     if prompt_len > seqs.shape[1]:
         raise ValueError(
             f"prompt_len must be <= the sequence length {seqs.shape[1]}, got {prompt_len}"
@@ -677,9 +635,9 @@ def exhaustive_search(
         continuation's total log-probability.
     """
     prompt = _check_ids(prompt_ids, "prompt_ids", dims=(1,))
-    num_tokens = _check_int(num_tokens, "num_tokens", 0)
-    max_sequences = _check_int(max_sequences, "max_sequences", 1)
-    batch_size = _check_int(batch_size, "batch_size", 1)
+    num_tokens = validate.integer("num_tokens", num_tokens, minimum=0)
+    max_sequences = validate.positive_int("max_sequences", max_sequences)
+    batch_size = validate.positive_int("batch_size", batch_size)
     prefixes = prompt[None]  # (n, t + level)
     sums = torch.zeros(1, device=prompt.device)  # (n,)
     for level in range(num_tokens):

@@ -16,11 +16,11 @@ exports one. Hugging Face stores GPT-2's linear layers as ``Conv1D`` with weight
 
 **The context window.** Position embeddings exist for ``block_size`` positions only.
 :meth:`GPT.forward` raises a ``ValueError`` for longer inputs (``sequence length 70
-exceeds block_size 64``). Generation crops instead: the model sees the last ``block_size``
-tokens. With a KV cache, when ``cache.length + new tokens > block_size``, the cache is
-dropped and the cropped window recomputed from scratch (cached keys carry their absolute
-positions, so they cannot simply be shifted). Cached generation therefore equals generation by
-full recomputation on the cropped window, token for token.
+exceeds the context window``). Generation crops instead: the model sees the last
+``block_size`` tokens. With a KV cache, when ``cache.length + new tokens > block_size``, the
+cache is dropped and the cropped window recomputed from scratch (cached keys carry their
+absolute positions, so they cannot simply be shifted). Cached generation therefore equals
+generation by full recomputation on the cropped window, token for token.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from llmkit import validate
 from llmkit.nn import ATTENTION_IMPLS, Block, KVCache, LearnedPositions
 
 __all__ = ["GPTConfig", "GPT"]
@@ -64,30 +65,13 @@ class GPTConfig:
     n_layer: int
     n_head: int
     d_model: int
-    dropout: float = 0.0
+    dropout: float = validate.checked(validate.probability, default=0.0)
     bias: bool = True
-    impl: str = "sdpa"
+    impl: str = validate.checked(validate.one_of, ATTENTION_IMPLS, default="sdpa")
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "block_size", "n_layer", "n_head", "d_model"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-            if value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
-        if self.d_model % self.n_head != 0:
-            raise ValueError(
-                f"d_model (={self.d_model}) must be divisible by n_head (={self.n_head})"
-            )
-        if isinstance(self.dropout, bool) or not isinstance(self.dropout, int | float):
-            raise TypeError(f"dropout must be a float in [0, 1), got {type(self.dropout).__name__}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        self.dropout = float(self.dropout)
-        if not isinstance(self.bias, bool):
-            raise TypeError(f"bias must be a bool, got {type(self.bias).__name__}")
-        if self.impl not in ATTENTION_IMPLS:
-            raise ValueError(f"impl must be one of {ATTENTION_IMPLS}, got {self.impl!r}")
+        validate.config_fields(self)
+        validate.divisible("d_model", self.d_model, "n_head", self.n_head)
 
     @property
     def head_dim(self) -> int:
@@ -241,68 +225,20 @@ class GPT(nn.Module):
 
     # -- forward ----------------------------------------------------------------------------
 
-    def _check_ids(self, ids: torch.Tensor, name: str = "ids") -> None:
-        if not isinstance(ids, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(ids).__name__}")
-        if ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool:
-            raise TypeError(f"{name} must hold integer token ids, got dtype {ids.dtype}")
-        if ids.dim() != 2:
-            raise ValueError(
-                f"{name} must have shape (batch, seq), got {tuple(ids.shape)}"
-                + ("; use ids[None] for a single sequence" if ids.dim() == 1 else "")
-            )
-        if ids.shape[1] == 0:
-            raise ValueError(
-                f"{name} must hold at least one position, got shape {tuple(ids.shape)}"
-            )
-        # The range check reads values back to Python: skip it on accelerators (a sync)
-        # and while torch.compile traces (a graph break).
-        if ids.device.type == "cpu" and ids.numel() and not torch.compiler.is_compiling():
-            lo, hi = int(ids.min()), int(ids.max())
-            if lo < 0 or hi >= self.config.vocab_size:
-                raise ValueError(
-                    f"{name} must lie in [0, {self.config.vocab_size}) (vocab_size), "
-                    f"got values in [{lo}, {hi}]"
-                )
-
     def forward(self, ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         """Next-token logits.
 
         Args:
-            ids: token ids ``(b, t)``.
+            ids: token ids ``(b, t)``, ``t <= block_size``.
             cache: optional :class:`~llmkit.nn.KVCache` from :meth:`new_cache`, extended in
                 place: ``ids`` are the positions ``cache.length .. cache.length + t - 1`` and
-                attend to the cached keys and values as well as to each other.
+                attend to the cached keys and values as well as to each other (use
+                :meth:`forward_with_cache`, which checks its arguments and crops).
         Returns:
             logits: ``(b, t, vocab_size)``; ``logits[:, i]`` scores the token after ``ids[:, i]``.
-        Raises:
-            ValueError: if ``cache.length + t > block_size`` (``sequence length 70 exceeds
-                block_size 64``): crop the input, or use :meth:`forward_with_cache`.
         """
-        self._check_ids(ids)
-        b, t = ids.shape
-        past = 0
-        if cache is not None:
-            if not isinstance(cache, KVCache):
-                raise TypeError(f"cache must be a KVCache or None, got {type(cache).__name__}")
-            if len(cache) != self.config.n_layer:
-                raise ValueError(
-                    f"cache has {len(cache)} layers but the model has n_layer="
-                    f"{self.config.n_layer}; make it with model.new_cache()"
-                )
-            past = cache.length
-            if past and cache.batch_size != b:
-                raise ValueError(f"cache holds batch size {cache.batch_size}, but ids has {b}")
-        if past + t > self.config.block_size:
-            what = f"sequence length {past + t}"
-            if past:
-                what += f" ({past} cached + {t} new)"
-            raise ValueError(
-                f"{what} exceeds block_size {self.config.block_size}; crop the context to the "
-                f"last {self.config.block_size} tokens (generate() and forward_with_cache() "
-                "do this)"
-            )
-        x = self.wte(ids) + self.wpe(t, offset=past)  # (b, t, d_model)
+        past = 0 if cache is None else cache.length
+        x = self.wte(ids) + self.wpe(ids.shape[1], offset=past)  # (b, t, d_model)
         x = self.drop(x)
         for i, block in enumerate(self.blocks):
             x, kv = block(x, layer_cache=None if cache is None else cache[i])
@@ -336,21 +272,21 @@ class GPT(nn.Module):
             logits ``(b, min(t, block_size), vocab_size)`` for the last new positions, and
             the (same, extended) cache.
         """
+        validate.int_ids("ids", ids, self.config.vocab_size)
         if cache is None:
             cache = self.new_cache()
-        self._check_ids(ids)
+        if not isinstance(cache, KVCache) or cache.n_layers != self.config.n_layer:
+            raise ValueError(f"cache must be a KVCache from model.new_cache(), got {cache!r}")
+        if cache.length and cache.batch_size != ids.shape[0]:
+            raise ValueError(f"cache holds batch size {cache.batch_size}, ids {ids.shape[0]}")
         t, block = ids.shape[1], self.config.block_size
         if cache.length + t <= block:
             return self.forward(ids, cache), cache
         if cache.length:
             if cache.ids is None:
                 raise ValueError(
-                    "the cache would exceed block_size, and it holds no token ids to recompute "
-                    "a cropped window from; fill it through GPT.forward"
-                )
-            if cache.ids.shape[0] != ids.shape[0]:
-                raise ValueError(
-                    f"cache holds batch size {cache.ids.shape[0]}, but ids has {ids.shape[0]}"
+                    "cache would exceed block_size and holds no token ids to recompute a "
+                    "cropped window from; fill it through GPT.forward"
                 )
             ids = torch.cat([cache.ids, ids], dim=1)
         window = ids[:, -block:]
@@ -368,6 +304,7 @@ class GPT(nn.Module):
         Returns:
             scalar loss (nats per token).
         """
+        validate.int_ids("ids", ids, self.config.vocab_size)
         if not isinstance(targets, torch.Tensor) or targets.shape != ids.shape:
             got = tuple(targets.shape) if isinstance(targets, torch.Tensor) else type(targets)
             raise ValueError(f"targets must have the shape of ids {tuple(ids.shape)}, got {got}")
@@ -405,6 +342,7 @@ class GPT(nn.Module):
         """
         from llmkit import decoding  # imported here: llmkit.decoding builds on this module
 
+        validate.int_ids("ids", ids, self.config.vocab_size, dims=(1, 2))
         was_training = self.training
         self.eval()
         try:
@@ -517,26 +455,18 @@ class GPT(nn.Module):
         return out
 
 
-class _CroppedContext(nn.Module):
-    """A view of a :class:`GPT` for :mod:`llmkit.decoding` that never exceeds its context.
+class _CroppedContext:
+    """A :class:`GPT` as :mod:`llmkit.decoding` sees it: never past its context window.
 
-    Calling it crops ``ids`` to their last ``block_size`` tokens; ``forward_with_cache``
-    already recomputes a cropped window when the cache would overflow.
+    Calling it runs the model on the last ``block_size`` tokens of ``ids``;
+    ``forward_with_cache`` already recomputes a cropped window when the cache would overflow.
     """
 
     def __init__(self, model: GPT) -> None:
-        super().__init__()
         self.model = model
-        self.config = model.config
+        self.new_cache = model.new_cache
+        self.forward_with_cache = model.forward_with_cache
 
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+    def __call__(self, ids: torch.Tensor) -> torch.Tensor:
         """``ids: (b, t) -> logits (b, min(t, block_size), vocab)`` for the last positions."""
-        return self.model(ids[..., -self.config.block_size :])
-
-    def forward_with_cache(
-        self, ids: torch.Tensor, cache: KVCache | None = None
-    ) -> tuple[torch.Tensor, KVCache]:
-        return self.model.forward_with_cache(ids, cache)
-
-    def new_cache(self) -> KVCache:
-        return self.model.new_cache()
+        return self.model(ids[..., -self.model.config.block_size :])

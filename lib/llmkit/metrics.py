@@ -40,6 +40,8 @@ from typing import Any
 
 import torch
 
+from llmkit import validate
+
 __all__ = [
     "perplexity",
     "bits_per_token",
@@ -101,10 +103,7 @@ def bytes_per_token(text: str, n_tokens: int) -> float:
     """
     if not isinstance(text, str):
         raise TypeError(f"text must be a str, got {type(text).__name__}")
-    if isinstance(n_tokens, bool) or not isinstance(n_tokens, numbers.Integral):
-        raise TypeError(f"n_tokens must be an int, got {type(n_tokens).__name__}")
-    if n_tokens < 1:
-        raise ValueError(f"n_tokens must be >= 1, got {n_tokens}")
+    validate.positive_int("n_tokens", n_tokens)
     return len(text.encode("utf-8")) / n_tokens
 
 
@@ -299,7 +298,6 @@ def chrf(
     """
     import sacrebleu
 
-    if isinstance(word_order, bool) or not isinstance(word_order, int) or word_order < 0:
-        raise ValueError(f"word_order must be an int >= 0 (0: chrF, 2: chrF++), got {word_order!r}")
+    validate.integer("word_order", word_order, minimum=0)  # 0: chrF, 2: chrF++
     streams = _reference_streams(hypotheses, references)
     return float(sacrebleu.corpus_chrf(list(hypotheses), streams, word_order=word_order).score)

@@ -32,6 +32,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from llmkit import validate
+
 __all__ = [
     "causal_mask",
     "attention",
@@ -47,70 +49,6 @@ __all__ = [
 
 #: The two attention implementations: PyTorch's fused kernel and the written-out version.
 ATTENTION_IMPLS = ("sdpa", "manual")
-
-
-# ---------------------------------------------------------------------------------------------
-# argument checks
-
-
-def _check_positive_int(value: object, name: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return value
-
-
-def _check_dropout(p: object, name: str = "dropout") -> float:
-    if isinstance(p, bool) or not isinstance(p, int | float):
-        raise TypeError(f"{name} must be a float in [0, 1), got {type(p).__name__}")
-    if not 0.0 <= p < 1.0:
-        raise ValueError(f"{name} must be in [0, 1), got {p}")
-    return float(p)
-
-
-def _check_impl(impl: object) -> str:
-    if impl not in ATTENTION_IMPLS:
-        raise ValueError(f"impl must be one of {ATTENTION_IMPLS}, got {impl!r}")
-    return impl  # type: ignore[return-value]
-
-
-def _check_divisible(d_model: int, n_heads: int, heads_name: str = "n_heads") -> None:
-    if d_model % n_heads != 0:
-        raise ValueError(
-            f"d_model (={d_model}) must be divisible by {heads_name} (={n_heads}); "
-            f"each head gets d_model // {heads_name} dimensions"
-        )
-
-
-def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
-    for name, x in (("q", q), ("k", k), ("v", v)):
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-        if x.dim() < 2:
-            raise ValueError(f"{name} must have shape (..., seq, dim), got {tuple(x.shape)}")
-    if q.shape[-1] != k.shape[-1]:
-        raise ValueError(
-            f"q and k must have the same last dimension, got q {tuple(q.shape)} "
-            f"and k {tuple(k.shape)}"
-        )
-    if k.shape[-2] != v.shape[-2]:
-        raise ValueError(
-            f"k and v must have the same number of positions (dim -2), got k "
-            f"{tuple(k.shape)} and v {tuple(v.shape)}"
-        )
-
-
-def _check_mask(mask: torch.Tensor | None, seq_q: int, seq_k: int) -> None:
-    if mask is None:
-        return
-    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
-        got = mask.dtype if isinstance(mask, torch.Tensor) else type(mask).__name__
-        raise TypeError(f"mask must be a bool tensor (True = may attend), got {got}")
-    if mask.dim() < 2 or mask.shape[-2] not in (1, seq_q) or mask.shape[-1] not in (1, seq_k):
-        raise ValueError(
-            f"mask must broadcast to (..., seq_q={seq_q}, seq_k={seq_k}), got {tuple(mask.shape)}"
-        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -138,15 +76,8 @@ def causal_mask(
     >>> causal_mask(1, 3).int()
     tensor([[1, 1, 1]], dtype=torch.int32)
     """
-    _check_positive_int(seq_q, "seq_q")
     if seq_k is None:
         seq_k = seq_q
-    _check_positive_int(seq_k, "seq_k")
-    if seq_k < seq_q:
-        raise ValueError(
-            f"seq_k must be >= seq_q (the queries are the last seq_q of the seq_k positions), "
-            f"got seq_q={seq_q}, seq_k={seq_k}"
-        )
     ones = torch.ones(seq_q, seq_k, dtype=torch.bool, device=device)
     return torch.tril(ones, diagonal=seq_k - seq_q)
 
@@ -180,9 +111,6 @@ def attention(
         out: ``(..., t, d_v)``; with ``return_weights`` also ``weights: (..., t, s)`` (after
         dropout; each row sums to 1 when ``dropout_p == 0``).
     """
-    _check_qkv(q, k, v)
-    _check_mask(mask, q.shape[-2], k.shape[-2])
-    dropout_p = _check_dropout(dropout_p, "dropout_p")
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (..., t, s)
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
@@ -221,10 +149,7 @@ def sdpa_attention(
     Returns:
         out: ``(..., t, d_v)``.
     """
-    _check_qkv(q, k, v)
     seq_q, seq_k = q.shape[-2], k.shape[-2]
-    _check_mask(mask, seq_q, seq_k)
-    dropout_p = _check_dropout(dropout_p, "dropout_p")
     is_causal = False
     if causal:
         if mask is None and seq_q == seq_k:
@@ -249,34 +174,29 @@ class KVCache:
     new token needs the keys and values of all earlier tokens, and they never change (the
     mask stops earlier tokens from seeing later ones), so they are computed once.
 
-    ``ids`` optionally holds the ``(batch, length)`` token ids the cache covers, so a model
-    can recompute a cropped window when the cache would outgrow its context
+    ``n_layers`` is the number of layers, ``length`` the number of positions cached. ``ids``
+    optionally holds the ``(batch, length)`` token ids the cache covers, so a model can
+    recompute a cropped window when the cache would outgrow its context
     (:meth:`llmkit.gpt.GPT.forward_with_cache` does).
 
+    The interface of every cache in :mod:`llmkit` (also :class:`llmkit.seq2seq.Seq2SeqCache`):
+    ``length``, ``batch_size``, ``reset()`` and ``reorder(indices)`` (beam search).
+
     >>> cache = KVCache(2)
-    >>> cache.length
-    0
+    >>> cache.n_layers, cache.length
+    (2, 0)
     """
 
     def __init__(self, n_layers: int) -> None:
-        self.n_layers = _check_positive_int(n_layers, "n_layers")
+        self.n_layers = validate.positive_int("n_layers", n_layers)
         self.layers: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * n_layers
         self.ids: torch.Tensor | None = None
-
-    def __len__(self) -> int:
-        return self.n_layers
 
     def __getitem__(self, layer: int) -> tuple[torch.Tensor, torch.Tensor] | None:
         return self.layers[layer]
 
     def __setitem__(self, layer: int, kv: tuple[torch.Tensor, torch.Tensor]) -> None:
-        k, v = kv
-        if k.dim() != 4 or v.dim() != 4:
-            raise ValueError(
-                "cached k and v must have shape (batch, heads, length, head_dim), got "
-                f"{tuple(k.shape)} and {tuple(v.shape)}"
-            )
-        self.layers[layer] = (k, v)
+        self.layers[layer] = kv
 
     @property
     def length(self) -> int:
@@ -299,22 +219,6 @@ class KVCache:
         """Record the ``(batch, t)`` token ids that were just fed through the model."""
         self.ids = ids if self.ids is None else torch.cat([self.ids, ids], dim=1)
 
-    def crop(self, n: int) -> KVCache:
-        """Keep the first ``n`` positions (``0 <= n <= length``) and drop the rest, in place."""
-        if isinstance(n, bool) or not isinstance(n, int):
-            raise TypeError(f"n must be an int, got {type(n).__name__}")
-        if not 0 <= n <= self.length:
-            raise ValueError(f"n must be in [0, {self.length}] (the cache length), got {n}")
-        if n == 0:
-            self.reset()
-            return self
-        self.layers = [
-            None if kv is None else (kv[0][:, :, :n], kv[1][:, :, :n]) for kv in self.layers
-        ]
-        if self.ids is not None:
-            self.ids = self.ids[:, :n]
-        return self
-
     def reorder(self, indices: torch.Tensor) -> KVCache:
         """Select batch rows in place: row ``i`` becomes old row ``indices[i]``.
 
@@ -322,8 +226,6 @@ class KVCache:
         beam they extend. ``indices`` is a 1-D LongTensor (its length may differ from the
         batch size, e.g. to expand one prompt into several beams).
         """
-        if not isinstance(indices, torch.Tensor) or indices.dim() != 1:
-            raise ValueError("indices must be a 1-D LongTensor of batch rows")
         indices = indices.long()
         self.layers = [
             None
@@ -362,9 +264,10 @@ class MultiHeadAttention(nn.Module):
         causal: apply the causal mask (decoder); ``False`` for an encoder.
         impl: ``"sdpa"`` (PyTorch's fused kernel, the default) or ``"manual"``
             (:func:`attention`, the teaching path). Same outputs.
-
-    Set ``store_weights = True`` to keep the attention weights of the last forward pass in
-    ``last_weights`` ``(b, h, t, s)`` (computed through the manual path).
+        store_weights: keep the attention weights of the last forward pass in
+            ``last_weights`` ``(b, h, t, s)``. The fused kernel does not return its weights,
+            so while ``store_weights`` is ``True`` the layer runs the manual path, whatever
+            ``impl`` says (:attr:`uses_manual_path`). The attribute can be switched later.
     """
 
     def __init__(
@@ -375,22 +278,28 @@ class MultiHeadAttention(nn.Module):
         bias: bool = True,
         causal: bool = True,
         impl: str = "sdpa",
+        store_weights: bool = False,
     ) -> None:
         super().__init__()
-        _check_positive_int(d_model, "d_model")
-        _check_positive_int(n_heads, "n_heads")
-        _check_divisible(d_model, n_heads)
+        validate.positive_int("d_model", d_model)
+        validate.positive_int("n_heads", n_heads)
+        validate.divisible("d_model", d_model, "n_heads", n_heads)
         self.d_model = d_model
         self.n_heads = n_heads
         self.head_dim = d_model // n_heads
-        self.dropout = _check_dropout(dropout)
+        self.dropout = validate.probability("dropout", dropout)
         self.causal = bool(causal)
-        self.impl = _check_impl(impl)
+        self.impl = validate.one_of("impl", impl, ATTENTION_IMPLS)
         self.qkv = nn.Linear(d_model, 3 * d_model, bias=bias)
         self.proj = nn.Linear(d_model, d_model, bias=bias)
         self.resid_dropout = nn.Dropout(self.dropout)
-        self.store_weights = False
+        self.store_weights = validate.boolean("store_weights", store_weights)
         self.last_weights: torch.Tensor | None = None
+
+    @property
+    def uses_manual_path(self) -> bool:
+        """Whether :func:`attention` runs (``impl="manual"``, or weights are stored)."""
+        return self.impl == "manual" or self.store_weights
 
     def forward(
         self,
@@ -411,23 +320,14 @@ class MultiHeadAttention(nn.Module):
             out: ``(b, t, d_model)``; and the new ``(k, v)``, each ``(b, h, s, head_dim)``
             with ``s = s_past + t`` (store it back in the cache).
         """
-        if x.dim() != 3 or x.shape[-1] != self.d_model:
-            raise ValueError(
-                f"x must have shape (batch, seq, d_model={self.d_model}), got {tuple(x.shape)}"
-            )
         qkv = self.qkv(x)  # (b, t, 3 * d_model)
         q, k, v = rearrange(qkv, "b t (three h d) -> three b h t d", three=3, h=self.n_heads)
         if layer_cache is not None:
             past_k, past_v = layer_cache
-            if past_k.shape[0] != x.shape[0] or past_k.shape[1] != self.n_heads:
-                raise ValueError(
-                    f"layer_cache holds (batch, heads) = {tuple(past_k.shape[:2])}, but x has "
-                    f"batch {x.shape[0]} and the layer has {self.n_heads} heads"
-                )
             k = torch.cat([past_k, k], dim=-2)
             v = torch.cat([past_v, v], dim=-2)
         p = self.dropout if self.training else 0.0
-        if self.impl == "manual" or self.store_weights:
+        if self.uses_manual_path:
             full = mask
             if self.causal:
                 cmask = causal_mask(q.shape[-2], k.shape[-2], device=x.device)
@@ -469,9 +369,9 @@ class CrossAttention(nn.Module):
         bias: biases in ``q_proj``, ``kv_proj`` and ``proj``.
         impl: ``"sdpa"`` (PyTorch's fused kernel, the default) or ``"manual"``
             (:func:`attention`). Same outputs.
-
-    Set ``store_weights = True`` to keep the attention weights of the last forward pass in
-    ``last_weights`` ``(b, h, t, s)``: which source tokens each target token read.
+        store_weights: keep the attention weights of the last forward pass in
+            ``last_weights`` ``(b, h, t, s)``: which source tokens each target token read.
+            As in :class:`MultiHeadAttention`, this runs the manual path.
     """
 
     def __init__(
@@ -481,30 +381,28 @@ class CrossAttention(nn.Module):
         dropout: float = 0.0,
         bias: bool = True,
         impl: str = "sdpa",
+        store_weights: bool = False,
     ) -> None:
         super().__init__()
-        _check_positive_int(d_model, "d_model")
-        _check_positive_int(n_heads, "n_heads")
-        _check_divisible(d_model, n_heads)
+        validate.positive_int("d_model", d_model)
+        validate.positive_int("n_heads", n_heads)
+        validate.divisible("d_model", d_model, "n_heads", n_heads)
         self.d_model = d_model
         self.n_heads = n_heads
         self.head_dim = d_model // n_heads
-        self.dropout = _check_dropout(dropout)
-        self.impl = _check_impl(impl)
+        self.dropout = validate.probability("dropout", dropout)
+        self.impl = validate.one_of("impl", impl, ATTENTION_IMPLS)
         self.q_proj = nn.Linear(d_model, d_model, bias=bias)
         self.kv_proj = nn.Linear(d_model, 2 * d_model, bias=bias)
         self.proj = nn.Linear(d_model, d_model, bias=bias)
         self.resid_dropout = nn.Dropout(self.dropout)
-        self.store_weights = False
+        self.store_weights = validate.boolean("store_weights", store_weights)
         self.last_weights: torch.Tensor | None = None
 
-    def _check_width(self, x: torch.Tensor, name: str) -> None:
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-        if x.dim() != 3 or x.shape[-1] != self.d_model:
-            raise ValueError(
-                f"{name} must have shape (batch, seq, d_model={self.d_model}), got {tuple(x.shape)}"
-            )
+    @property
+    def uses_manual_path(self) -> bool:
+        """Whether :func:`attention` runs (``impl="manual"``, or weights are stored)."""
+        return self.impl == "manual" or self.store_weights
 
     def project_memory(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The keys and values of the memory, computed once per source.
@@ -514,7 +412,6 @@ class CrossAttention(nn.Module):
         Returns:
             ``(k, v)``, each ``(b, h, s, head_dim)``.
         """
-        self._check_width(memory, "memory")
         kv = self.kv_proj(memory)  # (b, s, 2 * d_model)
         k, v = rearrange(kv, "b s (two h d) -> two b h s d", two=2, h=self.n_heads)
         return k, v
@@ -535,54 +432,22 @@ class CrossAttention(nn.Module):
                 ``False``/0 = padding (never attended to). ``None``: every position is real.
                 Every row needs at least one real token (else its output is NaN).
             memory_kv: precomputed ``(k, v)`` from :meth:`project_memory`, each
-                ``(b, h, s, head_dim)``; exactly one of ``memory`` and ``memory_kv``.
+                ``(b, h, s, head_dim)``; used when given, else ``memory`` is projected.
         Returns:
             out: ``(b, t, d_model)``.
 
         A memory of batch size 1 is broadcast to the ``b`` rows of ``x`` (one source, many
         hypotheses).
         """
-        self._check_width(x, "x")
-        if (memory is None) == (memory_kv is None):
-            raise ValueError("pass exactly one of memory and memory_kv")
-        if memory_kv is None:
-            k, v = self.project_memory(memory)
-        else:
-            k, v = memory_kv
-            want = (self.n_heads, self.head_dim)
-            if k.dim() != 4 or k.shape != v.shape or (k.shape[1], k.shape[3]) != want:
-                raise ValueError(
-                    f"memory_kv must be (k, v), each (batch, heads={self.n_heads}, src_len, "
-                    f"head_dim={self.head_dim}), got {tuple(k.shape)} and {tuple(v.shape)}"
-                )
-        b, s = x.shape[0], k.shape[2]
-        mask = None
-        if memory_mask is not None:
-            if not isinstance(memory_mask, torch.Tensor) or memory_mask.dtype.is_floating_point:
-                got = (
-                    memory_mask.dtype
-                    if isinstance(memory_mask, torch.Tensor)
-                    else type(memory_mask).__name__
-                )
-                raise TypeError(f"memory_mask must be a bool or integer tensor, got {got}")
-            if memory_mask.shape != (k.shape[0], s):
-                raise ValueError(
-                    f"memory_mask must have shape (batch, src_len) = ({k.shape[0]}, {s}), "
-                    f"got {tuple(memory_mask.shape)}"
-                )
-            mask = memory_mask.bool()[:, None, None, :]  # (b, 1, 1, s): keys to attend
-        if k.shape[0] != b:
-            if k.shape[0] != 1:
-                raise ValueError(
-                    f"the memory holds batch size {k.shape[0]}, but x has {b} (the memory's "
-                    "batch must equal x's or be 1)"
-                )
+        k, v = self.project_memory(memory) if memory_kv is None else memory_kv
+        mask = None if memory_mask is None else memory_mask.bool()[:, None, None, :]  # (b,1,1,s)
+        b = x.shape[0]
+        if k.shape[0] != b:  # one source shared by every row of x
             k, v = k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)
-            if mask is not None:
-                mask = mask.expand(b, -1, -1, -1)
+            mask = None if mask is None else mask.expand(b, -1, -1, -1)
         q = rearrange(self.q_proj(x), "b t (h d) -> b h t d", h=self.n_heads)
         p = self.dropout if self.training else 0.0
-        if self.impl == "manual" or self.store_weights:
+        if self.uses_manual_path:
             y, weights = attention(q, k, v, mask=mask, dropout_p=p, return_weights=True)
             if self.store_weights:
                 self.last_weights = weights.detach()
@@ -621,14 +486,13 @@ class MLP(nn.Module):
         gelu: str = "tanh",
     ) -> None:
         super().__init__()
-        _check_positive_int(d_model, "d_model")
-        hidden = 4 * d_model if hidden is None else _check_positive_int(hidden, "hidden")
-        if gelu not in ("tanh", "none"):
-            raise ValueError(f"gelu must be 'tanh' or 'none', got {gelu!r}")
+        validate.positive_int("d_model", d_model)
+        hidden = 4 * d_model if hidden is None else validate.positive_int("hidden", hidden)
+        validate.one_of("gelu", gelu, ("tanh", "none"))
         self.fc = nn.Linear(d_model, hidden, bias=bias)
         self.act = nn.GELU(approximate=gelu)
         self.proj = nn.Linear(hidden, d_model, bias=bias)
-        self.dropout = nn.Dropout(_check_dropout(dropout))
+        self.dropout = nn.Dropout(validate.probability("dropout", dropout))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x: (..., d_model) -> (..., d_model)``."""
@@ -692,8 +556,8 @@ class LearnedPositions(nn.Module):
 
     def __init__(self, max_len: int, d_model: int) -> None:
         super().__init__()
-        self.max_len = _check_positive_int(max_len, "max_len")
-        self.d_model = _check_positive_int(d_model, "d_model")
+        self.max_len = validate.positive_int("max_len", max_len)
+        self.d_model = validate.positive_int("d_model", d_model)
         self.weight = nn.Parameter(torch.empty(max_len, d_model))
         nn.init.normal_(self.weight, mean=0.0, std=0.02)
 
@@ -703,25 +567,20 @@ class LearnedPositions(nn.Module):
         Args:
             positions: a LongTensor of positions, any shape ``(...)``, each in
                 ``[0, max_len)``; or an int ``t``, meaning ``arange(offset, offset + t)``
-                (checked without reading the device, so no GPU synchronisation).
+                (a ``ValueError`` if ``offset + t > max_len``).
             offset: first position for the int form (e.g. the length of a KV cache).
         Returns:
             ``(..., d_model)`` (``(t, d_model)`` for an int).
         """
-        if isinstance(positions, int) and not isinstance(positions, bool):
-            if positions < 0 or offset < 0 or offset + positions > self.max_len:
+        if isinstance(positions, int):
+            # the context window: the one check a language model's forward pass keeps (an
+            # int comparison, no device read), since a longer input is an easy mistake
+            if offset + positions > self.max_len:
                 raise ValueError(
-                    f"positions [{offset}, {offset + positions}) must lie in "
-                    f"[0, {self.max_len}) (max_len)"
+                    f"sequence length {offset + positions} exceeds the context window "
+                    f"(max_len={self.max_len} positions); crop the input"
                 )
             positions = torch.arange(offset, offset + positions, device=self.weight.device)
-        elif positions.numel() and (
-            int(positions.min()) < 0 or int(positions.max()) >= self.max_len
-        ):
-            raise ValueError(
-                f"positions must lie in [0, {self.max_len}) (max_len), got values in "
-                f"[{int(positions.min())}, {int(positions.max())}]"
-            )
         return F.embedding(positions, self.weight)
 
     def extra_repr(self) -> str:

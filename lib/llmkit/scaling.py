@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from llmkit import validate
+
 if TYPE_CHECKING:
     from torch import nn
 
@@ -104,8 +106,7 @@ def gpt_parameter_count(config: GPTConfig, tied: bool = True) -> dict[str, int]:
 
     if not isinstance(config, GPTConfig):
         raise TypeError(f"config must be a GPTConfig, got {type(config).__name__}")
-    if not isinstance(tied, bool):
-        raise TypeError(f"tied must be a bool, got {type(tied).__name__}")
+    validate.boolean("tied", tied)
     d, n, v = config.d_model, config.n_layer, config.vocab_size
     parts = {
         "token_embedding": v * d,
@@ -144,8 +145,7 @@ def bert_parameter_count(config: BertConfig, pooler: bool = True) -> dict[str, i
 
     if not isinstance(config, BertConfig):
         raise TypeError(f"config must be a BertConfig, got {type(config).__name__}")
-    if not isinstance(pooler, bool):
-        raise TypeError(f"pooler must be a bool, got {type(pooler).__name__}")
+    validate.boolean("pooler", pooler)
     h, n, i = config.hidden_size, config.n_layers, config.intermediate_size
     parts = {
         "token_embedding": config.vocab_size * h,
@@ -167,30 +167,14 @@ def bert_parameter_count(config: BertConfig, pooler: bool = True) -> dict[str, i
     return parts
 
 
-def _positive_int(value: object, name: str) -> int:
-    if not isinstance(value, int | np.integer) or isinstance(value, bool):
-        raise TypeError(f"{name} must be a positive int, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return int(value)
-
-
-def _positive_number(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
-        raise TypeError(f"{name} must be a positive number, got {type(value).__name__}")
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value}")
-    return float(value)
-
-
 def approx_parameters(n_layer: int, d_model: int) -> int:
     """The standard approximation ``12 * n_layer * d_model**2`` of non-embedding parameters.
 
     Per block: ``4 d^2`` attention weights (Q, K, V, output) and ``8 d^2`` MLP weights (two
     ``d x 4d`` matrices). It ignores biases, LayerNorms and embeddings (Kaplan et al. 2020).
     """
-    n_layer = _positive_int(n_layer, "n_layer")
-    d_model = _positive_int(d_model, "d_model")
+    n_layer = validate.positive_int("n_layer", n_layer)
+    d_model = validate.positive_int("d_model", d_model)
     return 12 * n_layer * d_model**2
 
 
@@ -222,10 +206,10 @@ def forward_flops_per_token(
         n_ctx: context length (tokens attended to).
         d_model: width (the attention width ``d_attn``).
     """
-    n = _positive_int(n_params_nonembedding, "n_params_nonembedding")
-    n_layer = _positive_int(n_layer, "n_layer")
-    n_ctx = _positive_int(n_ctx, "n_ctx")
-    d_model = _positive_int(d_model, "d_model")
+    n = validate.positive_int("n_params_nonembedding", n_params_nonembedding)
+    n_layer = validate.positive_int("n_layer", n_layer)
+    n_ctx = validate.positive_int("n_ctx", n_ctx)
+    d_model = validate.positive_int("d_model", d_model)
     return 2 * n + 2 * n_layer * n_ctx * d_model
 
 
@@ -234,8 +218,8 @@ def training_flops(n_params: float, n_tokens: float) -> float:
 
     Kaplan et al. 2020, section 2.1; Hoffmann et al. 2022 use the same ``C ~ 6ND``.
     """
-    n = _positive_number(n_params, "n_params")
-    d = _positive_number(n_tokens, "n_tokens")
+    n = validate.positive("n_params", n_params)
+    d = validate.positive("n_tokens", n_tokens)
     return 6.0 * n * d
 
 
@@ -335,10 +319,8 @@ def fit_power_law(
     for name, arr in (("x", xa), ("y", ya)):
         if not np.all(np.isfinite(arr)) or np.any(arr <= 0):
             raise ValueError(f"{name} must hold finite values > 0, got min {arr.min()}")
-    if not isinstance(irreducible, bool):
-        raise TypeError(f"irreducible must be a bool, got {type(irreducible).__name__}")
-    if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, int) or n_bootstrap < 0:
-        raise ValueError(f"n_bootstrap must be an int >= 0, got {n_bootstrap!r}")
+    validate.boolean("irreducible", irreducible)
+    validate.integer("n_bootstrap", n_bootstrap, minimum=0)
     if not isinstance(ci, float | int) or not 0 < ci < 1:
         raise ValueError(f"ci must be in (0, 1), got {ci!r}")
     min_distinct = 3 if irreducible else 2
@@ -447,7 +429,7 @@ def compute_optimal(flops: float, fit: str = "hoffmann") -> tuple[float, float]:
     (Hoffmann et al. 2022, appendix D.2).
     """
     p = _get_fit(fit)
-    c = _positive_number(flops, "flops")
+    c = validate.positive("flops", flops)
     g = (p.alpha * p.A / (p.beta * p.B)) ** (1.0 / (p.alpha + p.beta))
     n_opt = g * (c / 6.0) ** (p.beta / (p.alpha + p.beta))
     return n_opt, (c / 6.0) / n_opt

@@ -33,6 +33,9 @@ padding is masked in every attention over the source, and padded target position
 ignored by the loss (they come after the real ones, so the causal mask already keeps real
 positions from seeing them).
 
+**Data preparation** (:func:`select_pairs`, :func:`train_tokenizer`, :func:`collate`, ...)
+lives in :mod:`llmkit.data.pairs`; its names are re-exported here.
+
 **Generation** reuses :mod:`llmkit.decoding` unchanged. :meth:`Seq2Seq.conditioned` runs the
 encoder once and returns a :class:`ConditionedDecoder`: a callable ``tgt_ids -> logits`` with
 ``new_cache()`` / ``forward_with_cache(ids, cache)``, i.e. a language model over the target
@@ -47,14 +50,28 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from llmkit import validate
+
+# The data preparation lives in llmkit.data.pairs; re-exported here so that
+# ``from llmkit.seq2seq import collate`` (older notebooks) keeps working.
+from llmkit.data.pairs import (
+    IGNORE_INDEX,
+    SPECIAL_TOKENS,
+    collate,
+    encode_pairs,
+    pad_sequences,
+    pair_batch_fn,
+    select_pairs,
+    special_ids,
+    train_tokenizer,
+)
 from llmkit.nn import (
     ATTENTION_IMPLS,
     MLP,
@@ -86,12 +103,6 @@ __all__ = [
     "IGNORE_INDEX",
     "TRANSLATE_STRATEGIES",
 ]
-
-#: Target labels equal to this are ignored by the loss (PyTorch's cross-entropy default).
-IGNORE_INDEX = -100
-
-#: The special tokens of the translation tokenizer, in id order after the merges.
-SPECIAL_TOKENS = ("<pad>", "<bos>", "<eos>")
 
 #: The strategies :func:`translate` accepts.
 TRANSLATE_STRATEGIES = ("greedy", "beam")
@@ -130,35 +141,14 @@ class Seq2SeqConfig:
     n_decoder_layer: int
     n_head: int
     d_model: int
-    dropout: float = 0.0
+    dropout: float = validate.checked(validate.probability, default=0.0)
     bias: bool = True
-    impl: str = "sdpa"
+    impl: str = validate.checked(validate.one_of, ATTENTION_IMPLS, default="sdpa")
     src_vocab_size: int | None = None
 
     def __post_init__(self) -> None:
-        names = ["vocab_size", "max_len", "n_encoder_layer", "n_decoder_layer", "n_head"]
-        names.append("d_model")
-        if self.src_vocab_size is not None:
-            names.append("src_vocab_size")
-        for name in names:
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise TypeError(f"{name} must be an int >= 1, got {type(value).__name__}")
-            if value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
-        if self.d_model % self.n_head != 0:
-            raise ValueError(
-                f"d_model (={self.d_model}) must be divisible by n_head (={self.n_head})"
-            )
-        if isinstance(self.dropout, bool) or not isinstance(self.dropout, int | float):
-            raise TypeError(f"dropout must be a float in [0, 1), got {type(self.dropout).__name__}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        self.dropout = float(self.dropout)
-        if not isinstance(self.bias, bool):
-            raise TypeError(f"bias must be a bool, got {type(self.bias).__name__}")
-        if self.impl not in ATTENTION_IMPLS:
-            raise ValueError(f"impl must be one of {ATTENTION_IMPLS}, got {self.impl!r}")
+        validate.config_fields(self)
+        validate.divisible("d_model", self.d_model, "n_head", self.n_head)
 
     @property
     def shared_vocab(self) -> bool:
@@ -247,29 +237,6 @@ class DecoderBlock(nn.Module):
         return x, kv
 
 
-def _check_ids(ids: Any, name: str, vocab_size: int) -> None:
-    if not isinstance(ids, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(ids).__name__}")
-    if ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool:
-        raise TypeError(f"{name} must hold integer token ids, got dtype {ids.dtype}")
-    if ids.dim() != 2:
-        raise ValueError(
-            f"{name} must have shape (batch, seq), got {tuple(ids.shape)}"
-            + ("; use ids[None] for a single sequence" if ids.dim() == 1 else "")
-        )
-    if ids.shape[0] == 0 or ids.shape[1] == 0:
-        raise ValueError(
-            f"{name} must hold at least one row and one position, got {tuple(ids.shape)}"
-        )
-    # reading values back is a device sync: check the range on the CPU only
-    if ids.device.type == "cpu" and not torch.compiler.is_compiling():
-        lo, hi = int(ids.min()), int(ids.max())
-        if lo < 0 or hi >= vocab_size:
-            raise ValueError(
-                f"{name} must lie in [0, {vocab_size}) (the vocabulary), got values in [{lo}, {hi}]"
-            )
-
-
 def _check_src_mask(src_mask: Any, shape: tuple[int, ...]) -> torch.Tensor | None:
     """``src_mask`` as a bool tensor of ``shape`` (or ``None``), with a real token per row."""
     if src_mask is None:
@@ -283,7 +250,7 @@ def _check_src_mask(src_mask: Any, shape: tuple[int, ...]) -> torch.Tensor | Non
             f"got {tuple(src_mask.shape)}"
         )
     mask = src_mask.bool()
-    if mask.device.type == "cpu" and not torch.compiler.is_compiling():
+    if mask.device.type == "cpu":
         empty = (~mask.any(dim=1)).nonzero().flatten().tolist()
         if empty:
             raise ValueError(
@@ -383,14 +350,13 @@ class Seq2Seq(nn.Module):
             memory ``Z``: ``(b, s, d_model)``. Rows at padded positions hold values that no
             later computation reads.
         """
-        _check_ids(src_ids, "src_ids", self.config.source_vocab_size)
-        mask = _check_src_mask(src_mask, tuple(src_ids.shape))
-        s = src_ids.shape[1]
-        if s > self.config.max_len:
-            raise ValueError(f"source length {s} exceeds max_len {self.config.max_len}")
-        x = self.source_embedding(src_ids) + self.src_pos(s)  # (b, s, d_model)
+        validate.int_ids("src_ids", src_ids, self.config.source_vocab_size)
+        return self._encode(src_ids, _check_src_mask(src_mask, tuple(src_ids.shape)))
+
+    def _encode(self, src_ids: torch.Tensor, src_mask: torch.Tensor | None) -> torch.Tensor:
+        x = self.source_embedding(src_ids) + self.src_pos(src_ids.shape[1])  # (b, s, d_model)
         x = self.drop(x)
-        attn_mask = None if mask is None else mask[:, None, None, :]  # (b, 1, 1, s)
+        attn_mask = None if src_mask is None else src_mask.bool()[:, None, None, :]  # (b,1,1,s)
         for block in self.encoder:
             x, _ = block(x, mask=attn_mask)
         return self.ln_enc(x)
@@ -414,17 +380,9 @@ class Seq2Seq(nn.Module):
         src_mask: torch.Tensor | None,
         cache: KVCache | None = None,
     ) -> torch.Tensor:
-        _check_ids(tgt_ids, "tgt_ids", self.config.vocab_size)
-        b, t = tgt_ids.shape
-        past = 0
-        if cache is not None:
-            past = cache.length
-            if past and cache.batch_size != b:
-                raise ValueError(f"cache holds batch size {cache.batch_size}, but tgt_ids has {b}")
-        if past + t > self.config.max_len:
-            what = f"target length {past + t}" + (f" ({past} cached + {t} new)" if past else "")
-            raise ValueError(f"{what} exceeds max_len {self.config.max_len}")
-        x = self.drop(self.tok_emb(tgt_ids) + self.tgt_pos(t, offset=past))  # (b, t, d_model)
+        past = 0 if cache is None else cache.length
+        x = self.tok_emb(tgt_ids) + self.tgt_pos(tgt_ids.shape[1], offset=past)  # (b, t, d)
+        x = self.drop(x)
         for i, block in enumerate(self.decoder):
             x, kv = block(
                 x, memory_kv[i], src_mask, layer_cache=None if cache is None else cache[i]
@@ -452,6 +410,7 @@ class Seq2Seq(nn.Module):
             logits ``(b, t, vocab_size)``; ``logits[:, i]`` scores the token after
             ``tgt_ids[:, i]``.
         """
+        validate.int_ids("tgt_ids", tgt_ids, self.config.vocab_size)
         if not isinstance(memory, torch.Tensor) or memory.dim() != 3:
             got = tuple(memory.shape) if isinstance(memory, torch.Tensor) else type(memory)
             raise ValueError(f"memory must have shape (batch, src_len, d_model), got {got}")
@@ -473,7 +432,8 @@ class Seq2Seq(nn.Module):
         Returns:
             logits ``(b, t, vocab_size)``.
         """
-        return self.decode(tgt_in, self.encode(src_ids, src_mask), src_mask)
+        memory = self._encode(src_ids, src_mask)
+        return self._decode(tgt_in, self.memory_kv(memory), src_mask)
 
     def loss(
         self,
@@ -493,12 +453,13 @@ class Seq2Seq(nn.Module):
         Returns:
             scalar loss (nats per target token).
         """
-        if not isinstance(tgt_out, torch.Tensor) or not isinstance(tgt_in, torch.Tensor):
-            raise TypeError("tgt_in and tgt_out must be tensors")
-        if tgt_out.shape != tgt_in.shape:
+        validate.int_ids("src_ids", src_ids, self.config.source_vocab_size)
+        validate.int_ids("tgt_in", tgt_in, self.config.vocab_size)
+        _check_src_mask(src_mask, tuple(src_ids.shape))
+        if not isinstance(tgt_out, torch.Tensor) or tgt_out.shape != tgt_in.shape:
             raise ValueError(
                 f"tgt_out must have the shape of tgt_in {tuple(tgt_in.shape)}, "
-                f"got {tuple(tgt_out.shape)}"
+                f"got {getattr(tgt_out, 'shape', type(tgt_out))}"
             )
         targets = tgt_out.long()
         if pad_id is not None:
@@ -571,6 +532,9 @@ def seq2seq_loss(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.T
 class Seq2SeqCache:
     """What the decoder keeps while generating: self-attention and cross-attention state.
 
+    The interface of :class:`llmkit.nn.KVCache` (``n_layers``, ``length``, ``batch_size``,
+    ``reset()``, ``reorder(indices)``), plus the memory's keys and values.
+
     Attributes:
         self_attn: a :class:`~llmkit.nn.KVCache` of the decoder's self-attention keys and
             values of the target tokens so far, each ``(B, h, t, head_dim)``.
@@ -588,9 +552,23 @@ class Seq2SeqCache:
         self.src_mask = src_mask
 
     @property
+    def n_layers(self) -> int:
+        """Number of decoder layers."""
+        return self.self_attn.n_layers
+
+    @property
     def length(self) -> int:
         """Number of target positions cached."""
         return self.self_attn.length
+
+    @property
+    def batch_size(self) -> int | None:
+        """Rows of the cached target positions (``None`` for an empty cache)."""
+        return self.self_attn.batch_size
+
+    def reset(self) -> None:
+        """Forget the target positions (the memory stays)."""
+        self.self_attn.reset()
 
     @property
     def memory_batch_size(self) -> int:
@@ -603,8 +581,6 @@ class Seq2SeqCache:
         Args:
             indices: ``(B_new,)`` LongTensor of old rows.
         """
-        if not isinstance(indices, torch.Tensor) or indices.dim() != 1:
-            raise ValueError("indices must be a 1-D LongTensor of batch rows")
         self.self_attn.reorder(indices)
         if self.memory_batch_size != 1:
             idx = indices.long().to(self.memory_kv[0][0].device)
@@ -644,17 +620,17 @@ class ConditionedDecoder:
         """Number of sources ``b``."""
         return self.memory_kv[0][0].shape[0]
 
-    def _check_rows(self, rows: int, memory_rows: int) -> None:
-        if memory_rows not in (1, rows):
+    def _check(self, tgt_ids: torch.Tensor, memory_rows: int) -> None:
+        validate.int_ids("tgt_ids", tgt_ids, self.model.config.vocab_size)
+        if memory_rows not in (1, tgt_ids.shape[0]):
             raise ValueError(
-                f"tgt_ids has {rows} rows but the decoder is conditioned on {memory_rows} "
-                f"sources (pass one row per source, or condition on a single source)"
+                f"tgt_ids has {tgt_ids.shape[0]} rows but the decoder is conditioned on "
+                f"{memory_rows} sources (pass one row per source, or condition on one source)"
             )
 
     def __call__(self, tgt_ids: torch.Tensor) -> torch.Tensor:
         """``tgt_ids: (B, t) -> logits (B, t, V)``, recomputing every position."""
-        if isinstance(tgt_ids, torch.Tensor) and tgt_ids.dim() == 2:
-            self._check_rows(tgt_ids.shape[0], self.batch_size)
+        self._check(tgt_ids, self.batch_size)
         return self.model._decode(tgt_ids, self.memory_kv, self.src_mask)
 
     def new_cache(self) -> Seq2SeqCache:
@@ -677,8 +653,9 @@ class ConditionedDecoder:
             cache = self.new_cache()
         if not isinstance(cache, Seq2SeqCache):
             raise TypeError(f"cache must be a Seq2SeqCache, got {type(cache).__name__}")
-        if isinstance(tgt_ids, torch.Tensor) and tgt_ids.dim() == 2:
-            self._check_rows(tgt_ids.shape[0], cache.memory_batch_size)
+        self._check(tgt_ids, cache.memory_batch_size)
+        if cache.length and cache.batch_size != tgt_ids.shape[0]:
+            raise ValueError(f"cache holds batch size {cache.batch_size}, tgt_ids {len(tgt_ids)}")
         logits = self.model._decode(tgt_ids, cache.memory_kv, cache.src_mask, cache.self_attn)
         return logits, cache
 
@@ -743,17 +720,11 @@ def translate(
     """
     if not isinstance(model, Seq2Seq):
         raise TypeError(f"model must be a Seq2Seq, got {type(model).__name__}")
-    if strategy not in TRANSLATE_STRATEGIES:
-        raise ValueError(f"strategy must be one of {TRANSLATE_STRATEGIES}, got {strategy!r}")
-    V = model.config.vocab_size
+    validate.one_of("strategy", strategy, TRANSLATE_STRATEGIES)
     for name, value in (("bos_id", bos_id), ("eos_id", eos_id)):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-        if not 0 <= value < V:
-            raise ValueError(f"{name} must be in [0, {V}) (vocab_size), got {value}")
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int):
-        raise TypeError(f"max_new_tokens must be an int, got {type(max_new_tokens).__name__}")
-    if not 0 <= max_new_tokens <= model.config.max_len:
+        if validate.integer(name, value, minimum=0) >= model.config.vocab_size:
+            raise ValueError(f"{name} must be < vocab_size={model.config.vocab_size}, got {value}")
+    if not 0 <= validate.integer("max_new_tokens", max_new_tokens) <= model.config.max_len:
         raise ValueError(
             f"max_new_tokens must be in [0, {model.config.max_len}] (max_len: the decoder "
             f"reads <bos> and all but the last generated token), got {max_new_tokens}"
@@ -761,7 +732,7 @@ def translate(
     if strategy != "beam" and (beam_width != 4 or length_penalty != 1.0):
         raise ValueError("beam_width and length_penalty can only be used with strategy='beam'")
     src, mask, single = _as_batch(src_ids, src_mask)
-    _check_ids(src, "src_ids", model.config.source_vocab_size)
+    validate.int_ids("src_ids", src, model.config.source_vocab_size)
     mask = _check_src_mask(mask, tuple(src.shape))
 
     from llmkit import decoding  # the generic decoding loops, reused as they are
@@ -819,8 +790,7 @@ def translate_sentences(
     """
     if isinstance(sentences, str):
         raise TypeError("sentences must be a list of strings, not one string")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    validate.positive_int("batch_size", batch_size)
     pad, bos, eos = special_ids(tokenizer)
     device = next(model.parameters()).device
     out: list[str] = []
@@ -841,200 +811,3 @@ def translate_sentences(
         )
         out.extend(tokenizer.decode(h) for h in hyps)
     return out
-
-
-# --------------------------------------------------------------------------- data
-
-
-def select_pairs(
-    pairs: Sequence[tuple[str, str]],
-    max_words: int = 8,
-    n_test: int = 1000,
-    n_val: int = 1000,
-    seed: int = 0,
-) -> dict[str, list[tuple[str, str]]]:
-    """A deterministic subset and split of translation pairs.
-
-    1. keep the pairs whose source (first element) has at most ``max_words``
-       whitespace-separated words;
-    2. keep one pair per source sentence, the first in ``pairs``' order (Tatoeba lists
-       several translations of many English sentences; deduplicating keeps a source out of
-       two splits);
-    3. shuffle with ``random.Random(seed)``; the first ``n_test`` pairs are the test set,
-       the next ``n_val`` the validation set, the rest the training set.
-
-    Args:
-        pairs: ``(source, target)`` strings, e.g. :func:`llmkit.data.load_tatoeba_fra_eng`
-            (English, French).
-        max_words: >= 1.
-        n_test, n_val: >= 0; together smaller than the number of pairs kept.
-        seed: the shuffle's seed.
-    Returns:
-        ``{"train", "val", "test"}`` lists of pairs.
-    """
-    for name, value, low in (
-        ("max_words", max_words, 1),
-        ("n_test", n_test, 0),
-        ("n_val", n_val, 0),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-        if value < low:
-            raise ValueError(f"{name} must be >= {low}, got {value}")
-    seen: set[str] = set()
-    kept: list[tuple[str, str]] = []
-    for i, pair in enumerate(pairs):
-        if len(pair) != 2 or not all(isinstance(x, str) for x in pair):
-            raise TypeError(f"pairs[{i}] must be a (source, target) pair of strings, got {pair!r}")
-        src, tgt = pair
-        if len(src.split()) <= max_words and src not in seen:
-            seen.add(src)
-            kept.append((src, tgt))
-    if n_test + n_val >= len(kept):
-        raise ValueError(
-            f"n_test + n_val = {n_test + n_val} must be smaller than the {len(kept)} pairs kept "
-            f"(sources of at most max_words={max_words} words, deduplicated)"
-        )
-    random.Random(seed).shuffle(kept)
-    return {
-        "train": kept[n_test + n_val :],
-        "val": kept[n_test : n_test + n_val],
-        "test": kept[:n_test],
-    }
-
-
-def train_tokenizer(
-    pairs: Sequence[tuple[str, str]], vocab_size: int, progress: bool = False
-) -> BPETokenizer:
-    """One byte-level BPE for both languages, trained on both sides of ``pairs``.
-
-    The training text is every source and every target sentence, one per line. The special
-    tokens :data:`SPECIAL_TOKENS` (``<pad>``, ``<bos>``, ``<eos>``) take the last ids.
-
-    Args:
-        pairs: ``(source, target)`` training pairs (never the test pairs).
-        vocab_size: 256 bytes + merges + 3 special tokens (>= 259).
-        progress: show a progress bar over the merges.
-    Returns:
-        a :class:`~llmkit.tokenizers.BPETokenizer`.
-    """
-    text = "\n".join(f"{s}\n{t}" for s, t in pairs)
-    return BPETokenizer.train(text, vocab_size, special_tokens=SPECIAL_TOKENS, progress=progress)
-
-
-def special_ids(tokenizer: BPETokenizer) -> tuple[int, int, int]:
-    """``(pad_id, bos_id, eos_id)`` of a tokenizer with the :data:`SPECIAL_TOKENS`."""
-    specials = getattr(tokenizer, "special_tokens", None)
-    if not isinstance(specials, Mapping) or not all(s in specials for s in SPECIAL_TOKENS):
-        raise ValueError(
-            f"the tokenizer must have the special tokens {SPECIAL_TOKENS} (train_tokenizer adds "
-            f"them), got {None if specials is None else sorted(specials)}"
-        )
-    pad, bos, eos = (specials[s] for s in SPECIAL_TOKENS)
-    return pad, bos, eos
-
-
-def encode_pairs(
-    pairs: Sequence[tuple[str, str]], tokenizer: BPETokenizer
-) -> list[tuple[list[int], list[int]]]:
-    """Token ids of each ``(source, target)`` pair (special-token text is encoded as text)."""
-    return [
-        (tokenizer.encode(s, allowed_special="none"), tokenizer.encode(t, allowed_special="none"))
-        for s, t in pairs
-    ]
-
-
-def pad_sequences(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad id lists into one tensor.
-
-    Args:
-        seqs: ``n >= 1`` lists of ids, each non-empty.
-        pad_id: the padding value.
-    Returns:
-        ``ids: (n, longest)`` long and ``mask: (n, longest)`` bool, ``True`` = real token.
-
-    >>> ids, mask = pad_sequences([[5, 6, 7], [8]], pad_id=0)
-    >>> ids.tolist(), mask.int().tolist()
-    ([[5, 6, 7], [8, 0, 0]], [[1, 1, 1], [1, 0, 0]])
-    """
-    if isinstance(seqs, torch.Tensor) or not len(seqs):
-        raise ValueError("seqs must be a non-empty list of id lists")
-    lengths = [len(s) for s in seqs]
-    if min(lengths) < 1:
-        raise ValueError(
-            f"every sequence needs at least one id; sequence {lengths.index(0)} is empty"
-        )
-    ids = torch.full((len(seqs), max(lengths)), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), max(lengths)), dtype=torch.bool)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = torch.as_tensor(list(s), dtype=torch.long)
-        mask[i, : len(s)] = True
-    return ids, mask
-
-
-def collate(
-    examples: Sequence[tuple[Sequence[int], Sequence[int]]],
-    pad_id: int,
-    bos_id: int,
-    eos_id: int,
-) -> dict[str, torch.Tensor]:
-    """A teacher-forcing batch from ``(source ids, target ids)`` pairs.
-
-    For a target ``y``: ``tgt_in = [bos] + y`` and ``tgt_out = y + [eos]`` (position ``i`` of
-    ``tgt_in`` predicts position ``i`` of ``tgt_out``).
-
-    Args:
-        examples: ``n >= 1`` pairs of id lists (sources non-empty).
-        pad_id, bos_id, eos_id: special ids (:func:`special_ids`).
-    Returns:
-        ``{"src": (n, S), "src_mask": (n, S) bool, "tgt_in": (n, T), "tgt_out": (n, T)}``,
-        right-padded: ``src`` and ``tgt_in`` with ``pad_id``, ``tgt_out`` with
-        :data:`IGNORE_INDEX` (ignored by the loss); ``T`` is the longest target + 1.
-
-    >>> b = collate([([5, 6], [7]), ([5], [8, 9])], pad_id=0, bos_id=1, eos_id=2)
-    >>> b["tgt_in"].tolist(), b["tgt_out"].tolist()
-    ([[1, 7, 0], [1, 8, 9]], [[7, 2, -100], [8, 9, 2]])
-    """
-    if isinstance(examples, torch.Tensor) or not len(examples):
-        raise ValueError("examples must be a non-empty list of (source ids, target ids)")
-    src, src_mask = pad_sequences([s for s, _ in examples], pad_id)
-    tgt_in, _ = pad_sequences([[bos_id, *t] for _, t in examples], pad_id)
-    tgt_out, _ = pad_sequences([[*t, eos_id] for _, t in examples], IGNORE_INDEX)
-    return {"src": src, "src_mask": src_mask, "tgt_in": tgt_in, "tgt_out": tgt_out}
-
-
-def pair_batch_fn(
-    data: Mapping[str, Sequence[tuple[Sequence[int], Sequence[int]]]],
-    batch_size: int,
-    pad_id: int,
-    bos_id: int,
-    eos_id: int,
-) -> Callable[[str, torch.Generator | None], dict[str, torch.Tensor]]:
-    """A ``get_batch(split, generator)`` for :func:`llmkit.train.train` over encoded pairs.
-
-    Each call draws ``batch_size`` pairs of the split uniformly at random (with
-    replacement, from ``generator``) and :func:`collate`\\ s them.
-
-    Args:
-        data: split name -> encoded pairs (:func:`encode_pairs`), e.g. ``{"train", "val"}``.
-        batch_size: >= 1.
-        pad_id, bos_id, eos_id: special ids.
-    Returns:
-        ``get_batch(split, generator) -> dict`` as :func:`collate` returns it.
-    """
-    if not isinstance(data, Mapping) or not data:
-        raise ValueError("data must be a non-empty mapping of split name -> encoded pairs")
-    for name, examples in data.items():
-        if not len(examples):
-            raise ValueError(f"split {name!r} holds no pairs")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
-
-    def get_batch(split: str, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        if split not in data:
-            raise ValueError(f"split must be one of {sorted(data)}, got {split!r}")
-        examples = data[split]
-        rows = torch.randint(0, len(examples), (batch_size,), generator=generator).tolist()
-        return collate([examples[i] for i in rows], pad_id, bos_id, eos_id)
-
-    return get_batch

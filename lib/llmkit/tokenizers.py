@@ -37,6 +37,8 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from llmkit import validate
+
 __all__ = [
     "GPT2_SPLIT_PATTERN",
     "CharTokenizer",
@@ -380,8 +382,7 @@ def pretokenize(text: str, pattern: str | re.Pattern[str] = GPT2_SPLIT_PATTERN) 
 
 
 def _check_vocab_size(vocab_size: int, n_special: int) -> int:
-    if not isinstance(vocab_size, int) or isinstance(vocab_size, bool):
-        raise TypeError(f"vocab_size must be an int, got {type(vocab_size).__name__}")
+    validate.integer("vocab_size", vocab_size)
     minimum = _N_BYTES + n_special
     if vocab_size < minimum:
         raise ValueError(
@@ -664,8 +665,7 @@ class BPETokenizer:
 
     def token_bytes(self, id: int) -> bytes:
         """The bytes of one token (a special token: its UTF-8 text)."""
-        if not isinstance(id, int) or isinstance(id, bool):
-            raise TypeError(f"id must be an int, got {type(id).__name__}")
+        validate.integer("id", id)
         if not 0 <= id < self.vocab_size:
             raise ValueError(f"token id {id} is out of range [0, {self.vocab_size})")
         return self.vocab[id]

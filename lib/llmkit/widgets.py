@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import torch
 import torch.nn.functional as F
 
+from llmkit import validate
 from llmkit.decoding import filter_logits, sample
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -157,8 +158,7 @@ def explorer_data(
     if not isinstance(logits, torch.Tensor) or logits.dim() != 1:
         shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits)
         raise ValueError(f"logits must be a 1-D tensor (vocab,), got {shape}")
-    if isinstance(n_show, bool) or not isinstance(n_show, int) or n_show < 1:
-        raise ValueError(f"n_show must be an int >= 1, got {n_show!r}")
+    validate.positive_int("n_show", n_show)
     logits = logits.detach().double().cpu()
     probs = F.softmax(logits, dim=-1)
     processed = filter_logits(logits, temperature, top_k, top_p)
@@ -344,10 +344,7 @@ class DecodingExplorer:
 
         if not isinstance(prompt, str) or not prompt:
             raise ValueError(f"prompt must be a non-empty string, got {prompt!r}")
-        if isinstance(sample_tokens, bool) or not isinstance(sample_tokens, int):
-            raise ValueError(f"sample_tokens must be an int >= 0, got {sample_tokens!r}")
-        if sample_tokens < 0:
-            raise ValueError(f"sample_tokens must be an int >= 0, got {sample_tokens!r}")
+        validate.integer("sample_tokens", sample_tokens, minimum=0)
         self.model = model
         self.tokenizer = tokenizer
         self.prompt = prompt
