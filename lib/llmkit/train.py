@@ -436,7 +436,8 @@ def configure_optimizer(
 def cosine_lr(step: int, lr: float, min_lr: float, warmup_steps: int, decay_steps: int) -> float:
     """The learning rate of optimizer step ``step`` (0-based): warm-up, then cosine decay.
 
-    It is ``lr`` times a factor that
+    It is ``lr`` times a factor that:
+
     * rises linearly while ``step < warmup_steps``: ``(step + 1) / (warmup_steps + 1)``;
     * then falls from 1 to ``min_lr / lr`` along half a cosine,
       ``m + (1 - m) * (1 + cos(pi r)) / 2`` with ``m = min_lr / lr`` and
@@ -839,11 +840,14 @@ class _Run:
     ctx: _Dist
     device: torch.device
     amp_dtype: torch.dtype | None
+    get_batch: GetBatch
+    eval_batches: list[Batch] | None
 
-    def evaluate(self, batches: Iterable[Batch]) -> float:
+    def evaluate(self) -> float:
+        """The validation loss now (:func:`evaluate` on the run's validation batches)."""
         return evaluate(
             self.forward,
-            batches,
+            _val_batches(self.config, self.get_batch, self.eval_batches),
             self.loss_fn,
             autocast=self.amp_dtype,
             rank=self.ctx.rank,
@@ -1008,13 +1012,12 @@ def train(
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
-    for name, value, usage in (
-        ("get_batch", get_batch, "get_batch(split, generator)"),
-        ("loss_fn", loss_fn or cross_entropy_loss, "loss_fn(model, batch)"),
-        ("callback", callback or _show, "callback(step, history)"),
-    ):
-        if not callable(value):
-            raise TypeError(f"{name} must be callable as {usage}, got {type(value).__name__}")
+    if not callable(get_batch):
+        raise TypeError("get_batch must be callable as get_batch(split, generator)")
+    if loss_fn is not None and not callable(loss_fn):
+        raise TypeError("loss_fn must be callable as loss_fn(model, batch)")
+    if callback is not None and not callable(callback):
+        raise TypeError("callback must be callable as callback(step, history)")
     if eval_batches is not None:
         eval_batches = list(eval_batches)
         if not eval_batches:
@@ -1040,7 +1043,20 @@ def train(
         amp_dtype = _autocast_dtype(config.dtype, device)
         loss_fn = loss_fn or cross_entropy_loss
         params = [p for p in model.parameters() if p.requires_grad]
-        run = _Run(config, model, forward, ddp, optimizer, params, loss_fn, ctx, device, amp_dtype)
+        run = _Run(
+            config,
+            model,
+            forward,
+            ddp,
+            optimizer,
+            params,
+            loss_fn,
+            ctx,
+            device,
+            amp_dtype,
+            get_batch,
+            eval_batches,
+        )
 
         evaluating = config.eval_interval > 0 and (eval_batches is not None or config.eval_iters)
         tokens = history.tokens_seen[-1] if history.tokens_seen else 0
@@ -1055,9 +1071,7 @@ def train(
             dynamic_ncols=True,
         )
         if step == 0 and evaluating and step < config.max_steps:
-            _record_eval(
-                history, step, tokens, run.evaluate(_val_batches(config, get_batch, eval_batches))
-            )
+            _record_eval(history, step, tokens, run.evaluate())
             _show(bar, history)
         while step < config.max_steps:
             lr = _lr_at(config, step)
@@ -1082,12 +1096,7 @@ def train(
                 _flush(pending, history, ctx)
                 _show(bar, history)
             if eval_now:
-                _record_eval(
-                    history,
-                    step,
-                    tokens,
-                    run.evaluate(_val_batches(config, get_batch, eval_batches)),
-                )
+                _record_eval(history, step, tokens, run.evaluate())
                 _show(bar, history)
             if save_now:
                 _save(run, step, generator, history, model_config)
