@@ -21,6 +21,7 @@ import torch.multiprocessing as mp
 from safetensors.torch import load_file, load_model, save_model
 from torch import nn
 
+import llmkit.checkpoint as C
 import llmkit.train as T
 from llmkit.train import (
     History,
@@ -183,25 +184,26 @@ def test_select_device_unavailable_cuda():
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "error", "match"),
+    ("kwargs", "error", "name"),
     [
-        ({"max_steps": -1}, ValueError, "max_steps must be >= 0, got -1"),
-        ({"max_steps": 2.5}, TypeError, "max_steps must be an int"),
-        ({"lr": -0.1}, ValueError, "lr must be in \\[0.0, inf\\), got -0.1"),
-        ({"lr": 1e-3, "min_lr": 1e-2}, ValueError, "min_lr must be in \\[0.0, 0.001\\]"),
-        ({"betas": (1.0, 0.9)}, ValueError, "betas\\[0\\] must be in \\[0, 1\\)"),
-        ({"betas": (0.9,)}, ValueError, "betas must be a pair"),
-        ({"eps": 0.0}, ValueError, "eps must be in \\(0.0"),
-        ({"grad_accum_steps": 0}, ValueError, "grad_accum_steps must be >= 1"),
-        ({"eval_interval": -5}, ValueError, "eval_interval must be >= 0"),
-        ({"log_interval": 0}, ValueError, "log_interval must be >= 1"),
-        ({"dtype": "float16"}, ValueError, "dtype must be one of auto, float32, bfloat16"),
-        ({"compile": "yes"}, TypeError, "compile must be a bool"),
-        ({"seed": True}, TypeError, "seed must be an int"),
+        ({"max_steps": -1}, ValueError, "max_steps"),
+        ({"max_steps": 2.5}, TypeError, "max_steps"),
+        ({"lr": -0.1}, ValueError, "lr"),
+        ({"lr": 1e-3, "min_lr": 1e-2}, ValueError, "min_lr"),
+        ({"betas": (1.0, 0.9)}, ValueError, "betas\\[0\\]"),
+        ({"betas": (0.9,)}, ValueError, "betas"),
+        ({"eps": 0.0}, ValueError, "eps"),
+        ({"grad_accum_steps": 0}, ValueError, "grad_accum_steps"),
+        ({"eval_interval": -5}, ValueError, "eval_interval"),
+        ({"log_interval": 0}, ValueError, "log_interval"),
+        ({"dtype": "float16"}, ValueError, "dtype"),
+        ({"compile": "yes"}, TypeError, "compile"),
+        ({"seed": True}, TypeError, "seed"),
     ],
 )
-def test_train_config_validation(kwargs, error, match):
-    with pytest.raises(error, match=match):
+def test_train_config_validation(kwargs, error, name):
+    """A bad field raises an error that names it."""
+    with pytest.raises(error, match=f"^{name} must"):
         TrainConfig(**kwargs)
 
 
@@ -565,7 +567,7 @@ def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
     def failing_save_file(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(T, "save_file", failing_save_file)
+    monkeypatch.setattr(C, "save_file", failing_save_file)
     with pytest.raises(OSError, match="disk full"):
         save_checkpoint(path, make_model(seed=2), step=2)
     assert [p.name for p in tmp_path.iterdir()] == ["ck"]  # the temp dir was removed

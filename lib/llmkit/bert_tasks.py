@@ -18,8 +18,8 @@ classes, accuracy), WNUT-17 named entities (BIO tags, entity-level span F1) and 
 English-EWT part-of-speech tags (17 UPOS tags, word accuracy).
 
 :func:`run` fine-tunes one encoder on one task for the current profile and returns the
-scores on the test split; the result is cached as JSON in ``$LLMKIT_CACHE/models`` (like
-:mod:`llmkit.pretrained`), so that a notebook that only *reports* a result does not train
+scores on the test split; the result is cached as JSON in ``$LLMKIT_CACHE/models``
+(:mod:`llmkit.cache`), so that a notebook that only *reports* a result does not train
 again. :func:`small_bert` caches its weights the same way.
 """
 
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
 import json
 import os
 import shutil
@@ -39,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from llmkit import cache
 from llmkit.bert import (
     IGNORE_INDEX,
     BertConfig,
@@ -50,10 +50,17 @@ from llmkit.bert import (
     load_pretrained,
     mask_tokens,
 )
+from llmkit.cache import describe_hardware
 from llmkit.data.loaders import WNUT17_LABELS
 from llmkit.metrics import accuracy, span_f1
-from llmkit.pretrained import _check_profile, _cpu_name, _hardware, _log, _sha256, models_dir
-from llmkit.train import History, TrainConfig, load_checkpoint, save_checkpoint, train
+from llmkit.train import (
+    History,
+    TrainConfig,
+    load_checkpoint,
+    save_checkpoint,
+    select_device,
+    train,
+)
 
 __all__ = [
     "TASKS",
@@ -295,9 +302,8 @@ def _mlm_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
 # --------------------------------------------------------------------------- small BERT
 
 
-def _fingerprint(payload: Any) -> str:
-    blob = json.dumps({"format": FORMAT_VERSION, **payload}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:12]
+def _fingerprint(payload: dict[str, Any]) -> str:
+    return cache.fingerprint({"format": FORMAT_VERSION, **payload})
 
 
 def small_bert(
@@ -326,32 +332,36 @@ def small_bert(
         ``hardware``, ``seed``, ``n_parameters``, ``tokens_seen``, ``corpus_words``,
         ``recipe``, ``path`` and ``cached``.
     """
-    from llmkit.train import select_device
-
-    profile = _check_profile(profile)
+    profile = cache.profile_name(profile)
     recipe = copy.deepcopy(SMALL_BERT_RECIPES[profile])
     target = select_device(device)
     _, tokenizer = load_pretrained()
     fingerprint = _fingerprint({"kind": "small_bert", "recipe": recipe})
-    final = models_dir(cache_dir) / f"small_bert-{profile}-{fingerprint}"
-    info_file = final / "small_bert.json"
-    if info_file.exists():
-        try:
-            meta = json.loads(info_file.read_text())
-            if _sha256(final / "model.safetensors") != meta["model_sha256"]:
-                raise ValueError("model.safetensors does not match its recorded SHA-256")
-            with torch.random.fork_rng(devices=[]):
-                model = BertForMaskedLM(BertConfig(**meta["model_config"]))
-            ckpt = load_checkpoint(final, model)
-            meta["history"] = ckpt.history
-            meta["cached"] = True
-            meta["path"] = str(final)
-            _log(progress, f"loaded the {profile} small BERT from {final}")
-            return model.to(target).eval(), tokenizer, meta
-        except Exception as err:  # noqa: BLE001 - a damaged entry is trained again
-            _log(progress, f"the cached small BERT could not be loaded ({err}); training again")
-            shutil.rmtree(final, ignore_errors=True)
+    final = cache.entry_path("small_bert", profile, fingerprint, cache_dir)
 
+    def load(path):
+        meta = json.loads((path / "small_bert.json").read_text())
+        if cache.sha256_file(path / "model.safetensors") != meta["model_sha256"]:
+            raise ValueError("model.safetensors does not match its recorded SHA-256")
+        with torch.random.fork_rng(devices=[]):
+            model = BertForMaskedLM(BertConfig(**meta["model_config"]))
+        ckpt = load_checkpoint(path, model)
+        meta["history"] = ckpt.history
+        meta["cached"] = True
+        meta["path"] = str(path)
+        cache.log(progress, f"loaded the {profile} small BERT from {path}")
+        return model.to(target).eval(), tokenizer, meta
+
+    def train_now():
+        return _pretrain_small_bert(
+            profile, recipe, fingerprint, final, tokenizer, target, progress
+        )
+
+    return cache.load_or_train(final, load, train_now, "small BERT")
+
+
+def _pretrain_small_bert(profile, recipe, fingerprint, final, tokenizer, target, progress):
+    """Pretrain :func:`small_bert`'s model, save it in ``final`` and return what it returns."""
     corpus = mlm_corpus()
     streams = {split: _token_stream(tokenizer, texts) for split, texts in corpus.items()}
     seed = int(recipe["seed"])
@@ -377,10 +387,10 @@ def small_bert(
     n_params = sum(p.numel() for p in model.parameters())
     steps = train_config.max_steps
     words = sum(len(t.split()) for t in corpus["train"])
-    _log(
+    cache.log(
         progress,
         f"pretraining the {profile} small BERT ({n_params:,} parameters, {steps} steps) on "
-        f"{len(streams['train']):,} tokens ({words:,} words) with {_hardware(target)}",
+        f"{len(streams['train']):,} tokens ({words:,} words) with {describe_hardware(target)}",
     )
     printed = 0
 
@@ -388,7 +398,7 @@ def small_bert(
         nonlocal printed
         while printed < len(history.val_steps):
             i = printed
-            _log(
+            cache.log(
                 progress,
                 f"step {history.val_steps[i]:>5}/{steps}  MLM val loss "
                 f"{history.val_loss[i]:.3f}  {history.val_seconds[i]:6.1f} s",
@@ -423,18 +433,14 @@ def small_bert(
         "tokens_seen": history.tokens_seen[-1] if history.tokens_seen else 0,
         "corpus_tokens": int(len(streams["train"])),
         "corpus_words": words,
-        "hardware": _hardware(target),
+        "hardware": describe_hardware(target),
         "device": str(target),
         "torch_version": torch.__version__,
         "n_parameters": n_params,
-        "model_sha256": _sha256(partial / "model.safetensors"),
+        "model_sha256": cache.sha256_file(partial / "model.safetensors"),
     }
     (partial / "small_bert.json").write_text(json.dumps(meta, indent=1))
-    final.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.replace(partial, final)
-    except OSError:  # another process finished first: keep theirs
-        shutil.rmtree(partial, ignore_errors=True)
+    cache.publish(partial, final)
     meta["history"] = history
     meta["cached"] = False
     meta["path"] = str(final)
@@ -726,9 +732,7 @@ def run(
         (fine-tuning wall time), "eval_seconds", "hardware", "seed", "recipe",
         "n_train", "examples" (the first test predictions), "cached"}``.
     """
-    from llmkit.train import select_device
-
-    profile = _check_profile(profile)
+    profile = cache.profile_name(profile)
     t = _task(task)
     if encoder not in ENCODERS:
         raise ValueError(f"encoder must be one of {', '.join(ENCODERS)}, got {encoder!r}")
@@ -736,29 +740,36 @@ def run(
     payload: dict[str, Any] = {"task": task, "encoder": encoder, "recipe": recipe, "lr": FT_LR}
     if encoder == "scratch":
         payload["small_bert"] = SMALL_BERT_RECIPES[profile]
-    name = f"bert_task-{task}-{encoder}-{profile}-{_fingerprint(payload)}.json"
-    file = models_dir(cache_dir) / name
-    if file.exists():
-        try:
-            result = json.loads(file.read_text())
-            result["cached"] = True
-            _log(progress, f"loaded the {profile} result of {encoder} on {task} from {file}")
-            return result
-        except (OSError, ValueError):
-            file.unlink(missing_ok=True)
-    if cached_only:
-        return None
+    kind = f"bert_task-{task}-{encoder}"
+    file = cache.entry_path(kind, profile, _fingerprint(payload), cache_dir, ".json")
 
+    def load(path):
+        result = json.loads(path.read_text())
+        result["cached"] = True
+        cache.log(progress, f"loaded the {profile} result of {encoder} on {task} from {path}")
+        return result
+
+    def train_now():
+        if cached_only:
+            return None
+        return _fine_tune_and_score(t, encoder, profile, recipe, file, cache_dir, progress, device)
+
+    return cache.load_or_train(file, load, train_now, "result")
+
+
+def _fine_tune_and_score(t, encoder, profile, recipe, file, cache_dir, progress, device):
+    """Fine-tune and score as :func:`run` describes; write the result to ``file``."""
+    task = t.name
     target = select_device(device)
     _, tokenizer = load_pretrained()
     data = load_task(task)
     train_ex = data["train"][: recipe["max_train"]]
     test_ex = data["test"][: recipe["max_test"]]
     model_enc = encoder_for(encoder, profile, cache_dir=cache_dir, progress=progress)
-    _log(
+    cache.log(
         progress,
         f"fine-tuning {encoder} on {task}: {recipe['steps']} steps of {recipe['batch_size']} "
-        f"from {len(train_ex):,} training examples, on {_hardware(target)}",
+        f"from {len(train_ex):,} training examples, on {describe_hardware(target)}",
     )
     start = time.perf_counter()
     model, history = fine_tune(
@@ -791,8 +802,8 @@ def run(
         "val_loss": history.val_loss,
         "seconds": seconds,
         "eval_seconds": eval_seconds,
-        "hardware": _hardware(target),
-        "cpu": _cpu_name(),
+        "hardware": describe_hardware(target),
+        "cpu": cache.cpu_name(),
         "seed": 0,
         "recipe": recipe,
         "n_train": len(train_ex),
@@ -801,15 +812,12 @@ def run(
             {"input": x, "gold": y, "pred": p} for (x, y), p in zip(shown, preds, strict=True)
         ],
     }
-    _log(
+    cache.log(
         progress,
         f"{encoder} on {task}: test {t.metric} {scores['score']:.4f} "
         f"({seconds:.0f} s fine-tuning, {eval_seconds:.0f} s evaluation)",
     )
-    file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = file.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    os.replace(tmp, file)
+    cache.write_json(file, result)
     result["cached"] = False
     return result
 

@@ -20,7 +20,7 @@ on every later call::
   384, context 256, batch 64, dropout 0.2, learning rate 1e-3, 5000 steps), which reaches
   about 1.47 there.
 
-**The cache.** A trained model lives in
+**The cache** (:mod:`llmkit.cache`). A trained model lives in
 ``$LLMKIT_CACHE/models/char_gpt-<profile>-<hash>/`` (``$LLMKIT_CACHE`` defaults to
 ``~/.cache/llmkit``, the directory :mod:`llmkit.data` downloads into). ``<hash>`` is the
 first 12 hex digits of the SHA-256 of the recipe, the data set name and the vocabulary, so
@@ -38,10 +38,8 @@ trained again, with a warning.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import os
-import platform
 import shutil
 import warnings
 from collections.abc import Mapping
@@ -50,8 +48,8 @@ from typing import Any
 
 import torch
 
-from llmkit import profile as _profile
-from llmkit.data.fetch import sha256_file as _sha256
+from llmkit import cache
+from llmkit.cache import describe_hardware, models_dir
 from llmkit.gpt import GPT, GPTConfig
 from llmkit.tokenizers import CharTokenizer
 from llmkit.train import (
@@ -143,17 +141,6 @@ CHAR_GPT_RECIPES: dict[str, dict[str, Any]] = {
 }
 
 
-def _check_profile(profile: str | None) -> str:
-    if profile is None:
-        return _profile.current()
-    if not isinstance(profile, str) or profile not in _profile.PROFILES:
-        raise ValueError(
-            f"profile must be one of {', '.join(_profile.PROFILES)} or None (the current "
-            f"profile), got {profile!r}"
-        )
-    return profile
-
-
 def char_gpt_recipe(profile: str | None = None) -> dict[str, Any]:
     """A copy of the recipe of :func:`char_gpt` for ``profile`` (default: the current one).
 
@@ -161,30 +148,12 @@ def char_gpt_recipe(profile: str | None = None) -> dict[str, Any]:
         ``{"model": {...GPTConfig fields}, "batch_size": int, "train": {...TrainConfig
         fields}, "seed": int}``.
     """
-    return copy.deepcopy(CHAR_GPT_RECIPES[_check_profile(profile)])
-
-
-def models_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
-    """Where trained models are cached: ``<cache_dir>/models``; ``cache_dir`` defaults to
-    ``$LLMKIT_CACHE`` or ``~/.cache/llmkit`` (read per call)."""
-    if cache_dir is None:
-        from llmkit.data.fetch import cache_dir as _data_cache_dir
-
-        return _data_cache_dir() / "models"
-    return Path(cache_dir).expanduser() / "models"
+    return copy.deepcopy(CHAR_GPT_RECIPES[cache.profile_name(profile)])
 
 
 def _fingerprint(recipe: Mapping[str, Any], vocab: list[str]) -> str:
-    blob = json.dumps(
-        {
-            "format": FORMAT_VERSION,
-            "data": "tinyshakespeare",
-            "vocab": vocab,
-            "recipe": recipe,
-        },
-        sort_keys=True,
-    )
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:12]
+    payload = {"format": FORMAT_VERSION, "data": "tinyshakespeare", "vocab": vocab}
+    return cache.fingerprint({**payload, "recipe": recipe})
 
 
 def char_gpt_dir(
@@ -194,10 +163,10 @@ def char_gpt_dir(
 
     Reads the data set (to fingerprint its vocabulary).
     """
-    profile = _check_profile(profile)
+    profile = cache.profile_name(profile)
     tokenizer, _, _ = _data()
-    name = f"char_gpt-{profile}-{_fingerprint(CHAR_GPT_RECIPES[profile], tokenizer.vocab)}"
-    return models_dir(cache_dir) / name
+    digest = _fingerprint(CHAR_GPT_RECIPES[profile], tokenizer.vocab)
+    return cache.entry_path("char_gpt", profile, digest, cache_dir)
 
 
 def _data() -> tuple[CharTokenizer, torch.Tensor, torch.Tensor]:
@@ -250,38 +219,6 @@ def evaluate_lm(model: GPT, ids: torch.Tensor, *, batch_size: int = 64) -> float
     return total / n
 
 
-def describe_hardware(device: str | torch.device = "auto") -> str:
-    """What a run on ``device`` runs on, for the record printed beside a result.
-
-    Returns:
-        e.g. ``"AMD EPYC 7B13, 2 threads"`` on a CPU (the model name from
-        ``/proc/cpuinfo`` where there is one), ``"NVIDIA H100 80GB HBM3 (CUDA)"`` on a GPU.
-    """
-    from llmkit.train import select_device
-
-    return _hardware(select_device(device))
-
-
-def _hardware(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)} (CUDA)"
-    if device.type == "mps":
-        return "Apple GPU (MPS)"
-    return f"{_cpu_name()}, {torch.get_num_threads()} threads"
-
-
-def _cpu_name() -> str:
-    """The CPU's model name (from ``/proc/cpuinfo`` on Linux), else the architecture."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return f"{platform.processor() or platform.machine() or 'unknown'} CPU"
-
-
 class _CorruptCache(Exception):
     pass
 
@@ -294,7 +231,7 @@ def _load(
         meta = json.loads((path / INFO_FILE).read_text())
         if meta.get("format") != _INFO_FORMAT or meta.get("hash") != fingerprint:
             raise _CorruptCache(f"{INFO_FILE} does not describe this recipe")
-        if _sha256(path / "model.safetensors") != meta["model_sha256"]:
+        if cache.sha256_file(path / "model.safetensors") != meta["model_sha256"]:
             raise _CorruptCache("model.safetensors does not match its recorded SHA-256")
         saved = CharTokenizer.load(path / TOKENIZER_FILE)
         if saved.vocab != tokenizer.vocab:
@@ -310,19 +247,6 @@ def _load(
         raise _CorruptCache(f"{type(err).__name__}: {err}") from err
     meta["history"] = ckpt.history
     return model.to(device).eval(), meta
-
-
-def _show(path: Path) -> str:
-    """``path`` with the home directory written as ``~`` (shorter, and the same for everyone)."""
-    try:
-        return str(Path("~") / path.relative_to(Path.home()))
-    except ValueError:
-        return str(path)
-
-
-def _log(enabled: bool, message: str) -> None:
-    if enabled:
-        print(message, flush=True)
 
 
 def char_gpt(
@@ -363,35 +287,29 @@ def char_gpt(
         time is longer than on an idle machine), ``torch_version``,
         ``n_parameters`` and ``cached`` (``True`` when loaded rather than trained now).
     """
-    profile = _check_profile(profile)
+    profile = cache.profile_name(profile)
     if not isinstance(progress, bool):
         raise TypeError(f"progress must be a bool, got {progress!r}")
     target = select_device(device)
     recipe = char_gpt_recipe(profile)
     tokenizer, train_ids, val_ids = _data()
     fingerprint = _fingerprint(recipe, tokenizer.vocab)
-    root = models_dir(cache_dir)
-    final = root / f"char_gpt-{profile}-{fingerprint}"
+    final = cache.entry_path("char_gpt", profile, fingerprint, cache_dir)
 
-    if final.exists():
-        try:
-            model, meta = _load(final, fingerprint, tokenizer, target)
-        except _CorruptCache as err:
-            warnings.warn(
-                f"the cached model in {str(final)!r} could not be loaded ({err}); "
-                "deleting it and training again",
-                stacklevel=2,
-            )
-            shutil.rmtree(final, ignore_errors=True)
-        else:
-            meta["cached"] = True
-            meta["path"] = str(final)
-            _log(progress, f"loaded the {profile} character-level GPT from {_show(final)}")
-            return model, tokenizer, meta
+    def load(path: Path) -> tuple[GPT, CharTokenizer, dict[str, Any]]:
+        model, meta = _load(path, fingerprint, tokenizer, target)
+        meta["cached"] = True
+        meta["path"] = str(path)
+        where = cache.show_path(path)
+        cache.log(progress, f"loaded the {profile} character-level GPT from {where}")
+        return model, tokenizer, meta
 
-    return _train_and_cache(
-        profile, recipe, fingerprint, final, tokenizer, train_ids, val_ids, target, progress
-    )
+    def train_now() -> tuple[GPT, CharTokenizer, dict[str, Any]]:
+        return _train_and_cache(
+            profile, recipe, fingerprint, final, tokenizer, train_ids, val_ids, target, progress
+        )
+
+    return cache.load_or_train(final, load, train_now, "model")
 
 
 def _train_and_cache(
@@ -438,13 +356,16 @@ def _train_and_cache(
             shutil.rmtree(partial, ignore_errors=True)
     n_params = model.num_parameters()
     if resume_from is None:
-        _log(
+        cache.log(
             progress,
             f"training the {profile} character-level GPT ({n_params:,} parameters, "
-            f"{steps} steps) on {_hardware(device)}; it will be cached in {_show(final)}",
+            f"{steps} steps) on {describe_hardware(device)}; it will be cached in "
+            f"{cache.show_path(final)}",
         )
     else:
-        _log(progress, f"resuming the {profile} character-level GPT from {_show(partial)}")
+        cache.log(
+            progress, f"resuming the {profile} character-level GPT from {cache.show_path(partial)}"
+        )
 
     printed = 0
     loads: list[float] = []  # the machine's load average, sampled during training
@@ -461,7 +382,7 @@ def _train_and_cache(
                 j = min(history.val_steps[i], len(history.train_loss)) - 1
                 recent = history.train_loss[max(0, j - 9) : j + 1]
                 train_part = f"train {sum(recent) / len(recent):.4f}  "
-            _log(
+            cache.log(
                 progress,
                 f"step {history.val_steps[i]:>5}/{steps}  {train_part}"
                 f"val {history.val_loss[i]:.4f}  {history.val_seconds[i]:7.1f} s",
@@ -498,23 +419,18 @@ def _train_and_cache(
         "steps": history.steps[-1] if history.steps else 0,
         "tokens_seen": history.tokens_seen[-1] if history.tokens_seen else 0,
         "train_seconds": history.seconds[-1] if history.seconds else 0.0,
-        "hardware": _hardware(device),
+        "hardware": describe_hardware(device),
         "cpu_count": os.cpu_count(),
         "load_average": sum(loads) / len(loads) if loads else None,
         "device": str(device),
         "torch_version": torch.__version__,
         "n_parameters": n_params,
-        "model_sha256": _sha256(partial / "model.safetensors"),
+        "model_sha256": cache.sha256_file(partial / "model.safetensors"),
     }
     tokenizer.save(partial / TOKENIZER_FILE)
     (partial / INFO_FILE).write_text(json.dumps(meta, indent=1))
-    final.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.replace(partial, final)
-    except OSError:
-        # Another process finished the same model first: keep theirs.
-        shutil.rmtree(partial, ignore_errors=True)
-    _log(progress, f"validation loss {val_loss:.4f} nats (whole validation split)")
+    cache.publish(partial, final)
+    cache.log(progress, f"validation loss {val_loss:.4f} nats (whole validation split)")
     meta["history"] = history
     meta["cached"] = False
     meta["path"] = str(final)

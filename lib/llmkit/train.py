@@ -13,24 +13,26 @@ What it does, step by step:
 
 * **Optimizer**: AdamW; weight decay only on parameters with ``dim >= 2`` (matrices and
   embeddings), never on biases or LayerNorm gains (:func:`configure_optimizer`).
-* **Learning rate**: linear warm-up for ``warmup_steps``, then a cosine decay from ``lr`` to
-  ``min_lr`` at ``lr_decay_steps``, constant afterwards (:func:`cosine_lr`).
+* **Learning rate**: before every step the rate :func:`cosine_lr` gives for that step is
+  written into the optimizer: a linear warm-up for ``warmup_steps``, then a cosine decay
+  from ``lr`` to ``min_lr`` at ``lr_decay_steps``, constant afterwards.
 * **One optimizer step** = ``grad_accum_steps`` micro-batches, each loss divided by
   ``grad_accum_steps`` before ``backward`` (so the gradient is that of the mean loss), then
   gradient clipping to norm ``grad_clip``, then ``optimizer.step()``.
-* **Evaluation** every ``eval_interval`` steps (and before the first and after the last):
-  the mean loss on ``eval_iters`` ``"val"`` batches, the *same* batches every time (a fixed
-  generator), or on the ``eval_batches`` you pass.
+* **Evaluation** (:func:`evaluate`) every ``eval_interval`` steps (and before the first and
+  after the last): the mean loss on ``eval_iters`` ``"val"`` batches, the *same* batches
+  every time (a fixed generator), or on the ``eval_batches`` you pass.
 * **Device**: ``device="auto"`` picks CUDA, then MPS, then the CPU (:func:`select_device`).
   On CUDA the forward pass runs under bf16 autocast, AdamW is fused, TF32 matmuls are
   enabled, and ``compile=True`` wraps the model in :func:`torch.compile`.
 * **Seeds**: ``seed`` seeds torch (dropout) and the batch generator; the run is reproducible.
-* **Checkpoints** (:func:`save_checkpoint`, :func:`load_checkpoint`): a directory with the
-  weights in ``model.safetensors``, the optimizer state tensors and RNG states in
-  ``training_state.safetensors``, and everything else (step, configs, history, scheduler)
-  in ``checkpoint.json``. No pickle anywhere. Written to a temporary directory first, then
-  renamed into place. ``train(..., resume_from=dir)`` continues the run *exactly*: the
-  losses are bit-for-bit those of an uninterrupted run (on the same hardware).
+* **Checkpoints** (:func:`save_checkpoint`, :func:`load_checkpoint`, written with
+  :mod:`llmkit.checkpoint`): a directory with the weights in ``model.safetensors``, the
+  optimizer state tensors and RNG states in ``training_state.safetensors``, and everything
+  else (step, configs, history) in ``checkpoint.json``. No pickle anywhere. Written to a
+  temporary directory first, then renamed into place. ``train(..., resume_from=dir)``
+  continues the run *exactly*: the step fixes the learning rate, and the losses are
+  bit-for-bit those of an uninterrupted run (on the same hardware).
 
 Several GPUs: ``torchrun`` + DDP
 --------------------------------
@@ -56,9 +58,6 @@ import dataclasses
 import json
 import math
 import os
-import random
-import shutil
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -67,26 +66,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 from tqdm.auto import tqdm
+
+from llmkit import checkpoint
+from llmkit.validate import boolean, integer, number, one_of, positive_int, probability
 
 __all__ = [
     "TrainConfig",
     "History",
     "Checkpoint",
     "train",
+    "evaluate",
     "random_batches",
     "lm_batch_fn",
     "select_device",
     "cross_entropy_loss",
     "configure_optimizer",
     "cosine_lr",
-    "WarmupCosine",
     "save_checkpoint",
     "load_checkpoint",
     "TORCHRUN_COMMAND",
@@ -94,36 +94,12 @@ __all__ = [
 
 TORCHRUN_COMMAND = "torchrun --standalone --nproc_per_node=2 your_script.py"
 
-CHECKPOINT_FORMAT = "llmkit-checkpoint"
-CHECKPOINT_VERSION = 1
-MODEL_FILE = "model.safetensors"
-STATE_FILE = "training_state.safetensors"
-META_FILE = "checkpoint.json"
-
 Batch = Any  # a tensor, a tuple/list of tensors or a dict of tensors; dim 0 is the batch
 GetBatch = Callable[[str, torch.Generator], Batch]
 LossFn = Callable[[nn.Module, Batch], torch.Tensor]
 
 
 # --------------------------------------------------------------------------- config
-
-
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-
-
-def _check_float(name: str, value: Any, low: float, high: float = math.inf, *, open_low=False):
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    bad_low = value <= low if open_low else value < low
-    if bad_low or value > high or math.isnan(value):
-        left = "(" if open_low else "["
-        right = "]" if high != math.inf else ")"
-        raise ValueError(f"{name} must be in {left}{low}, {high}{right}, got {value}")
-
 
 DTYPES = ("auto", "float32", "bfloat16")
 
@@ -182,44 +158,39 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        _check_int("max_steps", self.max_steps, 0)
-        _check_float("lr", self.lr, 0.0)
-        if self.min_lr is not None:
-            _check_float("min_lr", self.min_lr, 0.0, float(self.lr))
-        _check_int("warmup_steps", self.warmup_steps, 0)
+        for name in ("max_steps", "warmup_steps", "eval_interval", "eval_iters", "seed"):
+            integer(name, getattr(self, name), 0)
+        for name in ("grad_accum_steps", "log_interval"):
+            positive_int(name, getattr(self, name))
+        integer("checkpoint_interval", self.checkpoint_interval, 0)
         if self.lr_decay_steps is not None:
-            _check_int("lr_decay_steps", self.lr_decay_steps, 0)
-        _check_float("weight_decay", self.weight_decay, 0.0)
+            integer("lr_decay_steps", self.lr_decay_steps, 0)
+        number("lr", self.lr, low=0.0)
+        if self.min_lr is not None:
+            number("min_lr", self.min_lr, low=0.0, high=float(self.lr))
+        number("weight_decay", self.weight_decay, low=0.0)
+        if self.grad_clip is not None:
+            number("grad_clip", self.grad_clip, low=0.0)
+        if number("eps", self.eps) <= 0:
+            raise ValueError(f"eps must be > 0, got {self.eps}")
         if not isinstance(self.betas, (tuple, list)) or len(self.betas) != 2:
             raise ValueError(f"betas must be a pair (beta1, beta2), got {self.betas!r}")
-        self.betas = (float(self.betas[0]), float(self.betas[1]))
-        for i, b in enumerate(self.betas):
-            _check_float(f"betas[{i}]", b, 0.0, 1.0)
-            if b >= 1.0:
-                raise ValueError(f"betas[{i}] must be in [0, 1), got {b}")
-        _check_float("eps", self.eps, 0.0, open_low=True)
-        if self.grad_clip is not None:
-            _check_float("grad_clip", self.grad_clip, 0.0)
-        _check_int("grad_accum_steps", self.grad_accum_steps, 1)
-        _check_int("eval_interval", self.eval_interval, 0)
-        _check_int("eval_iters", self.eval_iters, 0)
-        _check_int("log_interval", self.log_interval, 1)
+        self.betas = (
+            probability("betas[0]", self.betas[0]),
+            probability("betas[1]", self.betas[1]),
+        )
         if self.checkpoint_dir is not None:
             if not isinstance(self.checkpoint_dir, (str, os.PathLike)):
                 raise TypeError(
-                    f"checkpoint_dir must be a path or None, got {type(self.checkpoint_dir)}"
+                    f"checkpoint_dir must be a path or None, got {self.checkpoint_dir!r}"
                 )
             self.checkpoint_dir = os.fspath(self.checkpoint_dir)
-        _check_int("checkpoint_interval", self.checkpoint_interval, 0)
-        _check_int("seed", self.seed, 0)
         if not isinstance(self.device, (str, torch.device)):
             raise TypeError(f"device must be a string, got {type(self.device).__name__}")
         self.device = str(self.device)
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
-        for name in ("compile", "progress"):
-            if not isinstance(getattr(self, name), bool):
-                raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
+        one_of("dtype", self.dtype, DTYPES)
+        boolean("compile", self.compile)
+        boolean("progress", self.progress)
 
     @property
     def resolved_min_lr(self) -> float:
@@ -326,18 +297,24 @@ def random_batches(
         ``x: (batch_size, block_size)`` and ``y: (batch_size, block_size)``, int64, on the
         device of ``ids``.
     """
+    _check_stream("ids", ids, positive_int("block_size", block_size))
+    return _windows(ids, block_size, positive_int("batch_size", batch_size), generator)
+
+
+def _check_stream(name: str, ids: Any, block_size: int) -> None:
     if not isinstance(ids, torch.Tensor):
-        raise TypeError(f"ids must be a torch.Tensor, got {type(ids).__name__}")
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(ids).__name__}")
     if ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool:
-        raise TypeError(f"ids must hold integers, got dtype {ids.dtype}")
+        raise TypeError(f"{name} must hold integers, got dtype {ids.dtype}")
     if ids.dim() != 1:
-        raise ValueError(f"ids must be one-dimensional (n,), got shape {tuple(ids.shape)}")
-    _check_int("block_size", block_size, 1)
-    _check_int("batch_size", batch_size, 1)
+        raise ValueError(f"{name} must be one-dimensional (n,), got shape {tuple(ids.shape)}")
     if ids.numel() < block_size + 1:
         raise ValueError(
-            f"ids must hold at least block_size + 1 = {block_size + 1} tokens, got {ids.numel()}"
+            f"{name} must hold at least block_size + 1 = {block_size + 1} tokens, got {ids.numel()}"
         )
+
+
+def _windows(ids: torch.Tensor, block_size: int, batch_size: int, generator) -> tuple:
     starts = torch.randint(0, ids.numel() - block_size, (batch_size,), generator=generator)
     index = starts[:, None] + torch.arange(block_size + 1)  # (batch, block + 1)
     window = ids[index.to(ids.device)].long()
@@ -355,16 +332,17 @@ def lm_batch_fn(data: Mapping[str, torch.Tensor], block_size: int, batch_size: i
     """
     if not isinstance(data, Mapping) or not data:
         raise ValueError("data must be a non-empty mapping of split name -> token ids")
+    positive_int("block_size", block_size)
+    positive_int("batch_size", batch_size)
     for name, ids in data.items():
-        random_batches(ids, block_size, 1, torch.Generator().manual_seed(0))  # validates
         if not isinstance(name, str):
             raise TypeError(f"split names must be strings, got {name!r}")
-    _check_int("batch_size", batch_size, 1)
+        _check_stream(f"data[{name!r}]", ids, block_size)
 
     def get_batch(split: str, generator: torch.Generator | None = None):
         if split not in data:
             raise ValueError(f"split must be one of {sorted(data)}, got {split!r}")
-        return random_batches(data[split], block_size, batch_size, generator)
+        return _windows(data[split], block_size, batch_size, generator)
 
     return get_batch
 
@@ -412,13 +390,18 @@ def select_device(device: str | torch.device = "auto") -> torch.device:
 
 
 def _autocast_dtype(dtype: str, device: torch.device) -> torch.dtype | None:
-    if dtype == "float32":
-        return None
-    if dtype == "bfloat16":
-        return torch.bfloat16
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+    """The autocast dtype of forward passes (see ``TrainConfig.dtype``); ``None``: no autocast."""
+    if dtype == "bfloat16" or (
+        dtype == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported()
+    ):
         return torch.bfloat16
     return None
+
+
+def _autocast(device: torch.device, amp_dtype: torch.dtype | None):
+    if amp_dtype is None:
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=amp_dtype)
 
 
 # --------------------------------------------------------------------------- optimizer
@@ -453,41 +436,33 @@ def configure_optimizer(
 def cosine_lr(step: int, lr: float, min_lr: float, warmup_steps: int, decay_steps: int) -> float:
     """The learning rate of optimizer step ``step`` (0-based): warm-up, then cosine decay.
 
-    * ``step < warmup_steps``: linear, ``lr * (step + 1) / (warmup_steps + 1)``;
-    * ``warmup_steps <= step < decay_steps``: ``min_lr + (lr - min_lr) * (1 + cos(pi r)) / 2``
-      with ``r = (step - warmup_steps) / (decay_steps - warmup_steps)`` going 0 -> 1;
-    * ``step >= decay_steps``: ``min_lr``.
+    It is ``lr`` times a factor that:
+
+    * rises linearly while ``step < warmup_steps``: ``(step + 1) / (warmup_steps + 1)``;
+    * then falls from 1 to ``min_lr / lr`` along half a cosine,
+      ``m + (1 - m) * (1 + cos(pi r)) / 2`` with ``m = min_lr / lr`` and
+      ``r = (step - warmup_steps) / (decay_steps - warmup_steps)`` going 0 -> 1;
+    * stays at ``m`` from ``step >= decay_steps`` on.
     """
+    min_factor = min_lr / lr if lr > 0 else 1.0
     if step < warmup_steps:
-        return lr * (step + 1) / (warmup_steps + 1)
-    if step >= decay_steps:
-        return min_lr
-    ratio = (step - warmup_steps) / (decay_steps - warmup_steps)
-    return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (lr - min_lr)
+        factor = (step + 1) / (warmup_steps + 1)
+    elif step >= decay_steps:
+        factor = min_factor
+    else:
+        ratio = (step - warmup_steps) / (decay_steps - warmup_steps)
+        factor = min_factor + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (1.0 - min_factor)
+    return lr * factor
 
 
-class WarmupCosine:
-    """:func:`cosine_lr` as a multiplier of the peak rate, for ``lr_scheduler.LambdaLR``.
-
-    A callable object (not a lambda) so that ``LambdaLR.state_dict()`` saves its settings.
-    """
-
-    def __init__(self, warmup_steps: int, decay_steps: int, min_ratio: float) -> None:
-        self.warmup_steps = int(warmup_steps)
-        self.decay_steps = int(decay_steps)
-        self.min_ratio = float(min_ratio)
-
-    @classmethod
-    def from_config(cls, config: TrainConfig) -> WarmupCosine:
-        ratio = config.resolved_min_lr / config.lr if config.lr > 0 else 1.0
-        return cls(config.warmup_steps, config.resolved_lr_decay_steps, ratio)
-
-    def __call__(self, step: int) -> float:
-        return cosine_lr(step, 1.0, self.min_ratio, self.warmup_steps, self.decay_steps)
-
-
-def _make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig):
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine.from_config(config))
+def _lr_at(config: TrainConfig, step: int) -> float:
+    return cosine_lr(
+        step,
+        config.lr,
+        config.resolved_min_lr,
+        config.warmup_steps,
+        config.resolved_lr_decay_steps,
+    )
 
 
 # --------------------------------------------------------------------------- loss
@@ -608,114 +583,11 @@ def _model_config_dict(model: nn.Module, model_config: Any) -> dict | None:
     return cfg
 
 
-def _local_rng_states(device: torch.device | None = None) -> dict[str, torch.Tensor]:
-    states = {"torch": torch.get_rng_state()}
-    if device is not None and device.type == "cuda":
-        states["cuda"] = torch.cuda.get_rng_state(device)
-    return states
-
-
-def _optimizer_to_json(optimizer: torch.optim.Optimizer) -> tuple[dict, dict[str, torch.Tensor]]:
-    """Split an optimizer state dict into JSON (structure, numbers) and tensors."""
-    sd = optimizer.state_dict()
-    tensors: dict[str, torch.Tensor] = {}
-    state_json: dict[str, dict[str, Any]] = {}
-    for pid, entries in sd["state"].items():
-        state_json[str(pid)] = {}
-        for name, value in entries.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"optimizer.{pid}.{name}"] = value.detach().cpu().contiguous()
-            else:
-                state_json[str(pid)][name] = value
-    groups = [
-        {k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()}
-        for g in sd["param_groups"]
-    ]
-    return {"state": state_json, "param_groups": groups}, tensors
-
-
-def _optimizer_from_json(meta: dict, tensors: Mapping[str, torch.Tensor]) -> dict:
-    state: dict[int, dict[str, Any]] = {}
-    for pid, entries in meta["state"].items():
-        state[int(pid)] = dict(entries)
-    for key, value in tensors.items():
-        if key.startswith("optimizer."):
-            _, pid, name = key.split(".", 2)
-            state.setdefault(int(pid), {})[name] = value
-    groups = []
-    for g in meta["param_groups"]:
-        g = dict(g)
-        if isinstance(g.get("betas"), list):
-            g["betas"] = tuple(g["betas"])
-        groups.append(g)
-    return {"state": state, "param_groups": groups}
-
-
-def _fsync(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _is_checkpoint_dir(path: Path) -> bool:
-    meta = path / META_FILE
-    if not meta.is_file():
-        return False
-    try:
-        return json.loads(meta.read_text()).get("format") == CHECKPOINT_FORMAT
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
-def _atomic_write_dir(path: Path, write: Callable[[Path], None]) -> None:
-    """Build the directory under a temporary name next to ``path``, then rename it into place.
-
-    A crash while writing leaves the old checkpoint untouched. Replacing an existing
-    checkpoint takes two renames (old -> ``.NAME.old``, new -> ``NAME``); should the process
-    die between the two, :func:`load_checkpoint` falls back to ``.NAME.old``.
-    """
-    if path.exists():
-        if not path.is_dir():
-            raise ValueError(f"checkpoint path {str(path)!r} exists and is not a directory")
-        if any(path.iterdir()) and not _is_checkpoint_dir(path):
-            raise ValueError(
-                f"refusing to overwrite {str(path)!r}: it is a non-empty directory that is "
-                "not an llmkit checkpoint"
-            )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    try:
-        write(tmp)
-        for f in tmp.iterdir():
-            _fsync(f)
-        if path.exists():
-            old = path.parent / f".{path.name}.old"
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-        _fsync(path.parent)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
 def save_checkpoint(
     path: str | os.PathLike,
     model: nn.Module,
     config: TrainConfig | None = None,
     optimizer: torch.optim.Optimizer | None = None,
-    scheduler: Any = None,
     step: int = 0,
     rng: torch.Generator | None = None,
     *,
@@ -723,23 +595,19 @@ def save_checkpoint(
     model_config: Any = None,
     rank_rng_states: Sequence[Mapping[str, torch.Tensor]] | None = None,
 ) -> Path:
-    """Write a checkpoint directory atomically; no pickle anywhere.
+    """Write a training checkpoint (a :mod:`llmkit.checkpoint` directory) atomically.
 
-    Files:
-        ``model.safetensors``: the model's weights (tied weights stored once).
-        ``training_state.safetensors``: optimizer state tensors, the batch generator's state
-        and torch's global RNG states (one per process).
-        ``checkpoint.json``: format, step, ``config``, ``model_config``, ``history``,
-        the scheduler's state, the optimizer's non-tensor state and Python's and NumPy's
-        global RNG states.
+    ``model.safetensors`` holds the weights; ``training_state.safetensors`` the optimizer
+    state tensors, the batch generator's state and torch's global RNG states (one per
+    process); ``checkpoint.json`` the step, ``train_config``, ``model_config``, ``history``,
+    the optimizer's other state and Python's and NumPy's global RNG states.
 
     Args:
         path: the checkpoint directory (replaced if it already holds a checkpoint).
         model: the bare model (not a DDP or compiled wrapper).
         config: the run's :class:`TrainConfig`.
-        optimizer, scheduler: their states are saved when given (the scheduler's state must be
-            JSON-serialisable, as ``LambdaLR`` with :class:`WarmupCosine` is).
-        step: the number of optimizer steps done.
+        optimizer: its state is saved when given.
+        step: the number of optimizer steps done (it also fixes the learning rate).
         rng: the batch generator.
         history: the :class:`History` so far.
         model_config: a dataclass or dict; default ``model.config`` when it is one.
@@ -748,82 +616,35 @@ def save_checkpoint(
     Returns:
         the checkpoint path.
     """
-    path = Path(path)
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    _check_int("step", step, 0)
+    integer("step", step, 0)
+    states = rank_rng_states if rank_rng_states is not None else [checkpoint.torch_rng_states()]
     meta: dict[str, Any] = {
-        "format": CHECKPOINT_FORMAT,
-        "version": CHECKPOINT_VERSION,
         "step": step,
         "model_class": type(model).__qualname__,
         "model_config": _model_config_dict(model, model_config),
         "train_config": config.to_dict() if config is not None else None,
         "history": history.to_dict() if history is not None else None,
         "torch_version": torch.__version__,
+        "world_size": len(states),
+        "rng": checkpoint.global_rng_states(),
     }
     tensors: dict[str, torch.Tensor] = {}
     if optimizer is not None:
-        meta["optimizer"], opt_tensors = _optimizer_to_json(optimizer)
-        tensors.update(opt_tensors)
-    if scheduler is not None:
-        sched = scheduler.state_dict()
-        try:
-            json.dumps(sched)
-        except (TypeError, ValueError) as err:
-            raise ValueError(
-                f"the scheduler's state_dict must be JSON-serialisable: {err}"
-            ) from None
-        meta["scheduler"] = sched
+        meta["optimizer"], tensors = checkpoint.optimizer_state(optimizer)
     if rng is not None:
         tensors["rng.generator"] = rng.get_state()
-    states = rank_rng_states if rank_rng_states is not None else [_local_rng_states()]
-    meta["world_size"] = len(states)
     for r, st in enumerate(states):
         for name, value in st.items():
             tensors[f"rng.{name}.{r}"] = value.detach().cpu().contiguous()
-    np_state = np.random.get_state()
-    meta["rng"] = {
-        "python": _jsonable(random.getstate()),
-        "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
-    }
-
-    def write(tmp: Path) -> None:
-        save_model(model, str(tmp / MODEL_FILE))
-        save_file(tensors, str(tmp / STATE_FILE))
-        (tmp / META_FILE).write_text(json.dumps(meta, indent=1))
-
-    _atomic_write_dir(path, write)
-    return path
-
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, tuple):
-        return [_jsonable(v) for v in x]
-    return x
-
-
-def _resolve_checkpoint(path: Path) -> Path:
-    if _is_checkpoint_dir(path):
-        return path
-    old = path.parent / f".{path.name}.old"
-    if not path.exists() and _is_checkpoint_dir(old):
-        warnings.warn(
-            f"{str(path)!r} is missing; loading the previous checkpoint {str(old)!r} "
-            "(a save was interrupted)",
-            stacklevel=3,
-        )
-        return old
-    if not path.exists():
-        raise FileNotFoundError(f"no checkpoint at {str(path)!r}")
-    raise ValueError(f"{str(path)!r} is not an llmkit checkpoint (no valid {META_FILE})")
+    return checkpoint.write(path, model, meta, tensors)
 
 
 def load_checkpoint(
     path: str | os.PathLike,
     model: nn.Module | None = None,
     optimizer: torch.optim.Optimizer | None = None,
-    scheduler: Any = None,
     rng: torch.Generator | None = None,
     *,
     restore_rng: bool = False,
@@ -835,39 +656,24 @@ def load_checkpoint(
     Args:
         path: the checkpoint directory.
         model: receives the weights (on whatever device it is).
-        optimizer, scheduler: receive their states (build them as ``train`` does:
-            :func:`configure_optimizer`, then ``LambdaLR`` with :class:`WarmupCosine`).
+        optimizer: receives its state (build it as ``train`` does, with
+            :func:`configure_optimizer`).
         rng: the batch generator; receives its saved state.
         restore_rng: also restore torch's (process ``rank``'s), Python's and NumPy's global
             RNG states.
         strict: passed to the weight loading (every key must match).
     Returns:
-        a :class:`Checkpoint` with the step, configs and history.
+        a :class:`Checkpoint` with the step, configs and history. (The ``"scheduler"`` entry
+        of checkpoints from older versions is not needed: the step fixes the learning rate.)
     """
-    path = _resolve_checkpoint(Path(path))
-    meta = json.loads((path / META_FILE).read_text())
-    version = meta.get("version")
-    if version != CHECKPOINT_VERSION:
-        raise ValueError(
-            f"checkpoint {str(path)!r} has version {version!r}; this llmkit reads version "
-            f"{CHECKPOINT_VERSION}"
-        )
-    if model is not None:
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        missing, unexpected = load_model(model, str(path / MODEL_FILE), strict=strict)
-        if missing or unexpected:
-            warnings.warn(f"missing keys {missing}, unexpected keys {unexpected}", stacklevel=2)
+    if model is not None and not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     needs_state = optimizer is not None or rng is not None or restore_rng
-    tensors = load_file(str(path / STATE_FILE)) if needs_state else {}
+    path, meta, tensors = checkpoint.read(path, model, tensors=needs_state, strict=strict)
     if optimizer is not None:
         if "optimizer" not in meta:
             raise ValueError(f"checkpoint {str(path)!r} holds no optimizer state")
-        optimizer.load_state_dict(_optimizer_from_json(meta["optimizer"], tensors))
-    if scheduler is not None:
-        if "scheduler" not in meta:
-            raise ValueError(f"checkpoint {str(path)!r} holds no scheduler state")
-        scheduler.load_state_dict(meta["scheduler"])
+        optimizer.load_state_dict(checkpoint.optimizer_state_dict(meta["optimizer"], tensors))
     if rng is not None:
         if "rng.generator" not in tensors:
             raise ValueError(f"checkpoint {str(path)!r} holds no batch generator state")
@@ -884,12 +690,8 @@ def load_checkpoint(
             torch.set_rng_state(tensors[f"rng.torch.{rank}"])
             if f"rng.cuda.{rank}" in tensors and torch.cuda.is_available():
                 torch.cuda.set_rng_state(tensors[f"rng.cuda.{rank}"], torch.cuda.current_device())
-        py = meta["rng"]["python"]
-        random.setstate((py[0], tuple(py[1]), py[2]))
-        name, keys, pos, has_gauss, cached = meta["rng"]["numpy"]
-        np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
-    train_config = meta.get("train_config")
-    history = meta.get("history")
+        checkpoint.restore_global_rngs(meta["rng"])
+    train_config, history = meta.get("train_config"), meta.get("history")
     return Checkpoint(
         path=path,
         step=int(meta["step"]),
@@ -954,7 +756,7 @@ def _setup_distributed(config: TrainConfig) -> tuple[_Dist, torch.device]:
 
 
 def _gather_rng_states(ctx: _Dist, device: torch.device) -> list[dict[str, torch.Tensor]]:
-    local = _local_rng_states(device)
+    local = checkpoint.torch_rng_states(device)
     if not ctx.enabled:
         return [local]
     comm_device = device if device.type == "cuda" else torch.device("cpu")
@@ -968,7 +770,206 @@ def _gather_rng_states(ctx: _Dist, device: torch.device) -> list[dict[str, torch
     return out
 
 
+# --------------------------------------------------------------------------- evaluation
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    batches: Iterable[Batch],
+    loss_fn: LossFn | None = None,
+    *,
+    autocast: torch.dtype | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+) -> float:
+    """The mean of ``loss_fn(model, batch)`` over ``batches``, in eval mode, without gradients.
+
+    Args:
+        model: evaluated on the device of its parameters, then put back in the mode it was in.
+        batches: an iterable of batches (as ``get_batch`` returns them), moved to that device.
+        loss_fn: as in :func:`train`; default :func:`cross_entropy_loss`.
+        autocast: the autocast dtype of the forward passes; ``None`` = none.
+        rank, world_size: under DDP, each process evaluates its slice of every batch and the
+            result is averaged over the processes (:func:`train` passes them).
+    Returns:
+        the mean loss.
+    """
+    loss_fn = loss_fn or cross_entropy_loss
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    total = torch.zeros((), device=device)
+    count = 0
+    for batch in batches:
+        batch = _to_device(_shard(batch, rank, world_size), device)
+        with _autocast(device, autocast):
+            total += loss_fn(model, batch).detach().float()
+        count += 1
+    model.train(was_training)
+    if count == 0:
+        raise ValueError("batches must hold at least one batch")
+    if world_size > 1:
+        dist.all_reduce(total)
+        total = total / world_size
+    return (total / count).item()
+
+
+def _val_batches(config: TrainConfig, get_batch: GetBatch, eval_batches: list | None):
+    """The batches of every evaluation: the same ones each time (a freshly seeded generator)."""
+    if eval_batches is not None:
+        return eval_batches
+    generator = torch.Generator().manual_seed(config.seed + 1)
+    return (get_batch("val", generator) for _ in range(config.eval_iters))
+
+
 # --------------------------------------------------------------------------- the loop
+
+
+@dataclass
+class _Run:
+    """What stays fixed while :func:`train` runs."""
+
+    config: TrainConfig
+    model: nn.Module  # the bare model, whose weights are saved
+    forward: nn.Module  # what loss_fn calls: the model or its DDP / compiled wrapper
+    ddp: nn.Module | None  # the DDP wrapper when several processes train
+    optimizer: torch.optim.Optimizer
+    params: list[nn.Parameter]  # the trained parameters, in the model's order
+    loss_fn: LossFn
+    ctx: _Dist
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    get_batch: GetBatch
+    eval_batches: list[Batch] | None
+
+    def evaluate(self) -> float:
+        """The validation loss now (:func:`evaluate` on the run's validation batches)."""
+        return evaluate(
+            self.forward,
+            _val_batches(self.config, self.get_batch, self.eval_batches),
+            self.loss_fn,
+            autocast=self.amp_dtype,
+            rank=self.ctx.rank,
+            world_size=self.ctx.world,
+        )
+
+
+def _wrap(model: nn.Module, config: TrainConfig, ctx: _Dist, device: torch.device):
+    """``(forward, ddp)``: the model in DDP when several processes train, compiled if asked."""
+    forward, ddp = model, None
+    if ctx.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [device.index] if device.type == "cuda" else None
+        forward = ddp = DistributedDataParallel(model, device_ids=ids)
+    if config.compile:
+        forward = torch.compile(forward)
+    return forward, ddp
+
+
+def _optimizer_step(
+    run: _Run, get_batch: GetBatch, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """One optimizer step: ``grad_accum_steps`` micro-batches, clipping, the update.
+
+    Returns:
+        the mean loss of the micro-batches and the gradient norm before clipping (both left
+        on the device, so that nothing waits for it), and the elements of the first tensor of
+        the global batches (tokens, for language-model batches).
+    """
+    config, ctx = run.config, run.ctx
+    accum = config.grad_accum_steps
+    total, elements = None, 0
+    for micro in range(accum):
+        batch = get_batch("train", generator)
+        elements += _num_elements(batch)
+        batch = _to_device(_shard(batch, ctx.rank, ctx.world), run.device)
+        no_sync = run.ddp is not None and micro < accum - 1  # sync gradients once, at the end
+        with run.ddp.no_sync() if no_sync else nullcontext():
+            with _autocast(run.device, run.amp_dtype):
+                loss = run.loss_fn(run.forward, batch)
+            if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
+                got = tuple(loss.shape) if isinstance(loss, torch.Tensor) else repr(loss)
+                raise ValueError(f"loss_fn must return a scalar tensor, got {got}")
+            (loss / accum).backward()
+        total = loss.detach().float() if total is None else total + loss.detach().float()
+    if config.grad_clip:
+        norm = torch.nn.utils.clip_grad_norm_(run.params, config.grad_clip)
+    else:
+        grads = [p.grad for p in run.params if p.grad is not None]
+        norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=run.device)
+    run.optimizer.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    return total / accum, norm.detach(), elements
+
+
+def _flush(pending: list[tuple[torch.Tensor, torch.Tensor]], history: History, ctx: _Dist):
+    """Copy the losses and gradient norms of the last steps to the history (one device read)."""
+    if not pending:
+        return
+    losses = torch.stack([loss for loss, _ in pending])
+    if ctx.enabled:
+        dist.all_reduce(losses)
+        losses = losses / ctx.world
+    norms = torch.stack([norm for _, norm in pending]).float()
+    values = torch.cat([losses, norms]).tolist()
+    n = len(pending)
+    pending.clear()
+    history.train_loss.extend(values[:n])
+    history.grad_norm.extend(values[n:])
+    for step, value in zip(history.steps[-n:], values[:n], strict=True):
+        if not math.isfinite(value):
+            raise FloatingPointError(f"the training loss is not finite at step {step}")
+
+
+def _record_eval(history: History, step: int, tokens: int, loss: float) -> None:
+    history.val_steps.append(step)
+    history.val_loss.append(loss)
+    history.val_seconds.append(history.seconds[-1] if history.seconds else 0.0)
+    history.val_tokens.append(tokens)
+
+
+def _save(run: _Run, step: int, generator: torch.Generator, history: History, model_config):
+    states = _gather_rng_states(run.ctx, run.device)  # every process takes part
+    if run.ctx.main:
+        save_checkpoint(
+            run.config.checkpoint_dir,
+            run.model,
+            run.config,
+            run.optimizer,
+            step,
+            generator,
+            history=history,
+            model_config=model_config,
+            rank_rng_states=states,
+        )
+    if run.ctx.enabled:
+        dist.barrier()
+
+
+def _stop_requested(run: _Run, callback: Callable, step: int, history: History) -> bool:
+    """Run ``callback`` on rank 0; under DDP every process learns its answer."""
+    stop = False
+    if run.ctx.main:
+        stop = bool(callback(step, history))
+        run.model.train()  # the callback may have switched to eval mode
+    if run.ctx.enabled:
+        flag = torch.tensor(int(stop), dtype=torch.int32, device=run.device)
+        dist.broadcast(flag, src=0)
+        stop = bool(flag.item())
+    return stop
+
+
+def _show(bar: tqdm, history: History) -> None:
+    info = {}
+    if history.train_loss:
+        info["loss"] = f"{history.train_loss[-1]:.4f}"
+    if history.val_loss:
+        info["val"] = f"{history.val_loss[-1]:.4f}"
+    if history.lr:
+        info["lr"] = f"{history.lr[-1]:.2e}"
+    bar.set_postfix(info, refresh=False)
 
 
 def train(
@@ -999,8 +1000,8 @@ def train(
         eval_batches: a fixed collection of batches to evaluate on instead of ``eval_iters``
             fresh ``"val"`` batches.
         resume_from: a checkpoint directory (from ``config.checkpoint_dir`` or
-            :func:`save_checkpoint`): weights, optimizer, scheduler, RNG states, step and
-            history are restored and training continues to ``config.max_steps``.
+            :func:`save_checkpoint`): weights, optimizer, RNG states, step and history are
+            restored and training continues to ``config.max_steps``.
         callback: ``callback(step, history)`` after every step (rank 0 only); returning
             ``True`` stops training (after writing the checkpoint if ``checkpoint_dir`` is set).
         model_config: saved in checkpoints (default ``model.config`` if it is a dataclass).
@@ -1017,242 +1018,97 @@ def train(
         raise TypeError("loss_fn must be callable as loss_fn(model, batch)")
     if callback is not None and not callable(callback):
         raise TypeError("callback must be callable as callback(step, history)")
-    loss_fn = loss_fn or cross_entropy_loss
-    fixed_eval = None
     if eval_batches is not None:
-        fixed_eval = list(eval_batches)
-        if not fixed_eval:
+        eval_batches = list(eval_batches)
+        if not eval_batches:
             raise ValueError("eval_batches must hold at least one batch")
 
     ctx, device = _setup_distributed(config)
+    bar = None
     try:
-        return _train(
-            model,
+        torch.manual_seed(config.seed + ctx.rank)
+        if device.type == "cuda":
+            torch.set_float32_matmul_precision("high")  # TF32 matmuls
+        model.to(device).train()
+        optimizer = configure_optimizer(model, config, device)
+        generator = torch.Generator().manual_seed(config.seed)  # the same on every rank
+        history, step = History(), 0
+        if resume_from is not None:
+            ckpt = load_checkpoint(
+                resume_from, model, optimizer, generator, restore_rng=True, rank=ctx.rank
+            )
+            step, history = ckpt.step, ckpt.history or History()
+        optimizer.zero_grad(set_to_none=True)
+        forward, ddp = _wrap(model, config, ctx, device)
+        amp_dtype = _autocast_dtype(config.dtype, device)
+        loss_fn = loss_fn or cross_entropy_loss
+        params = [p for p in model.parameters() if p.requires_grad]
+        run = _Run(
             config,
-            get_batch,
+            model,
+            forward,
+            ddp,
+            optimizer,
+            params,
             loss_fn,
-            fixed_eval,
-            resume_from,
-            callback,
-            model_config,
             ctx,
             device,
+            amp_dtype,
+            get_batch,
+            eval_batches,
         )
-    finally:
-        if ctx.owns_group and dist.is_initialized():
-            dist.destroy_process_group()
 
-
-def _train(
-    model,
-    config,
-    get_batch,
-    loss_fn,
-    fixed_eval,
-    resume_from,
-    callback,
-    model_config,
-    ctx,
-    device,
-) -> History:
-    torch.manual_seed(config.seed + ctx.rank)
-    if device.type == "cuda":
-        torch.set_float32_matmul_precision("high")  # TF32 matmuls
-    amp_dtype = _autocast_dtype(config.dtype, device)
-
-    def autocast():
-        if amp_dtype is None:
-            return nullcontext()
-        return torch.autocast(device_type=device.type, dtype=amp_dtype)
-
-    model.to(device)
-    model.train()
-    optimizer = configure_optimizer(model, config, device)
-    scheduler = _make_scheduler(optimizer, config)
-    generator = torch.Generator().manual_seed(config.seed)  # the same on every rank
-    history = History()
-    step = 0
-    if resume_from is not None:
-        ckpt = load_checkpoint(
-            resume_from, model, optimizer, scheduler, generator, restore_rng=True, rank=ctx.rank
+        evaluating = config.eval_interval > 0 and (eval_batches is not None or config.eval_iters)
+        tokens = history.tokens_seen[-1] if history.tokens_seen else 0
+        t_start = time.perf_counter() - (history.seconds[-1] if history.seconds else 0.0)
+        pending: list[tuple[torch.Tensor, torch.Tensor]] = []  # not yet read from the device
+        saved_at = -1
+        bar = tqdm(
+            total=config.max_steps,
+            initial=min(step, config.max_steps),
+            unit="step",
+            disable=not (config.progress and ctx.main),
+            dynamic_ncols=True,
         )
-        step = ckpt.step
-        history = ckpt.history or History()
-    optimizer.zero_grad(set_to_none=True)
-
-    ddp = None
-    forward_model: nn.Module = model
-    if ctx.enabled:
-        from torch.nn.parallel import DistributedDataParallel
-
-        ids = [device.index] if device.type == "cuda" else None
-        ddp = DistributedDataParallel(model, device_ids=ids)
-        forward_model = ddp
-    if config.compile:
-        forward_model = torch.compile(forward_model)
-
-    params = [p for p in model.parameters() if p.requires_grad]
-    evaluate_enabled = config.eval_interval > 0 and (fixed_eval is not None or config.eval_iters)
-    accum = config.grad_accum_steps
-    t_offset = history.seconds[-1] if history.seconds else 0.0
-    tokens = history.tokens_seen[-1] if history.tokens_seen else 0
-    t_start = time.perf_counter() - t_offset
-    pending: list[tuple[torch.Tensor, torch.Tensor]] = []
-
-    def flush() -> None:
-        if not pending:
-            return
-        losses = torch.stack([p[0] for p in pending])
-        if ctx.enabled:
-            dist.all_reduce(losses)
-            losses = losses / ctx.world
-        values = torch.cat([losses, torch.stack([p[1] for p in pending]).float()]).tolist()
-        n = len(pending)
-        pending.clear()
-        history.train_loss.extend(values[:n])
-        history.grad_norm.extend(values[n:])
-        bad = [
-            s for s, v in zip(history.steps[-n:], values[:n], strict=True) if not math.isfinite(v)
-        ]
-        if bad:
-            raise FloatingPointError(f"the training loss is not finite at step {bad[0]}")
-
-    @torch.no_grad()
-    def evaluate() -> float:
-        model.eval()
-        if fixed_eval is not None:
-            batches: Iterable[Batch] = fixed_eval
-        else:
-            eval_gen = torch.Generator().manual_seed(config.seed + 1)  # same batches each time
-            batches = (get_batch("val", eval_gen) for _ in range(config.eval_iters))
-        total = torch.zeros((), device=device)
-        count = 0
-        for batch in batches:
-            batch = _to_device(_shard(batch, ctx.rank, ctx.world), device)
-            with autocast():
-                loss = loss_fn(forward_model, batch)
-            total += loss.detach().float()
-            count += 1
-        if ctx.enabled:
-            dist.all_reduce(total)
-            total = total / ctx.world
-        model.train()
-        return (total / count).item()
-
-    def record_eval() -> None:
-        history.val_steps.append(step)
-        history.val_loss.append(evaluate())
-        history.val_seconds.append(history.seconds[-1] if history.seconds else 0.0)
-        history.val_tokens.append(tokens)
-
-    last_saved = -1
-
-    def checkpoint() -> None:
-        nonlocal last_saved
-        if config.checkpoint_dir is None or last_saved == step:
-            return
-        states = _gather_rng_states(ctx, device)
-        if ctx.main:
-            save_checkpoint(
-                config.checkpoint_dir,
-                model,
-                config,
-                optimizer,
-                scheduler,
-                step,
-                generator,
-                history=history,
-                model_config=model_config,
-                rank_rng_states=states,
-            )
-        if ctx.enabled:
-            dist.barrier()
-        last_saved = step
-
-    bar = tqdm(
-        total=config.max_steps,
-        initial=min(step, config.max_steps),
-        unit="step",
-        disable=not (config.progress and ctx.main),
-        dynamic_ncols=True,
-    )
-
-    def postfix() -> None:
-        info = {}
-        if history.train_loss:
-            info["loss"] = f"{history.train_loss[-1]:.4f}"
-        if history.val_loss:
-            info["val"] = f"{history.val_loss[-1]:.4f}"
-        if history.lr:
-            info["lr"] = f"{history.lr[-1]:.2e}"
-        bar.set_postfix(info, refresh=False)
-
-    try:
-        if step == 0 and evaluate_enabled and step < config.max_steps:
-            record_eval()
-            postfix()
+        if step == 0 and evaluating and step < config.max_steps:
+            _record_eval(history, step, tokens, run.evaluate())
+            _show(bar, history)
         while step < config.max_steps:
-            lr = optimizer.param_groups[0]["lr"]
-            step_loss = torch.zeros((), device=device)
-            for micro in range(accum):
-                batch = get_batch("train", generator)
-                tokens += _num_elements(batch)
-                batch = _to_device(_shard(batch, ctx.rank, ctx.world), device)
-                sync = ddp is not None and micro < accum - 1
-                with ddp.no_sync() if sync else nullcontext():
-                    with autocast():
-                        loss = loss_fn(forward_model, batch)
-                    if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
-                        raise ValueError(
-                            "loss_fn must return a scalar tensor, got "
-                            f"{tuple(loss.shape) if isinstance(loss, torch.Tensor) else loss!r}"
-                        )
-                    (loss / accum).backward()
-                step_loss += loss.detach().float()
-            if config.grad_clip:
-                norm = torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-            else:
-                grads = [p.grad for p in params if p.grad is not None]
-                norm = (
-                    torch.nn.utils.get_total_norm(grads)
-                    if grads
-                    else torch.zeros((), device=device)
-                )
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            lr = _lr_at(config, step)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            loss, norm, elements = _optimizer_step(run, get_batch, generator)
             step += 1
-            bar.update(1)
-            pending.append((step_loss / accum, norm.detach()))
+            tokens += elements
+            pending.append((loss, norm))
             history.steps.append(step)
             history.lr.append(lr)
             history.seconds.append(time.perf_counter() - t_start)
             history.tokens_seen.append(tokens)
+            bar.update(1)
 
             last = step == config.max_steps
-            eval_now = evaluate_enabled and (step % config.eval_interval == 0 or last)
-            ckpt_now = config.checkpoint_dir is not None and (
+            eval_now = evaluating and (step % config.eval_interval == 0 or last)
+            save_now = config.checkpoint_dir is not None and (
                 last or (config.checkpoint_interval and step % config.checkpoint_interval == 0)
             )
-            if step % config.log_interval == 0 or eval_now or ckpt_now or last or callback:
-                flush()
-                postfix()
+            if step % config.log_interval == 0 or eval_now or save_now or last or callback:
+                _flush(pending, history, ctx)
+                _show(bar, history)
             if eval_now:
-                record_eval()
-                postfix()
-            if ckpt_now:
-                checkpoint()
-            if callback is not None:
-                stop = torch.zeros((), dtype=torch.int32, device=device)
-                if ctx.main:
-                    stop += bool(callback(step, history))
-                    model.train()
-                if ctx.enabled:
-                    dist.broadcast(stop, src=0)
-                if stop.item():
-                    checkpoint()
-                    break
-        flush()
+                _record_eval(history, step, tokens, run.evaluate())
+                _show(bar, history)
+            if save_now:
+                _save(run, step, generator, history, model_config)
+                saved_at = step
+            if callback is not None and _stop_requested(run, callback, step, history):
+                if config.checkpoint_dir is not None and saved_at != step:
+                    _save(run, step, generator, history, model_config)
+                break
+        _flush(pending, history, ctx)
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
+        if ctx.owns_group and dist.is_initialized():
+            dist.destroy_process_group()
     return history
