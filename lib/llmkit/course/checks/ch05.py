@@ -80,14 +80,15 @@ def _ids(x: torch.Tensor) -> str:
 def _mask_case(ids: torch.Tensor, seed: int | None, **setting: Any) -> Case:
     g = None if seed is None else torch.Generator().manual_seed(seed)
     shown = ", ".join(f"{k}={v!r}" for k, v in setting.items())
-    gen = "None (torch's global generator)" if seed is None else (
-        f"torch.Generator().manual_seed({seed})")
-    return Case((ids,), dict(setting, generator=g),
-                label=f"input_ids={_ids(ids)}, {shown}, generator={gen}")
+    gen = f"torch.Generator().manual_seed({seed})" if g else "None (torch's global generator)"
+    return Case(
+        (ids,), dict(setting, generator=g), label=f"input_ids={_ids(ids)}, {shown}, generator={gen}"
+    )
 
 
-def _bert_layout(rng: random.Random, g: torch.Generator, vocab: int, b: int, t: int,
-                 lo: int, hi: int) -> tuple[torch.Tensor, dict[str, Any]]:
+def _bert_layout(
+    rng: random.Random, g: torch.Generator, vocab: int, b: int, t: int, lo: int, hi: int
+) -> tuple[torch.Tensor, dict[str, Any]]:
     """A batch laid out like BERT's: [CLS] words [SEP] (words [SEP]) [PAD] ..."""
     pad, cls, sep, mask = rng.sample(range(min(vocab, 8)), 4)
     if b * t < 1000 and rng.random() < 0.25:
@@ -103,15 +104,13 @@ def _bert_layout(rng: random.Random, g: torch.Generator, vocab: int, b: int, t: 
         if pad is not None:
             ids[row, length:] = pad
     special = [cls, sep] + ([mask] if rng.random() < 0.5 else [])
-    return ids, dict(mask_token_id=mask, vocab_size=vocab, special_ids=special,
-                     pad_token_id=pad)
+    return ids, dict(mask_token_id=mask, vocab_size=vocab, special_ids=special, pad_token_id=pad)
 
 
 def _small_mask_case(rng: random.Random) -> Case:
-    vocab = rng.randint(12, 60)
-    seed = rng.randrange(2**31)
-    ids, setting = _bert_layout(rng, torch.Generator().manual_seed(seed), vocab,
-                                rng.randint(1, 4), rng.randint(1, 16), 8, vocab)
+    vocab, seed = rng.randint(12, 60), rng.randrange(2**31)
+    b, t = rng.randint(1, 4), rng.randint(1, 16)
+    ids, setting = _bert_layout(rng, torch.Generator().manual_seed(seed), vocab, b, t, 8, vocab)
     p = 0.15 if rng.random() < 0.5 else round(rng.uniform(0.1, 0.6), 2)
     return _mask_case(ids, seed + 1, **setting, mlm_probability=p)
 
@@ -128,12 +127,17 @@ def _draws_from_generator(case: Case, got: Any) -> str | None:
     if g is None:
         return None
     if torch.equal(g.get_state(), torch.Generator().manual_seed(g.initial_seed()).get_state()):
-        return ("your function did not draw from the generator it was given: pass "
-                "generator=generator to torch.rand and torch.randint")
-    if not torch.equal(torch.random.get_rng_state(),
-                       torch.Generator().manual_seed(GLOBAL_SEED).get_state()):
-        return ("your function drew from torch's global random generator although it was "
-                "given one: pass generator=generator to every torch.rand and torch.randint")
+        return (
+            "your function did not draw from the generator it was given: pass "
+            "generator=generator to torch.rand and torch.randint"
+        )
+    if not torch.equal(
+        torch.random.get_rng_state(), torch.Generator().manual_seed(GLOBAL_SEED).get_state()
+    ):
+        return (
+            "your function drew from torch's global random generator although it was "
+            "given one: pass generator=generator to every torch.rand and torch.randint"
+        )
     return None
 
 
@@ -150,11 +154,25 @@ MASK_TOKENS = _OwnRandomState(
     forbid=["llmkit.bert:mask_tokens", "llmkit.bert_tasks", *_mlm_collator()],
     fixed=[
         # every token special or padding: nothing selected, labels all -100
-        _mask_case(torch.tensor([[1, 2, 0, 0], [1, 2, 0, 0]]), None, mask_token_id=3,
-                   vocab_size=10, special_ids=[1, 2], pad_token_id=0, mlm_probability=0.5),
+        _mask_case(
+            torch.tensor([[1, 2, 0, 0], [1, 2, 0, 0]]),
+            None,
+            mask_token_id=3,
+            vocab_size=10,
+            special_ids=[1, 2],
+            pad_token_id=0,
+            mlm_probability=0.5,
+        ),
         # no padding (pad_token_id None), a high selection probability
-        _mask_case(torch.tensor([[1, 5, 6, 7, 8, 9, 2]]), None, mask_token_id=3, vocab_size=10,
-                   special_ids=[1, 2], pad_token_id=None, mlm_probability=0.9),
+        _mask_case(
+            torch.tensor([[1, 5, 6, 7, 8, 9, 2]]),
+            None,
+            mask_token_id=3,
+            vocab_size=10,
+            special_ids=[1, 2],
+            pad_token_id=None,
+            mlm_probability=0.9,
+        ),
         _big_mask_case(0.15, 5),
         _big_mask_case(0.4, 6),
     ],
@@ -169,17 +187,24 @@ MASK_TOKENS = _OwnRandomState(
     crash_hint="pad_token_id may be None; draw with torch.rand(shape, generator=generator) "
     "and torch.randint(vocab_size, shape, generator=generator)",
     slips=[
-        Slip(f"{_REF}:MaskingAlwaysMask",
-             "only 80 % of the selected tokens become [MASK]; 10 % become a random token "
-             "and 10 % stay as they are"),
-        Slip(f"{_REF}:MaskingLabelsEverywhere",
-             "give labels to the selected tokens only, -100 to all others (labels equal to "
-             "input_ids everywhere would train the model to copy its input)"),
-        Slip(f"{_REF}:MaskingLabelsCorrupted",
-             "the label is the original token (from input_ids), not the token the model "
-             "now sees ([MASK] or a random one)"),
-        Slip(f"{_REF}:MaskingFixedRate",
-             "select with probability mlm_probability, not a fixed 15 %"),
+        Slip(
+            f"{_REF}:MaskingAlwaysMask",
+            "only 80 % of the selected tokens become [MASK]; 10 % become a random token "
+            "and 10 % stay as they are",
+        ),
+        Slip(
+            f"{_REF}:MaskingLabelsEverywhere",
+            "give labels to the selected tokens only, -100 to all others (labels equal to "
+            "input_ids everywhere would train the model to copy its input)",
+        ),
+        Slip(
+            f"{_REF}:MaskingLabelsCorrupted",
+            "the label is the original token (from input_ids), not the token the model "
+            "now sees ([MASK] or a random one)",
+        ),
+        Slip(
+            f"{_REF}:MaskingFixedRate", "select with probability mlm_probability, not a fixed 15 %"
+        ),
     ],
     passed="every batch keeps the invariants; 15 % and 40 % selected, 80/10/10 among them, "
     "on 120,000 tokens; the draws come from the generator",
@@ -191,8 +216,10 @@ MASK_TOKENS = _OwnRandomState(
 
 def _loss_case(logits: torch.Tensor, labels: torch.Tensor, grad: bool = False) -> Case:
     dtype = str(logits.dtype).replace("torch.", "")
-    shown = (f"logits=<tensor of shape {tuple(logits.shape)}, {dtype}"
-             f"{', requires_grad' if grad else ''}>, labels={labels.tolist()}")
+    shown = (
+        f"logits=<tensor of shape {tuple(logits.shape)}, {dtype}"
+        f"{', requires_grad' if grad else ''}>, labels={labels.tolist()}"
+    )
     if logits.numel() <= 24:
         shown = f"logits={logits.tolist()}, labels={labels.tolist()}"
     return Case((logits.requires_grad_(grad), labels), label=shown)
@@ -211,9 +238,11 @@ def _random_loss_case(rng: random.Random) -> Case:
 
 def _loss_keeps_graph(case: Case, got: Any) -> str | None:
     if case.args[0].requires_grad and isinstance(got, torch.Tensor) and not got.requires_grad:
-        return ("your loss is cut off from the logits, so loss.backward() cannot reach the "
-                "model: compute it with tensor operations (no .item(), float() or "
-                "torch.tensor(...))")
+        return (
+            "your loss is cut off from the logits, so loss.backward() cannot reach the "
+            "model: compute it with tensor operations (no .item(), float() or "
+            "torch.tensor(...))"
+        )
     return None
 
 
@@ -223,10 +252,15 @@ def _fixed_loss_cases() -> list[Case]:
     steep[0, :, 0], steep[0, :, 5] = 40.0, -80.0  # p(token 5) underflows in float32
     return [
         _loss_case(torch.tensor([[[1.0, 2.0, 3.0]]]), torch.tensor([[0]])),
-        _loss_case(torch.randn(2, 3, 5, generator=g),
-                   torch.tensor([[-100, 4, -100], [-100, -100, -100]]), grad=True),
-        _loss_case(torch.randn(2, 4, 6, generator=g, dtype=torch.float64),
-                   torch.tensor([[0, 5, 2, 2], [1, 3, 4, 0]])),
+        _loss_case(
+            torch.randn(2, 3, 5, generator=g),
+            torch.tensor([[-100, 4, -100], [-100, -100, -100]]),
+            grad=True,
+        ),
+        _loss_case(
+            torch.randn(2, 4, 6, generator=g, dtype=torch.float64),
+            torch.tensor([[0, 5, 2, 2], [1, 3, 4, 0]]),
+        ),
         _loss_case(steep, torch.tensor([[5, -100, 0, 5]])),
     ]
 
@@ -259,17 +293,22 @@ MLM_LOSS = Exercise(
     crash_hint="gather needs valid token ids and -100 is none: select the masked positions "
     "first, e.g. keep = labels != -100; logits[keep] is (n, V) and labels[keep] is (n,)",
     slips=[
-        Slip(f"{_REF}:mlm_loss_all_positions",
-             "average over the masked positions only: divide by their number "
-             "((labels != -100).sum()), not by all b * t positions"),
-        Slip(f"{_REF}:mlm_loss_ignores_mask",
-             "-100 marks a position without a label, not token 0: leave those positions "
-             "out of the loss (keep = labels != -100)"),
-        Slip(f"{_REF}:mlm_loss_sum",
-             "return the mean over the masked positions, not their sum"),
-        Slip(f"{_REF}:mlm_loss_wrong_axis",
-             "the softmax runs over the vocabulary, the last dimension (dim=-1), "
-             "not over the positions"),
+        Slip(
+            f"{_REF}:mlm_loss_all_positions",
+            "average over the masked positions only: divide by their number "
+            "((labels != -100).sum()), not by all b * t positions",
+        ),
+        Slip(
+            f"{_REF}:mlm_loss_ignores_mask",
+            "-100 marks a position without a label, not token 0: leave those positions "
+            "out of the loss (keep = labels != -100)",
+        ),
+        Slip(f"{_REF}:mlm_loss_sum", "return the mean over the masked positions, not their sum"),
+        Slip(
+            f"{_REF}:mlm_loss_wrong_axis",
+            "the softmax runs over the vocabulary, the last dimension (dim=-1), "
+            "not over the positions",
+        ),
     ],
 )
 
@@ -305,9 +344,17 @@ def _classifier_case(rng: random.Random) -> _ModelCase:
     n_heads = rng.randint(1, 2)
     hidden = n_heads * rng.choice([4, 8])
     dropout = rng.choice([0.0, 0.1, 0.3])
-    config = BertConfig(vocab_size=rng.randint(12, 40), hidden_size=hidden,
-                        n_layers=rng.randint(1, 2), n_heads=n_heads, intermediate_size=2 * hidden,
-                        max_position=16, type_vocab_size=2, dropout=dropout, pad_token_id=0)
+    config = BertConfig(
+        vocab_size=rng.randint(12, 40),
+        hidden_size=hidden,
+        n_layers=rng.randint(1, 2),
+        n_heads=n_heads,
+        intermediate_size=2 * hidden,
+        max_position=16,
+        type_vocab_size=2,
+        dropout=dropout,
+        pad_token_id=0,
+    )
     seed = rng.randrange(2**31)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -325,25 +372,33 @@ def _classifier_case(rng: random.Random) -> _ModelCase:
         if rng.random() < 0.5 and length > 2:
             types[row, rng.randint(1, length - 1) : length] = 1
     n_labels = rng.randint(2, 5)
-    label = (f"SentenceClassifier(encoder, n_labels={n_labels}) on a random BertModel "
-             f"(hidden_size={hidden}, n_layers={config.n_layers}, dropout={dropout}); "
-             f"forward(input_ids={ids.tolist()}, attention_mask={mask.tolist()}, "
-             f"token_type_ids={types.tolist()}) and forward(input_ids[:1])")
-    return _ModelCase((encoder, n_labels), label=label, batches=[(ids, mask, types), (ids[:1],)],
-                      seed=seed)
+    label = (
+        f"SentenceClassifier(encoder, n_labels={n_labels}) on a random BertModel "
+        f"(hidden_size={hidden}, n_layers={config.n_layers}, dropout={dropout}); "
+        f"forward(input_ids={ids.tolist()}, attention_mask={mask.tolist()}, "
+        f"token_type_ids={types.tolist()}) and forward(input_ids[:1])"
+    )
+    return _ModelCase(
+        (encoder, n_labels), label=label, batches=[(ids, mask, types), (ids[:1],)], seed=seed
+    )
 
 
 def _prepare_classifier(case: _ModelCase, got: Any) -> str | None:
     """The lab's parts are there; the classifier gets random float64 weights."""
     encoder, n_labels = case.args
     linear = getattr(got, "classifier", None)
-    if (not isinstance(got, nn.Module) or getattr(got, "encoder", None) is not encoder
-            or not isinstance(getattr(got, "dropout", None), nn.Dropout)
-            or not isinstance(linear, nn.Linear)
-            or tuple(linear.weight.shape) != (n_labels, encoder.config.hidden_size)):
-        return ("the model does not have the parts of the lab's __init__: keep it (self.encoder "
-                "the encoder given, self.dropout, self.classifier an nn.Linear(hidden_size, "
-                "n_labels)) and write forward")
+    if (
+        not isinstance(got, nn.Module)
+        or getattr(got, "encoder", None) is not encoder
+        or not isinstance(getattr(got, "dropout", None), nn.Dropout)
+        or not isinstance(linear, nn.Linear)
+        or tuple(linear.weight.shape) != (n_labels, encoder.config.hidden_size)
+    ):
+        return (
+            "the model does not have the parts of the lab's __init__: keep it (self.encoder "
+            "the encoder given, self.dropout, self.classifier an nn.Linear(hidden_size, "
+            "n_labels)) and write forward"
+        )
     got.double()
     _randomise(linear, torch.Generator().manual_seed(case.seed))
     return None
@@ -363,11 +418,17 @@ def _same_logits(got: nn.Module, expected: nn.Module, case: _ModelCase) -> str |
                 torch.manual_seed(case.seed + i)
                 want = expected(*batch)
                 torch.manual_seed(case.seed + i)
-                have = SENTENCE_CLASSIFIER.call(got, Case(batch, label=f"{case.label}; {mode} mode"))
-            call = "forward(input_ids, attention_mask, token_type_ids)" if i == 0 else (
-                "forward(input_ids[:1])")
-            problem = compare(have, want, rtol=1e-7, atol=1e-9,
-                              what=f"in {mode} mode the output of {call}")
+                have = SENTENCE_CLASSIFIER.call(
+                    got, Case(batch, label=f"{case.label}; {mode} mode")
+                )
+            call = (
+                "forward(input_ids, attention_mask, token_type_ids)"
+                if i == 0
+                else ("forward(input_ids[:1])")
+            )
+            problem = compare(
+                have, want, rtol=1e-7, atol=1e-9, what=f"in {mode} mode the output of {call}"
+            )
             if problem:
                 return problem
     return None
@@ -376,8 +437,11 @@ def _same_logits(got: nn.Module, expected: nn.Module, case: _ModelCase) -> str |
 SENTENCE_CLASSIFIER = _OwnRandomState(
     name="SentenceClassifier",
     reference=f"{_REF}:SentenceClassifier",
-    forbid=["llmkit.bert:BertModel.pool", "llmkit.bert:BertForSequenceClassification",
-            "llmkit.bert_tasks"],
+    forbid=[
+        "llmkit.bert:BertModel.pool",
+        "llmkit.bert:BertForSequenceClassification",
+        "llmkit.bert_tasks",
+    ],
     random=_classifier_case,
     cases=6,
     after=_prepare_classifier,
@@ -385,20 +449,27 @@ SENTENCE_CLASSIFIER = _OwnRandomState(
     hint="hidden = self.encoder(input_ids, attention_mask, token_type_ids); then "
     "self.classifier(self.dropout(torch.tanh(self.encoder.pooler(hidden[:, 0]))))",
     slips=[
-        Slip(f"{_REF}:ClassifierWithoutPooler",
-             "pass the [CLS] vector through the pooler first: "
-             "torch.tanh(self.encoder.pooler(hidden[:, 0]))"),
-        Slip(f"{_REF}:ClassifierMeanPooling",
-             "BERT classifies from the first position, [CLS] (hidden[:, 0]), not from an "
-             "average over the tokens"),
-        Slip(f"{_REF}:ClassifierWithoutMask",
-             "pass attention_mask on to the encoder, so that padding is not attended to"),
-        Slip(f"{_REF}:ClassifierWithoutDropout",
-             "right in evaluation mode, wrong in training mode: apply self.dropout once, to "
-             "the pooled vector, just before the classifier"),
+        Slip(
+            f"{_REF}:ClassifierWithoutPooler",
+            "pass the [CLS] vector through the pooler first: "
+            "torch.tanh(self.encoder.pooler(hidden[:, 0]))",
+        ),
+        Slip(
+            f"{_REF}:ClassifierMeanPooling",
+            "BERT classifies from the first position, [CLS] (hidden[:, 0]), not from an "
+            "average over the tokens",
+        ),
+        Slip(
+            f"{_REF}:ClassifierWithoutMask",
+            "pass attention_mask on to the encoder, so that padding is not attended to",
+        ),
+        Slip(
+            f"{_REF}:ClassifierWithoutDropout",
+            "right in evaluation mode, wrong in training mode: apply self.dropout once, to "
+            "the pooled vector, just before the classifier",
+        ),
     ],
-    passed="random BERTs give the reference classifier's logits, in evaluation and "
-    "training mode",
+    passed="random BERTs give the reference classifier's logits, in evaluation and training mode",
 )
 
 
@@ -408,19 +479,54 @@ SENTENCE_CLASSIFIER = _OwnRandomState(
 #: ``tokenizer.encode(words, is_pretokenized=True).word_ids`` (a test checks them).
 MINILM_WORD_IDS: dict[str, list[int | None]] = {
     "The Petronas Towers dominate Kuala Lumpur .": [None, 0, 1, 1, 1, 2, 3, 4, 5, 6, None],
-    "Tokenization splits unbelievably long words into pieces .":
-        [None, 0, 0, 1, 2, 2, 2, 2, 2, 3, 4, 5, 6, 7, None],
+    "Tokenization splits unbelievably long words into pieces .": [
+        None,
+        0,
+        0,
+        1,
+        2,
+        2,
+        2,
+        2,
+        2,
+        3,
+        4,
+        5,
+        6,
+        7,
+        None,
+    ],
     "@ jdoe_42 loved the # Transformers premiere !": [None, 0, 1, 1, 1, 1, 2, 3, 4, 5, 6, 7, None],
-    "Schwarzenegger visited Llanfairpwllgwyngyll in Wales":
-        [None, 0, 0, 0, 1, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 3, 4, None],
+    "Schwarzenegger visited Llanfairpwllgwyngyll in Wales": [
+        None,
+        0,
+        0,
+        0,
+        1,
+        2,
+        2,
+        2,
+        2,
+        2,
+        2,
+        2,
+        2,
+        2,
+        2,
+        3,
+        4,
+        None,
+    ],
     "Darth Vader kitten": [None, 0, 0, 1, 1, 2, None],
 }
 
 
 def _minilm_case(text: str, word_ids: list[int | None]) -> Case:
     labels = [(7 * i + 3) % 13 for i in range(len(text.split()))]
-    return Case((word_ids, labels),
-                label=f"word_ids={word_ids}, word_labels={labels} (MiniLM's pieces of {text!r})")
+    return Case(
+        (word_ids, labels),
+        label=f"word_ids={word_ids}, word_labels={labels} (MiniLM's pieces of {text!r})",
+    )
 
 
 def _random_word_ids(rng: random.Random) -> tuple[list[int | None], list[int]]:
@@ -452,14 +558,20 @@ ALIGN_LABELS = Exercise(
     hint="the first piece of each word gets word_labels[word_id]; later pieces of the same "
     "word and special tokens (None) get -100",
     slips=[
-        Slip(f"{_REF}:align_every_piece",
-             "only the first piece of a word carries its label; later pieces get -100"),
-        Slip(f"{_REF}:align_last_piece",
-             "the label goes on the *first* piece of each word, -100 on the others"),
+        Slip(
+            f"{_REF}:align_every_piece",
+            "only the first piece of a word carries its label; later pieces get -100",
+        ),
+        Slip(
+            f"{_REF}:align_last_piece",
+            "the label goes on the *first* piece of each word, -100 on the others",
+        ),
         Slip(f"{_REF}:align_specials_zero", "special tokens (word id None) get the label -100"),
-        Slip(f"{_REF}:align_counting",
-             "index word_labels with the word id, word_labels[word_id]: a word the tokenizer "
-             "dropped has no pieces, so counting the words you have seen goes wrong"),
+        Slip(
+            f"{_REF}:align_counting",
+            "index word_labels with the word id, word_labels[word_id]: a word the tokenizer "
+            "dropped has no pieces, so counting the words you have seen goes wrong",
+        ),
     ],
 )
 

@@ -45,8 +45,16 @@ class Masking:
     the vocabulary, each within :data:`Z_TOLERANCE` standard deviations.
     """
 
-    def __init__(self, input_ids, mask_token_id, vocab_size, special_ids, pad_token_id,
-                 mlm_probability=0.15, generator=None):  # noqa: ANN001 - the lab's signature
+    def __init__(
+        self,
+        input_ids,
+        mask_token_id,
+        vocab_size,
+        special_ids,
+        pad_token_id,
+        mlm_probability=0.15,
+        generator=None,
+    ):  # noqa: ANN001 - the lab's signature
         self.ids = input_ids
         self.mask, self.vocab, self.p = mask_token_id, vocab_size, mlm_probability
         none = torch.zeros_like(input_ids, dtype=torch.bool)
@@ -58,8 +66,10 @@ class Masking:
         self.n = int((~self.protected).sum())
 
     def __repr__(self) -> str:
-        return (f"masks by BERT's recipe ({self.p:g} of the tokens that are neither special "
-                "nor padding selected; of those 80 % [MASK], 10 % random, 10 % unchanged)")
+        return (
+            f"masks by BERT's recipe ({self.p:g} of the tokens that are neither special "
+            "nor padding selected; of those 80 % [MASK], 10 % random, 10 % unchanged)"
+        )
 
     # -- the student's answer, unpacked
     def _unpack(self, got: Any) -> tuple[torch.Tensor, torch.Tensor] | str:
@@ -89,18 +99,24 @@ class Masking:
             bad = where & (selected | (inputs != ids))
             if bool(bad.any()):
                 at = _at(bad)
-                return (f"{kind} at index {at} was selected or changed (input {int(inputs[at])}, "
-                        f"label {int(labels[at])}): special tokens and padding are never selected")
+                return (
+                    f"{kind} at index {at} was selected or changed (input {int(inputs[at])}, "
+                    f"label {int(labels[at])}): special tokens and padding are never selected"
+                )
         bad = selected & (labels != ids)
         if bool(bad.any()):
             at = _at(bad)
-            return (f"label {int(labels[at])} at index {at}, where the token was {int(ids[at])}: "
-                    "a selected position's label is its original id, every other label -100")
+            return (
+                f"label {int(labels[at])} at index {at}, where the token was {int(ids[at])}: "
+                "a selected position's label is its original id, every other label -100"
+            )
         bad = ~selected & (inputs != ids)
         if bool(bad.any()):
             at = _at(bad)
-            return (f"the token at index {at} changed from {int(ids[at])} to {int(inputs[at])} "
-                    "but its label is -100: only selected tokens change, and each gets a label")
+            return (
+                f"the token at index {at} changed from {int(ids[at])} to {int(inputs[at])} "
+                "but its label is -100: only selected tokens change, and each gets a label"
+            )
         bad = (inputs < 0) | (inputs >= self.vocab)
         if bool(bad.any()):
             at = _at(bad)
@@ -112,32 +128,43 @@ class Masking:
         n_sel = max(int(selected.sum()), 1)
         masked = int((selected & (inputs == self.mask)).sum()) / n_sel
         same = int((selected & (inputs == self.ids) & (inputs != self.mask)).sum()) / n_sel
-        return {"rate": int(selected.sum()) / max(self.n, 1), "mask": masked, "same": same,
-                "random": 1.0 - masked - same, "n_sel": n_sel}
+        return {
+            "rate": int(selected.sum()) / max(self.n, 1),
+            "mask": masked,
+            "same": same,
+            "random": 1.0 - masked - same,
+            "n_sel": n_sel,
+        }
 
     def _rates(self, inputs: torch.Tensor, labels: torch.Tensor) -> str | None:
         if self.n < MIN_TOKENS_FOR_RATES:
             return None
         s = self._shares(inputs, labels)
         if abs(s["rate"] - self.p) > _band(self.p, self.n):
-            return (f"{s['rate']:.2%} of the {self.n:,} tokens that are neither special nor "
-                    f"padding have a label, expected {self.p:.0%} (mlm_probability)")
+            return (
+                f"{s['rate']:.2%} of the {self.n:,} tokens that are neither special nor "
+                f"padding have a label, expected {self.p:.0%} (mlm_probability)"
+            )
         v = self.vocab
         # a random id can be [MASK] or the original token: a little more of those two
         want = {"mask": 0.8 + 0.1 / v, "random": 0.1 - 0.2 / v, "same": 0.1 + 0.1 / v}
         if any(abs(s[k] - want[k]) > _band(want[k], s["n_sel"]) for k in want):
-            return (f"of the {s['n_sel']:,} selected tokens, {s['mask']:.1%} became [MASK], "
-                    f"{s['random']:.1%} a random token and {s['same']:.1%} stayed unchanged; "
-                    "expected about 80 %, 10 %, 10 %")
+            return (
+                f"of the {s['n_sel']:,} selected tokens, {s['mask']:.1%} became [MASK], "
+                f"{s['random']:.1%} a random token and {s['same']:.1%} stayed unchanged; "
+                "expected about 80 %, 10 %, 10 %"
+            )
         other = (labels != IGNORE_INDEX) & (inputs != self.mask) & (inputs != self.ids)
         k = int(other.sum())
         if k:
             mean = float(inputs[other].double().mean())
             centre, sd = (v - 1) / 2, v / math.sqrt(12 * k)
             if abs(mean - centre) > Z_TOLERANCE * sd + 2:
-                return (f"the random replacements average {mean:.1f}, expected about "
-                        f"{centre:.1f} for ids drawn uniformly from [0, {v}): draw them with "
-                        "torch.randint(vocab_size, ...)")
+                return (
+                    f"the random replacements average {mean:.1f}, expected about "
+                    f"{centre:.1f} for ids drawn uniformly from [0, {v}): draw them with "
+                    "torch.randint(vocab_size, ...)"
+                )
         return None
 
 
@@ -178,7 +205,8 @@ class MaskingLabelsCorrupted(_MaskingSlip):
     def shows(self, inputs, labels):  # noqa: ANN001
         selected = labels != IGNORE_INDEX
         return bool((selected & (inputs != self.ids)).any()) and torch.equal(
-            labels[selected], inputs[selected])
+            labels[selected], inputs[selected]
+        )
 
 
 class MaskingFixedRate(_MaskingSlip):
@@ -186,8 +214,11 @@ class MaskingFixedRate(_MaskingSlip):
 
     def shows(self, inputs, labels):  # noqa: ANN001
         s = self._shares(inputs, labels)
-        return (self.n >= MIN_TOKENS_FOR_RATES and abs(self.p - 0.15) > _band(0.15, self.n)
-                and abs(s["rate"] - 0.15) <= _band(0.15, self.n))
+        return (
+            self.n >= MIN_TOKENS_FOR_RATES
+            and abs(self.p - 0.15) > _band(0.15, self.n)
+            and abs(s["rate"] - 0.15) <= _band(0.15, self.n)
+        )
 
 
 # ------------------------------------------------------------------------- mlm_loss
