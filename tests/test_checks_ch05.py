@@ -160,6 +160,8 @@ def test_masking_problems_are_said(wrong, says):
     ("mlm_loss", _flat(nn.CrossEntropyLoss()), "CrossEntropyLoss|cross_entropy"),
     ("mlm_loss", _flat(torch._C._nn.cross_entropy_loss), "cross_entropy_loss"),
     ("mlm_loss", _flat(torch.ops.aten.cross_entropy_loss), "cross_entropy_loss"),
+    ("mlm_loss", _flat(lambda x, y: torch.ops.aten.nll_loss_forward(x.log_softmax(-1), y, None,
+                                                                   1, -100)[0]), "nll_loss"),
     ("mask_tokens", lambda ids, *a, **k: bert.mask_tokens(ids, **k), "llmkit.bert.mask_tokens"),
     ("align_labels", bert.align_labels, "llmkit.bert.align_labels"),
 ])  # fmt: skip
@@ -208,3 +210,12 @@ def test_the_minilm_word_ids_are_the_tokenizers():
     tokenizer = bert._read_tokenizer(bert.minilm_path())
     for text, word_ids in ch05.MINILM_WORD_IDS.items():
         assert tokenizer.encode(text.split(), is_pretokenized=True).word_ids == word_ids
+
+
+def test_transformers_masking_is_off_limits():
+    collator = pytest.importorskip("transformers.data.data_collator")
+
+    def hf(ids, *args, **kwargs):
+        return collator.DataCollatorForLanguageModeling.torch_mask_tokens(None, ids.clone())
+
+    _fails("mask_tokens", hf, "must be written without .*DataCollatorForLanguageModeling")
