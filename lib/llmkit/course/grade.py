@@ -537,7 +537,8 @@ def collect_student_code(
         notes.append(
             "imports from llmkit: "
             + ", ".join(dict.fromkeys(uses_llmkit))
-            + " (llmkit's own functions earn no points)"
+            + " (allowed, except what an exercise lists as off limits: an exercise whose"
+            " check saw one scored nothing, as its message says)"
         )
     seen: set[str] = set()
     future = [f for f in future if not (f[1] in seen or seen.add(f[1]))]
