@@ -125,9 +125,8 @@ def test_tampering_with_checks_gains_nothing(course):
 ATTACKS = {
     # (M) monkeypatch what the checks use: top-level statements, ignored
     "monkeypatch": (
-        "import llmkit.course.checks as checks\n"
-        "checks.compare = lambda *args, **kwargs: None\n"
         "compare = lambda *args, **kwargs: None\n"
+        "passed = lambda *args, **kwargs: print('✔ all good')\n"
     ),
     # (M) ... or replace it by a function: it would replace a name the lab defines
     "redefine": "def compare(*args, **kwargs):\n    pass\n",
@@ -540,32 +539,3 @@ def test_python_dash_m_llmkit_help():
     ).stdout
     for word in ("labs", "grade", "notebooks"):
         assert word in out
-
-
-def test_check_helpers(capsys):
-    import numpy as np
-    import torch
-
-    from llmkit.course.checks import compare, fail, passed
-
-    passed("merge", "20 random cases")
-    assert capsys.readouterr().out == "✔ merge: 20 random cases\n"
-    with pytest.raises(AssertionError, match="^merge: too slow$"):
-        fail("merge", "too slow")
-    compare("e", {"a": [1, 2.0], "b": (3,)}, {"a": [1, 2.0 + 1e-9], "b": (3,)})
-    compare("e", torch.ones(2, 3), np.ones((2, 3)))
-    compare("e", torch.tensor([1, 2]), torch.tensor([1, 2]))
-    bad = [
-        (torch.ones(3, 2), torch.ones(2, 3), r"^e: result has shape \(3, 2\), expected \(2, 3\)"),
-        (torch.zeros(2), torch.tensor([0.0, 1.0]), r"max abs diff 1 at index \(1,\)"),
-        (torch.tensor([1, 5]), torch.tensor([1, 2]), r"differs from the reference at index"),
-        ([1, 2], [1, 2, 3], r"result has length 2, expected 3"),
-        ({"a": 1}, {"b": 1}, r"keys differ \(missing: 'b'; unexpected: 'a'\)"),
-        ("x", "y", r"^e: result is 'x', expected 'y'$"),
-        (0.5, 0.25, r"result is 0.5, expected 0.25"),
-        ([1, [2, 3]], [1, [2, 4]], r"result\[1\]\[1\] is 3, expected 4"),
-        (5, torch.ones(1), r"should be a tensor/array, got int"),
-    ]
-    for actual, expected, pattern in bad:
-        with pytest.raises(AssertionError, match=pattern):
-            compare("e", actual, expected)
