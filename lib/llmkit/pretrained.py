@@ -50,13 +50,13 @@ import torch
 
 from llmkit import cache
 from llmkit.cache import describe_hardware, models_dir
+from llmkit.checkpoint import load_checkpoint
 from llmkit.gpt import GPT, GPTConfig
 from llmkit.tokenizers import CharTokenizer
 from llmkit.train import (
     History,
     TrainConfig,
     lm_batch_fn,
-    load_checkpoint,
     select_device,
     train,
 )
@@ -245,7 +245,7 @@ def _load(
         raise
     except Exception as err:  # noqa: BLE001 - any failure to read means a damaged entry
         raise _CorruptCache(f"{type(err).__name__}: {err}") from err
-    meta["history"] = ckpt.history
+    meta["history"] = History.from_dict(ckpt.history)
     return model.to(device).eval(), meta
 
 

@@ -55,15 +55,12 @@ change: the same file runs with ``python your_script.py`` on one device.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import time
-import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -73,7 +70,16 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from llmkit import checkpoint
-from llmkit.validate import boolean, integer, number, one_of, positive_int, probability
+from llmkit.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from llmkit.validate import (
+    boolean,
+    config_from_dict,
+    integer,
+    number,
+    one_of,
+    positive_int,
+    probability,
+)
 
 __all__ = [
     "TrainConfig",
@@ -211,11 +217,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
         """The inverse of :meth:`to_dict`; unknown keys are dropped with a warning."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            warnings.warn(f"TrainConfig.from_dict ignores unknown keys {unknown}", stacklevel=2)
-        return cls(**{k: v for k, v in d.items() if k in known})
+        return config_from_dict(cls, d, unknown="warn")
 
 
 # --------------------------------------------------------------------------- history
@@ -249,11 +251,6 @@ class History:
 
     def __len__(self) -> int:
         return len(self.steps)
-
-    @property
-    def tokens(self) -> list[int]:
-        """Alias of ``tokens_seen``."""
-        return self.tokens_seen
 
     @property
     def final_val_loss(self) -> float | None:
@@ -548,158 +545,6 @@ def _num_elements(batch: Batch) -> int:
     if not tensors:
         raise ValueError("get_batch returned a batch without tensors")
     return tensors[0].numel()
-
-
-# --------------------------------------------------------------------------- checkpoints
-
-
-@dataclass
-class Checkpoint:
-    """What :func:`load_checkpoint` read (besides what it loaded into your objects)."""
-
-    path: Path
-    step: int
-    train_config: TrainConfig | None
-    model_config: dict | None
-    history: History | None
-    meta: dict
-
-
-def _model_config_dict(model: nn.Module, model_config: Any) -> dict | None:
-    cfg = model_config if model_config is not None else getattr(model, "config", None)
-    if cfg is None:
-        return None
-    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
-        cfg = dataclasses.asdict(cfg)
-    if not isinstance(cfg, Mapping):
-        if model_config is None:
-            return None  # model.config of an unknown kind: skip it
-        raise TypeError(f"model_config must be a dataclass or a dict, got {type(cfg).__name__}")
-    cfg = dict(cfg)
-    try:
-        json.dumps(cfg)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"model_config must be JSON-serialisable: {err}") from None
-    return cfg
-
-
-def save_checkpoint(
-    path: str | os.PathLike,
-    model: nn.Module,
-    config: TrainConfig | None = None,
-    optimizer: torch.optim.Optimizer | None = None,
-    step: int = 0,
-    rng: torch.Generator | None = None,
-    *,
-    history: History | None = None,
-    model_config: Any = None,
-    rank_rng_states: Sequence[Mapping[str, torch.Tensor]] | None = None,
-) -> Path:
-    """Write a training checkpoint (a :mod:`llmkit.checkpoint` directory) atomically.
-
-    ``model.safetensors`` holds the weights; ``training_state.safetensors`` the optimizer
-    state tensors, the batch generator's state and torch's global RNG states (one per
-    process); ``checkpoint.json`` the step, ``train_config``, ``model_config``, ``history``,
-    the optimizer's other state and Python's and NumPy's global RNG states.
-
-    Args:
-        path: the checkpoint directory (replaced if it already holds a checkpoint).
-        model: the bare model (not a DDP or compiled wrapper).
-        config: the run's :class:`TrainConfig`.
-        optimizer: its state is saved when given.
-        step: the number of optimizer steps done (it also fixes the learning rate).
-        rng: the batch generator.
-        history: the :class:`History` so far.
-        model_config: a dataclass or dict; default ``model.config`` when it is one.
-        rank_rng_states: torch's global RNG states of every process (``train`` passes them
-            under DDP); default this process's.
-    Returns:
-        the checkpoint path.
-    """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    integer("step", step, 0)
-    states = rank_rng_states if rank_rng_states is not None else [checkpoint.torch_rng_states()]
-    meta: dict[str, Any] = {
-        "step": step,
-        "model_class": type(model).__qualname__,
-        "model_config": _model_config_dict(model, model_config),
-        "train_config": config.to_dict() if config is not None else None,
-        "history": history.to_dict() if history is not None else None,
-        "torch_version": torch.__version__,
-        "world_size": len(states),
-        "rng": checkpoint.global_rng_states(),
-    }
-    tensors: dict[str, torch.Tensor] = {}
-    if optimizer is not None:
-        meta["optimizer"], tensors = checkpoint.optimizer_state(optimizer)
-    if rng is not None:
-        tensors["rng.generator"] = rng.get_state()
-    for r, st in enumerate(states):
-        for name, value in st.items():
-            tensors[f"rng.{name}.{r}"] = value.detach().cpu().contiguous()
-    return checkpoint.write(path, model, meta, tensors)
-
-
-def load_checkpoint(
-    path: str | os.PathLike,
-    model: nn.Module | None = None,
-    optimizer: torch.optim.Optimizer | None = None,
-    rng: torch.Generator | None = None,
-    *,
-    restore_rng: bool = False,
-    rank: int = 0,
-    strict: bool = True,
-) -> Checkpoint:
-    """Read a checkpoint written by :func:`save_checkpoint`, loading into what you pass.
-
-    Args:
-        path: the checkpoint directory.
-        model: receives the weights (on whatever device it is).
-        optimizer: receives its state (build it as ``train`` does, with
-            :func:`configure_optimizer`).
-        rng: the batch generator; receives its saved state.
-        restore_rng: also restore torch's (process ``rank``'s), Python's and NumPy's global
-            RNG states.
-        strict: passed to the weight loading (every key must match).
-    Returns:
-        a :class:`Checkpoint` with the step, configs and history. (The ``"scheduler"`` entry
-        of checkpoints from older versions is not needed: the step fixes the learning rate.)
-    """
-    if model is not None and not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    needs_state = optimizer is not None or rng is not None or restore_rng
-    path, meta, tensors = checkpoint.read(path, model, tensors=needs_state, strict=strict)
-    if optimizer is not None:
-        if "optimizer" not in meta:
-            raise ValueError(f"checkpoint {str(path)!r} holds no optimizer state")
-        optimizer.load_state_dict(checkpoint.optimizer_state_dict(meta["optimizer"], tensors))
-    if rng is not None:
-        if "rng.generator" not in tensors:
-            raise ValueError(f"checkpoint {str(path)!r} holds no batch generator state")
-        rng.set_state(tensors["rng.generator"])
-    if restore_rng:
-        world = meta.get("world_size", 1)
-        if rank >= world:
-            warnings.warn(
-                f"the checkpoint was written by {world} process(es); process {rank} keeps its "
-                "seeded RNG state (the run will not repeat exactly)",
-                stacklevel=2,
-            )
-        else:
-            torch.set_rng_state(tensors[f"rng.torch.{rank}"])
-            if f"rng.cuda.{rank}" in tensors and torch.cuda.is_available():
-                torch.cuda.set_rng_state(tensors[f"rng.cuda.{rank}"], torch.cuda.current_device())
-        checkpoint.restore_global_rngs(meta["rng"])
-    train_config, history = meta.get("train_config"), meta.get("history")
-    return Checkpoint(
-        path=path,
-        step=int(meta["step"]),
-        train_config=TrainConfig.from_dict(train_config) if train_config is not None else None,
-        model_config=meta.get("model_config"),
-        history=History.from_dict(history) if history is not None else None,
-        meta=meta,
-    )
 
 
 # --------------------------------------------------------------------------- distributed
@@ -1037,7 +882,8 @@ def train(
             ckpt = load_checkpoint(
                 resume_from, model, optimizer, generator, restore_rng=True, rank=ctx.rank
             )
-            step, history = ckpt.step, ckpt.history or History()
+            step = ckpt.step
+            history = History.from_dict(ckpt.history) if ckpt.history else History()
         optimizer.zero_grad(set_to_none=True)
         forward, ddp = _wrap(model, config, ctx, device)
         amp_dtype = _autocast_dtype(config.dtype, device)
