@@ -24,6 +24,7 @@ from torch import nn
 import llmkit.checkpoint as C
 import llmkit.train as T
 from llmkit.checkpoint import load_checkpoint, save_checkpoint
+from llmkit.device import select_device
 from llmkit.train import (
     History,
     TrainConfig,
@@ -32,7 +33,6 @@ from llmkit.train import (
     cross_entropy_loss,
     lm_batch_fn,
     random_batches,
-    select_device,
     train,
 )
 from llmkit.viz import ema, plot_history

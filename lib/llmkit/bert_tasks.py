@@ -53,11 +53,11 @@ from llmkit.bert import (
 from llmkit.cache import describe_hardware
 from llmkit.checkpoint import load_checkpoint, save_checkpoint
 from llmkit.data.loaders import WNUT17_LABELS
+from llmkit.device import select_device
 from llmkit.metrics import accuracy, span_f1
 from llmkit.train import (
     History,
     TrainConfig,
-    select_device,
     train,
 )
 
