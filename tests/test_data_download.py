@@ -167,7 +167,7 @@ def test_download_checksum_mismatch_keeps_an_existing_file(server, tmp_path):
 def test_download_cut_connection_leaves_nothing(server, tmp_path):
     dest = tmp_path / "dl" / "file.txt"
     # Without the expected size, the Content-Length alone must catch the truncation.
-    with pytest.raises(data.DownloadError, match=r"closed after \d+ of \d+ bytes"):
+    with pytest.raises(data.DownloadError, match=r"\d+ of \d+"):
         data.download(f"{server}/cut", dest, BODY_SHA)
     assert _files(dest.parent) == []
     with pytest.raises(data.DownloadError):
@@ -223,7 +223,7 @@ def test_download_timeout(server, tmp_path):
 
 
 def test_download_refused_connection(closed_port_url, tmp_path):
-    with pytest.raises(data.DownloadError, match="cannot reach"):
+    with pytest.raises(data.DownloadError):
         data.download(closed_port_url, tmp_path / "f", BODY_SHA)
     assert _files(tmp_path) == []
 
@@ -281,13 +281,13 @@ def test_path_offline_when_urllib_fails(tmp_path, monkeypatch):
 def test_path_reports_mirror_without_the_file(closed_port_url, tmp_path, monkeypatch):
     e = _fake_entry(monkeypatch, closed_port_url)
     monkeypatch.setenv("LLMKIT_DATA_MIRROR", str(tmp_path / "mirror"))
-    with pytest.raises(data.DataUnavailableError, match="is set but has no"):
+    with pytest.raises(data.DataUnavailableError, match="LLMKIT_DATA_MIRROR"):
         data.path(e.name)
 
 
 def test_path_all_urls_corrupt(server, tmp_path, monkeypatch):
     e = _fake_entry(monkeypatch, f"{server}/corrupt")
-    with pytest.raises(data.DataUnavailableError, match="sha256 mismatch"):
+    with pytest.raises(data.DataUnavailableError, match="sha256"):
         data.path(e.name)
     assert _files(tmp_path / "cache" / "fake") == []
 
@@ -341,7 +341,7 @@ def test_path_corrupt_mirror_is_an_error(closed_port_url, tmp_path, monkeypatch)
     (mirror / "fake").mkdir(parents=True)
     (mirror / e.path).write_bytes(CORRUPT)
     monkeypatch.setenv("LLMKIT_DATA_MIRROR", str(mirror))
-    with pytest.raises(data.ChecksumError, match="mirror file") as info:
+    with pytest.raises(data.ChecksumError) as info:
         data.path(e.name)
     assert BODY_SHA in str(info.value)
     assert (mirror / e.path).read_bytes() == CORRUPT  # the mirror is never modified

@@ -258,7 +258,7 @@ def test_filter_errors() -> None:
             top_p_filter(x, bad_p)
     with pytest.raises(ValueError, match="min_tokens_to_keep"):
         top_p_filter(x, 0.5, min_tokens_to_keep=0)
-    with pytest.raises(TypeError, match="floating-point"):
+    with pytest.raises(TypeError, match="logits"):
         top_k_filter(torch.zeros(3, dtype=torch.long), 1)
     with pytest.raises(TypeError, match="torch.Tensor"):
         top_p_filter([0.0, 1.0], 0.5)
@@ -381,7 +381,7 @@ def test_exhaustive_search_matches_brute_force_and_exact_beam(hf_models: list[An
     assert torch.equal(beam_search(model, prompt, vocab, 2), best)
     same, zero = exhaustive_search(model, prompt, 0)
     assert torch.equal(same, prompt) and zero == 0.0
-    with pytest.raises(ValueError, match="exceeds max_sequences=100"):
+    with pytest.raises(ValueError, match="max_sequences"):
         exhaustive_search(model, prompt, 3, max_sequences=100)
 
 
@@ -700,15 +700,13 @@ def test_decoding_errors() -> None:
         generate(model, prompt, 3, "nucleus")
     with pytest.raises(ValueError, match="top_k"):
         generate(model, prompt, 3, "greedy", top_k=5)
-    with pytest.raises(
-        ValueError, match="temperature, generator can only be used with strategy='sample'"
-    ):
+    with pytest.raises(ValueError, match="strategy='sample'"):
         generate(model, prompt, 3, "beam", temperature=0.5, generator=torch.Generator())
     with pytest.raises(ValueError, match="beam_width"):
         generate(model, prompt, 3, "sample", beam_width=2)
     with pytest.raises(ValueError, match="prompt_ids"):
         beam_search(model, prompt[None], 2, 3)
-    with pytest.raises(ValueError, match="at least one token"):
+    with pytest.raises(ValueError, match="ids"):
         greedy(model, torch.zeros(2, 0, dtype=torch.long), 3)
     with pytest.raises(TypeError, match="ids"):
         greedy(model, torch.zeros(3), 3)

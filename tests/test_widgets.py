@@ -110,7 +110,7 @@ def test_labels_from_a_tokenizer_a_list_or_a_mapping(tok):
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        (dict(logits=LOGITS[None]), "1-D"),
+        (dict(logits=LOGITS[None]), "logits"),
         (dict(n_show=0), "n_show"),
         (dict(temperature=0.0), "temperature"),
         (dict(top_k=0), "k"),
@@ -134,9 +134,9 @@ def test_plot_explorer_data_and_grid():
     titled = [a for a in fig.axes if a.get_title()]
     assert len(titled) == 4 and not fig.axes[4].axison  # one spare panel, switched off
     plt.close(fig)
-    with pytest.raises(ValueError, match="unknown setting"):
+    with pytest.raises(ValueError, match="top_q"):
         plot_settings_grid(LOGITS, [dict(top_q=3)])
-    with pytest.raises(ValueError, match="at least one"):
+    with pytest.raises(ValueError, match="settings"):
         plot_settings_grid(LOGITS, [])
 
 

@@ -51,14 +51,13 @@ from llmkit.bert import (
     mask_tokens,
 )
 from llmkit.cache import describe_hardware
+from llmkit.checkpoint import load_checkpoint, save_checkpoint
 from llmkit.data.loaders import WNUT17_LABELS
+from llmkit.device import select_device
 from llmkit.metrics import accuracy, span_f1
 from llmkit.train import (
     History,
     TrainConfig,
-    load_checkpoint,
-    save_checkpoint,
-    select_device,
     train,
 )
 
@@ -346,7 +345,7 @@ def small_bert(
         with torch.random.fork_rng(devices=[]):
             model = BertForMaskedLM(BertConfig(**meta["model_config"]))
         ckpt = load_checkpoint(path, model)
-        meta["history"] = ckpt.history
+        meta["history"] = History.from_dict(ckpt.history)
         meta["cached"] = True
         meta["path"] = str(path)
         cache.log(progress, f"loaded the {profile} small BERT from {path}")

@@ -148,7 +148,7 @@ def describe_hardware(device: str | torch.device = "auto") -> str:
         e.g. ``"AMD EPYC 7B13, 2 threads"`` on a CPU (the model name from
         ``/proc/cpuinfo`` where there is one), ``"NVIDIA H100 80GB HBM3 (CUDA)"`` on a GPU.
     """
-    from llmkit.train import select_device
+    from llmkit.device import select_device
 
     device = select_device(device)
     if device.type == "cuda":

@@ -1,31 +1,34 @@
-"""Checkpoint directories: a model's weights, named tensors and a JSON record; no pickle.
+"""Checkpoints: a directory of weights, named tensors and a JSON record; no pickle.
 
 A checkpoint is a directory of three files:
 
 * ``model.safetensors``: the model's weights (tied weights stored once);
-* ``training_state.safetensors``: any other named tensors (optimizer moments, RNG states);
+* ``training_state.safetensors``: other named tensors (optimizer moments, RNG states);
 * ``checkpoint.json``: a plain dict (numbers, strings, lists), with ``"format"`` and
   ``"version"`` added.
 
 :func:`write` builds the directory under a temporary name next to its destination and renames
-it into place, so a crash while writing leaves the previous checkpoint untouched. :func:`read`
-reads one back. The helpers below turn what a training run needs to save (an optimizer's
-state, the random number generators) into such plain dicts and tensors and back.
+it into place, so a crash while writing leaves the previous checkpoint untouched; :func:`read`
+reads one back.
 
-What goes into a *training* checkpoint, and how a run resumes from one, is decided by
-:mod:`llmkit.train` (:func:`llmkit.train.save_checkpoint`, :func:`llmkit.train.load_checkpoint`);
-this module knows nothing about training.
+A *training* checkpoint (:func:`save_checkpoint`, :func:`load_checkpoint`) adds what a run
+needs to continue exactly: the step, the optimizer's state, the batch generator's and the
+global random number generators' states, and the training and model configurations and the
+history as plain dicts. This module never imports :mod:`llmkit.train`: ``train`` turns those
+dicts back into its ``TrainConfig`` and ``History``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
 import shutil
 import tempfile
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +37,12 @@ import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 
+from llmkit.validate import integer
+
 __all__ = [
+    "Checkpoint",
+    "save_checkpoint",
+    "load_checkpoint",
     "FORMAT",
     "VERSION",
     "write",
@@ -265,3 +273,152 @@ def restore_global_rngs(states: Mapping[str, Any]) -> None:
     random.setstate((version, tuple(internal), gauss))
     name, keys, pos, has_gauss, cached = states["numpy"]
     np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+
+
+# --------------------------------------------------------------------------- training
+
+
+@dataclass
+class Checkpoint:
+    """What :func:`load_checkpoint` read, besides what it loaded into the objects passed.
+
+    ``train_config``, ``model_config`` and ``history`` are the plain dicts that were saved
+    (``TrainConfig.from_dict`` and ``History.from_dict`` rebuild the objects).
+    """
+
+    path: Path
+    step: int
+    train_config: dict | None
+    model_config: dict | None
+    history: dict | None
+    meta: dict
+
+
+def _plain(name: str, value: Any) -> dict | None:
+    """A dataclass or a mapping as a JSON-serialisable dict (``None`` stays ``None``)."""
+    if value is None:
+        return None
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{name} must be a dataclass or a dict, got {type(value).__name__}")
+    try:
+        return json.loads(json.dumps(dict(value)))  # tuples become lists, as when read back
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name} must be JSON-serialisable: {err}") from None
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: nn.Module,
+    config: Any = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    step: int = 0,
+    rng: torch.Generator | None = None,
+    *,
+    history: Any = None,
+    model_config: Any = None,
+    rank_rng_states: Sequence[Mapping[str, torch.Tensor]] | None = None,
+) -> Path:
+    """Write a training checkpoint atomically (see the module docstring for its files).
+
+    Args:
+        path: the checkpoint directory (replaced if it already holds a checkpoint).
+        model: the bare model (not a DDP or compiled wrapper).
+        config: the run's ``TrainConfig`` (or its dict).
+        optimizer: its state is saved when given.
+        step: the number of optimizer steps done (it also fixes the learning rate).
+        rng: the batch generator.
+        history: the ``History`` so far (or its dict).
+        model_config: a dataclass or dict; default ``model.config`` when it is one.
+        rank_rng_states: torch's global RNG states of every process (``train`` passes them
+            under DDP); default this process's.
+    Returns:
+        the checkpoint path.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    integer("step", step, 0)
+    if model_config is None:
+        found = getattr(model, "config", None)  # skipped when it is of an unknown kind
+        is_config = isinstance(found, Mapping) or dataclasses.is_dataclass(found)
+        model_config = found if is_config and not isinstance(found, type) else None
+    states = rank_rng_states if rank_rng_states is not None else [torch_rng_states()]
+    meta: dict[str, Any] = {
+        "step": step,
+        "model_class": type(model).__qualname__,
+        "model_config": _plain("model_config", model_config),
+        "train_config": _plain("config", config),
+        "history": _plain("history", history),
+        "torch_version": torch.__version__,
+        "world_size": len(states),
+        "rng": global_rng_states(),
+    }
+    tensors: dict[str, torch.Tensor] = {}
+    if optimizer is not None:
+        meta["optimizer"], tensors = optimizer_state(optimizer)
+    if rng is not None:
+        tensors["rng.generator"] = rng.get_state()
+    for r, st in enumerate(states):
+        for name, value in st.items():
+            tensors[f"rng.{name}.{r}"] = value.detach().cpu().contiguous()
+    return write(path, model, meta, tensors)
+
+
+def load_checkpoint(
+    path: str | os.PathLike,
+    model: nn.Module | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    rng: torch.Generator | None = None,
+    *,
+    restore_rng: bool = False,
+    rank: int = 0,
+    strict: bool = True,
+) -> Checkpoint:
+    """Read a checkpoint written by :func:`save_checkpoint`, loading into what you pass.
+
+    Args:
+        path: the checkpoint directory.
+        model: receives the weights (on whatever device it is).
+        optimizer: receives its state (build it as ``train`` does, with
+            ``configure_optimizer``).
+        rng: the batch generator; receives its saved state.
+        restore_rng: also restore torch's (process ``rank``'s), Python's and NumPy's global
+            RNG states.
+        strict: every weight name must match.
+    Returns:
+        a :class:`Checkpoint`.
+    """
+    if model is not None and not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    needs_state = optimizer is not None or rng is not None or restore_rng
+    path, meta, tensors = read(path, model, tensors=needs_state, strict=strict)
+    if optimizer is not None:
+        if "optimizer" not in meta:
+            raise ValueError(f"checkpoint {str(path)!r} holds no optimizer state")
+        optimizer.load_state_dict(optimizer_state_dict(meta["optimizer"], tensors))
+    if rng is not None:
+        if "rng.generator" not in tensors:
+            raise ValueError(f"checkpoint {str(path)!r} holds no batch generator state")
+        rng.set_state(tensors["rng.generator"])
+    if restore_rng:
+        world = meta.get("world_size", 1)
+        if rank >= world:
+            warnings.warn(
+                f"the checkpoint was written by {world} process(es); process {rank} keeps its "
+                "seeded RNG state (the run will not repeat exactly)",
+                stacklevel=2,
+            )
+        else:
+            torch.set_rng_state(tensors[f"rng.torch.{rank}"])
+            if f"rng.cuda.{rank}" in tensors and torch.cuda.is_available():
+                torch.cuda.set_rng_state(tensors[f"rng.cuda.{rank}"], torch.cuda.current_device())
+        restore_global_rngs(meta["rng"])
+    return Checkpoint(
+        path=path,
+        step=int(meta["step"]),
+        train_config=meta.get("train_config"),
+        model_config=meta.get("model_config"),
+        history=meta.get("history"),
+        meta=meta,
+    )

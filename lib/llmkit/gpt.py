@@ -85,11 +85,7 @@ class GPTConfig:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> GPTConfig:
         """The inverse of :meth:`to_dict`; unknown keys are an error."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown GPTConfig fields {unknown}; allowed: {sorted(names)}")
-        return cls(**d)
+        return validate.config_from_dict(cls, d)
 
     def to_hf_gpt2_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``transformers.GPT2Config`` describing the same model.

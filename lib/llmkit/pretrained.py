@@ -50,14 +50,14 @@ import torch
 
 from llmkit import cache
 from llmkit.cache import describe_hardware, models_dir
+from llmkit.checkpoint import load_checkpoint
+from llmkit.device import select_device
 from llmkit.gpt import GPT, GPTConfig
 from llmkit.tokenizers import CharTokenizer
 from llmkit.train import (
     History,
     TrainConfig,
     lm_batch_fn,
-    load_checkpoint,
-    select_device,
     train,
 )
 
@@ -245,7 +245,7 @@ def _load(
         raise
     except Exception as err:  # noqa: BLE001 - any failure to read means a damaged entry
         raise _CorruptCache(f"{type(err).__name__}: {err}") from err
-    meta["history"] = ckpt.history
+    meta["history"] = History.from_dict(ckpt.history)
     return model.to(device).eval(), meta
 
 
@@ -272,7 +272,7 @@ def char_gpt(
         progress: print one line per evaluation while training (and one line when
             loading); plain text, so it reads the same in a terminal and a saved notebook.
         device: where to train and where the returned model lives (``"auto"``: CUDA, then
-            MPS, then the CPU; see :func:`llmkit.train.select_device`).
+            MPS, then the CPU; see :func:`llmkit.device.select_device`).
     Returns:
         ``(model, tokenizer, info)``: the model in eval mode on ``device``; the tokenizer;
         and ``info`` with ``profile``, ``hash``, ``path`` (the cache directory),

@@ -167,11 +167,7 @@ class Seq2SeqConfig:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Seq2SeqConfig:
         """The inverse of :meth:`to_dict`; unknown keys are an error."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown Seq2SeqConfig fields {unknown}; allowed: {sorted(names)}")
-        return cls(**d)
+        return validate.config_from_dict(cls, d)
 
 
 # --------------------------------------------------------------------------- modules

@@ -1,4 +1,4 @@
-"""One training loop for every chapter: device, mixed precision, DDP, checkpoints, progress.
+"""One training loop for every chapter: optimizer, learning rate, evaluation, checkpoints.
 
 :func:`train` runs optimizer steps on batches drawn by a ``get_batch(split, generator)``
 callable and returns a :class:`History` that :func:`llmkit.viz.plot_history` plots::
@@ -11,59 +11,32 @@ callable and returns a :class:`History` that :func:`llmkit.viz.plot_history` plo
 
 What it does, step by step:
 
-* **Optimizer**: AdamW; weight decay only on parameters with ``dim >= 2`` (matrices and
-  embeddings), never on biases or LayerNorm gains (:func:`configure_optimizer`).
-* **Learning rate**: before every step the rate :func:`cosine_lr` gives for that step is
-  written into the optimizer: a linear warm-up for ``warmup_steps``, then a cosine decay
-  from ``lr`` to ``min_lr`` at ``lr_decay_steps``, constant afterwards.
+* **Optimizer**: AdamW, weight decay on matrices and embeddings only
+  (:func:`configure_optimizer`).
+* **Learning rate**: before every step, :func:`cosine_lr` of that step is written into the
+  optimizer (linear warm-up, cosine decay to ``min_lr``, then constant).
 * **One optimizer step** = ``grad_accum_steps`` micro-batches, each loss divided by
-  ``grad_accum_steps`` before ``backward`` (so the gradient is that of the mean loss), then
-  gradient clipping to norm ``grad_clip``, then ``optimizer.step()``.
-* **Evaluation** (:func:`evaluate`) every ``eval_interval`` steps (and before the first and
-  after the last): the mean loss on ``eval_iters`` ``"val"`` batches, the *same* batches
-  every time (a fixed generator), or on the ``eval_batches`` you pass.
-* **Device**: ``device="auto"`` picks CUDA, then MPS, then the CPU (:func:`select_device`).
-  On CUDA the forward pass runs under bf16 autocast, AdamW is fused, TF32 matmuls are
-  enabled, and ``compile=True`` wraps the model in :func:`torch.compile`.
+  ``grad_accum_steps`` before ``backward`` (the gradient of the mean loss), gradient clipping
+  to norm ``grad_clip``, then ``optimizer.step()``.
+* **Evaluation** (:func:`evaluate`) every ``eval_interval`` steps, before the first and after
+  the last: the mean loss on the *same* ``"val"`` batches every time.
+* **Device** (:mod:`llmkit.device`): CUDA, then MPS, then the CPU; on CUDA bf16 autocast,
+  fused AdamW and TF32 matmuls. Under ``torchrun``, DDP over the processes.
 * **Seeds**: ``seed`` seeds torch (dropout) and the batch generator; the run is reproducible.
-* **Checkpoints** (:func:`save_checkpoint`, :func:`load_checkpoint`, written with
-  :mod:`llmkit.checkpoint`): a directory with the weights in ``model.safetensors``, the
-  optimizer state tensors and RNG states in ``training_state.safetensors``, and everything
-  else (step, configs, history) in ``checkpoint.json``. No pickle anywhere. Written to a
-  temporary directory first, then renamed into place. ``train(..., resume_from=dir)``
-  continues the run *exactly*: the step fixes the learning rate, and the losses are
-  bit-for-bit those of an uninterrupted run (on the same hardware).
-
-Several GPUs: ``torchrun`` + DDP
---------------------------------
-
-Write the training in a script and start one process per GPU::
-
-    torchrun --standalone --nproc_per_node=2 your_script.py
-
-``torchrun`` sets ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``; :func:`train` sees them,
-initialises the process group (NCCL on CUDA, gloo on the CPU), puts process ``r`` on
-``cuda:r``, and wraps the model in ``DistributedDataParallel``. Every process draws the
-same global batch from identically seeded generators and keeps its own slice
-(``batch_size / world_size`` rows, so ``batch_size`` must be divisible by the number of
-processes): the run computes the same gradients as a single process with the same
-``batch_size``, just faster. Logged losses are averaged over the processes; only rank 0
-shows the progress bar, runs ``callback`` and writes checkpoints. The script itself needs no
-change: the same file runs with ``python your_script.py`` on one device.
+* **Checkpoints** (:mod:`llmkit.checkpoint`, no pickle, written atomically):
+  ``train(..., resume_from=dir)`` continues a run *exactly*: the losses are bit-for-bit those
+  of an uninterrupted run on the same hardware.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import time
-import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -72,27 +45,42 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from llmkit import checkpoint
-from llmkit.validate import boolean, integer, number, one_of, positive_int, probability
+from llmkit.checkpoint import load_checkpoint, save_checkpoint
+from llmkit.device import (
+    Processes,
+    autocast_dtype,
+    gather_rng_states,
+    join_processes,
+    mixed_precision,
+    select_device,
+)
+from llmkit.validate import (
+    checked,
+    config_fields,
+    config_from_dict,
+    integer,
+    number,
+    one_of,
+    positive,
+    positive_int,
+    probability,
+)
 
 __all__ = [
     "TrainConfig",
     "History",
-    "Checkpoint",
     "train",
     "evaluate",
     "random_batches",
     "lm_batch_fn",
-    "select_device",
     "cross_entropy_loss",
     "configure_optimizer",
     "cosine_lr",
-    "save_checkpoint",
+    # at home in llmkit.device and llmkit.checkpoint; kept here for existing imports
+    "select_device",
     "load_checkpoint",
-    "TORCHRUN_COMMAND",
+    "save_checkpoint",
 ]
-
-TORCHRUN_COMMAND = "torchrun --standalone --nproc_per_node=2 your_script.py"
 
 Batch = Any  # a tensor, a tuple/list of tensors or a dict of tensors; dim 0 is the batch
 GetBatch = Callable[[str, torch.Generator], Batch]
@@ -136,43 +124,35 @@ class TrainConfig:
         progress: show a tqdm progress bar.
     """
 
-    max_steps: int = 1000
-    lr: float = 1e-3
+    max_steps: int = checked(integer, 0, default=1000)
+    lr: float = checked(number, 0.0, default=1e-3)
     min_lr: float | None = None
-    warmup_steps: int = 100
+    warmup_steps: int = checked(integer, 0, default=100)
     lr_decay_steps: int | None = None
-    weight_decay: float = 0.1
+    weight_decay: float = checked(number, 0.0, default=0.1)
     betas: tuple[float, float] = (0.9, 0.95)
-    eps: float = 1e-8
+    eps: float = checked(positive, default=1e-8)
     grad_clip: float | None = 1.0
     grad_accum_steps: int = 1
-    eval_interval: int = 100
-    eval_iters: int = 20
+    eval_interval: int = checked(integer, 0, default=100)
+    eval_iters: int = checked(integer, 0, default=20)
     log_interval: int = 10
     checkpoint_dir: str | None = None
-    checkpoint_interval: int = 0
-    seed: int = 0
+    checkpoint_interval: int = checked(integer, 0, default=0)
+    seed: int = checked(integer, 0, default=0)
     device: str = "auto"
-    dtype: str = "auto"
+    dtype: str = checked(one_of, DTYPES, default="auto")
     compile: bool = False
     progress: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("max_steps", "warmup_steps", "eval_interval", "eval_iters", "seed"):
-            integer(name, getattr(self, name), 0)
-        for name in ("grad_accum_steps", "log_interval"):
-            positive_int(name, getattr(self, name))
-        integer("checkpoint_interval", self.checkpoint_interval, 0)
+        config_fields(self)  # the fields above; the optional and composite ones below
         if self.lr_decay_steps is not None:
             integer("lr_decay_steps", self.lr_decay_steps, 0)
-        number("lr", self.lr, low=0.0)
         if self.min_lr is not None:
-            number("min_lr", self.min_lr, low=0.0, high=float(self.lr))
-        number("weight_decay", self.weight_decay, low=0.0)
+            number("min_lr", self.min_lr, low=0.0, high=self.lr)
         if self.grad_clip is not None:
             number("grad_clip", self.grad_clip, low=0.0)
-        if number("eps", self.eps) <= 0:
-            raise ValueError(f"eps must be > 0, got {self.eps}")
         if not isinstance(self.betas, (tuple, list)) or len(self.betas) != 2:
             raise ValueError(f"betas must be a pair (beta1, beta2), got {self.betas!r}")
         self.betas = (
@@ -188,9 +168,6 @@ class TrainConfig:
         if not isinstance(self.device, (str, torch.device)):
             raise TypeError(f"device must be a string, got {type(self.device).__name__}")
         self.device = str(self.device)
-        one_of("dtype", self.dtype, DTYPES)
-        boolean("compile", self.compile)
-        boolean("progress", self.progress)
 
     @property
     def resolved_min_lr(self) -> float:
@@ -211,11 +188,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
         """The inverse of :meth:`to_dict`; unknown keys are dropped with a warning."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            warnings.warn(f"TrainConfig.from_dict ignores unknown keys {unknown}", stacklevel=2)
-        return cls(**{k: v for k, v in d.items() if k in known})
+        return config_from_dict(cls, d, unknown="warn")
 
 
 # --------------------------------------------------------------------------- history
@@ -249,11 +222,6 @@ class History:
 
     def __len__(self) -> int:
         return len(self.steps)
-
-    @property
-    def tokens(self) -> list[int]:
-        """Alias of ``tokens_seen``."""
-        return self.tokens_seen
 
     @property
     def final_val_loss(self) -> float | None:
@@ -345,63 +313,6 @@ def lm_batch_fn(data: Mapping[str, torch.Tensor], block_size: int, batch_size: i
         return _windows(data[split], block_size, batch_size, generator)
 
     return get_batch
-
-
-# --------------------------------------------------------------------------- device
-
-
-def select_device(device: str | torch.device = "auto") -> torch.device:
-    """The device to train on.
-
-    Args:
-        device: ``"auto"`` picks CUDA if available, then Apple's MPS, then the CPU; or an
-            explicit ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` (checked to exist).
-    Returns:
-        a ``torch.device``.
-    """
-    if isinstance(device, str) and device.strip().lower() == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        mps = getattr(torch.backends, "mps", None)
-        if mps is not None and mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    allowed = "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"
-    if not isinstance(device, (str, torch.device)):
-        raise TypeError(f"device must be {allowed}, got {type(device).__name__}")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError):
-        raise ValueError(f"device must be {allowed}, got {device!r}") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} was requested but CUDA is not available")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(
-                f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) exist"
-            )
-    elif dev.type == "mps":
-        mps = getattr(torch.backends, "mps", None)
-        if mps is None or not mps.is_available():
-            raise ValueError(f"device {device!r} was requested but MPS is not available")
-    elif dev.type != "cpu":
-        raise ValueError(f"device must be {allowed}, got {device!r}")
-    return dev
-
-
-def _autocast_dtype(dtype: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype of forward passes (see ``TrainConfig.dtype``); ``None``: no autocast."""
-    if dtype == "bfloat16" or (
-        dtype == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported()
-    ):
-        return torch.bfloat16
-    return None
-
-
-def _autocast(device: torch.device, amp_dtype: torch.dtype | None):
-    if amp_dtype is None:
-        return nullcontext()
-    return torch.autocast(device_type=device.type, dtype=amp_dtype)
 
 
 # --------------------------------------------------------------------------- optimizer
@@ -550,226 +461,6 @@ def _num_elements(batch: Batch) -> int:
     return tensors[0].numel()
 
 
-# --------------------------------------------------------------------------- checkpoints
-
-
-@dataclass
-class Checkpoint:
-    """What :func:`load_checkpoint` read (besides what it loaded into your objects)."""
-
-    path: Path
-    step: int
-    train_config: TrainConfig | None
-    model_config: dict | None
-    history: History | None
-    meta: dict
-
-
-def _model_config_dict(model: nn.Module, model_config: Any) -> dict | None:
-    cfg = model_config if model_config is not None else getattr(model, "config", None)
-    if cfg is None:
-        return None
-    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
-        cfg = dataclasses.asdict(cfg)
-    if not isinstance(cfg, Mapping):
-        if model_config is None:
-            return None  # model.config of an unknown kind: skip it
-        raise TypeError(f"model_config must be a dataclass or a dict, got {type(cfg).__name__}")
-    cfg = dict(cfg)
-    try:
-        json.dumps(cfg)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"model_config must be JSON-serialisable: {err}") from None
-    return cfg
-
-
-def save_checkpoint(
-    path: str | os.PathLike,
-    model: nn.Module,
-    config: TrainConfig | None = None,
-    optimizer: torch.optim.Optimizer | None = None,
-    step: int = 0,
-    rng: torch.Generator | None = None,
-    *,
-    history: History | None = None,
-    model_config: Any = None,
-    rank_rng_states: Sequence[Mapping[str, torch.Tensor]] | None = None,
-) -> Path:
-    """Write a training checkpoint (a :mod:`llmkit.checkpoint` directory) atomically.
-
-    ``model.safetensors`` holds the weights; ``training_state.safetensors`` the optimizer
-    state tensors, the batch generator's state and torch's global RNG states (one per
-    process); ``checkpoint.json`` the step, ``train_config``, ``model_config``, ``history``,
-    the optimizer's other state and Python's and NumPy's global RNG states.
-
-    Args:
-        path: the checkpoint directory (replaced if it already holds a checkpoint).
-        model: the bare model (not a DDP or compiled wrapper).
-        config: the run's :class:`TrainConfig`.
-        optimizer: its state is saved when given.
-        step: the number of optimizer steps done (it also fixes the learning rate).
-        rng: the batch generator.
-        history: the :class:`History` so far.
-        model_config: a dataclass or dict; default ``model.config`` when it is one.
-        rank_rng_states: torch's global RNG states of every process (``train`` passes them
-            under DDP); default this process's.
-    Returns:
-        the checkpoint path.
-    """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    integer("step", step, 0)
-    states = rank_rng_states if rank_rng_states is not None else [checkpoint.torch_rng_states()]
-    meta: dict[str, Any] = {
-        "step": step,
-        "model_class": type(model).__qualname__,
-        "model_config": _model_config_dict(model, model_config),
-        "train_config": config.to_dict() if config is not None else None,
-        "history": history.to_dict() if history is not None else None,
-        "torch_version": torch.__version__,
-        "world_size": len(states),
-        "rng": checkpoint.global_rng_states(),
-    }
-    tensors: dict[str, torch.Tensor] = {}
-    if optimizer is not None:
-        meta["optimizer"], tensors = checkpoint.optimizer_state(optimizer)
-    if rng is not None:
-        tensors["rng.generator"] = rng.get_state()
-    for r, st in enumerate(states):
-        for name, value in st.items():
-            tensors[f"rng.{name}.{r}"] = value.detach().cpu().contiguous()
-    return checkpoint.write(path, model, meta, tensors)
-
-
-def load_checkpoint(
-    path: str | os.PathLike,
-    model: nn.Module | None = None,
-    optimizer: torch.optim.Optimizer | None = None,
-    rng: torch.Generator | None = None,
-    *,
-    restore_rng: bool = False,
-    rank: int = 0,
-    strict: bool = True,
-) -> Checkpoint:
-    """Read a checkpoint written by :func:`save_checkpoint`, loading into what you pass.
-
-    Args:
-        path: the checkpoint directory.
-        model: receives the weights (on whatever device it is).
-        optimizer: receives its state (build it as ``train`` does, with
-            :func:`configure_optimizer`).
-        rng: the batch generator; receives its saved state.
-        restore_rng: also restore torch's (process ``rank``'s), Python's and NumPy's global
-            RNG states.
-        strict: passed to the weight loading (every key must match).
-    Returns:
-        a :class:`Checkpoint` with the step, configs and history. (The ``"scheduler"`` entry
-        of checkpoints from older versions is not needed: the step fixes the learning rate.)
-    """
-    if model is not None and not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    needs_state = optimizer is not None or rng is not None or restore_rng
-    path, meta, tensors = checkpoint.read(path, model, tensors=needs_state, strict=strict)
-    if optimizer is not None:
-        if "optimizer" not in meta:
-            raise ValueError(f"checkpoint {str(path)!r} holds no optimizer state")
-        optimizer.load_state_dict(checkpoint.optimizer_state_dict(meta["optimizer"], tensors))
-    if rng is not None:
-        if "rng.generator" not in tensors:
-            raise ValueError(f"checkpoint {str(path)!r} holds no batch generator state")
-        rng.set_state(tensors["rng.generator"])
-    if restore_rng:
-        world = meta.get("world_size", 1)
-        if rank >= world:
-            warnings.warn(
-                f"the checkpoint was written by {world} process(es); process {rank} keeps its "
-                "seeded RNG state (the run will not repeat exactly)",
-                stacklevel=2,
-            )
-        else:
-            torch.set_rng_state(tensors[f"rng.torch.{rank}"])
-            if f"rng.cuda.{rank}" in tensors and torch.cuda.is_available():
-                torch.cuda.set_rng_state(tensors[f"rng.cuda.{rank}"], torch.cuda.current_device())
-        checkpoint.restore_global_rngs(meta["rng"])
-    train_config, history = meta.get("train_config"), meta.get("history")
-    return Checkpoint(
-        path=path,
-        step=int(meta["step"]),
-        train_config=TrainConfig.from_dict(train_config) if train_config is not None else None,
-        model_config=meta.get("model_config"),
-        history=History.from_dict(history) if history is not None else None,
-        meta=meta,
-    )
-
-
-# --------------------------------------------------------------------------- distributed
-
-
-@dataclass
-class _Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-    owns_group: bool = False
-
-    @property
-    def enabled(self) -> bool:
-        return self.world > 1
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def _setup_distributed(config: TrainConfig) -> tuple[_Dist, torch.device]:
-    """Initialise DDP when started by torchrun (or when a process group already exists)."""
-    if dist.is_available() and dist.is_initialized():
-        rank, world = dist.get_rank(), dist.get_world_size()
-        local_rank = int(os.environ.get("LOCAL_RANK", rank))
-        owns = False
-    else:
-        env = [os.environ.get(k) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK")]
-        if None in env or int(env[1]) <= 1:
-            return _Dist(), select_device(config.device)
-        if not dist.is_available():
-            raise RuntimeError("WORLD_SIZE > 1 but torch.distributed is not available")
-        rank, world, local_rank = (int(v) for v in env)
-        for var in ("MASTER_ADDR", "MASTER_PORT"):
-            if var not in os.environ:
-                raise ValueError(
-                    f"RANK/WORLD_SIZE are set but {var} is not; start the script with "
-                    f"`{TORCHRUN_COMMAND}`"
-                )
-        owns = True
-    device = select_device(config.device)
-    if device.type == "cuda":
-        device = torch.device("cuda", local_rank)
-        torch.cuda.set_device(device)
-        backend = "nccl"
-    elif device.type == "cpu":
-        backend = "gloo"
-    else:
-        raise ValueError(f"multi-process training supports CUDA and the CPU, not {device.type}")
-    if owns:
-        dist.init_process_group(backend=backend, rank=rank, world_size=world)
-    return _Dist(rank, world, local_rank, owns), device
-
-
-def _gather_rng_states(ctx: _Dist, device: torch.device) -> list[dict[str, torch.Tensor]]:
-    local = checkpoint.torch_rng_states(device)
-    if not ctx.enabled:
-        return [local]
-    comm_device = device if device.type == "cuda" else torch.device("cpu")
-    out: list[dict[str, torch.Tensor]] = [{} for _ in range(ctx.world)]
-    for name, value in local.items():
-        value = value.to(comm_device)
-        parts = [torch.empty_like(value) for _ in range(ctx.world)]
-        dist.all_gather(parts, value)
-        for r, part in enumerate(parts):
-            out[r][name] = part.cpu()
-    return out
-
-
 # --------------------------------------------------------------------------- evaluation
 
 
@@ -803,7 +494,7 @@ def evaluate(
     count = 0
     for batch in batches:
         batch = _to_device(_shard(batch, rank, world_size), device)
-        with _autocast(device, autocast):
+        with mixed_precision(device, autocast):
             total += loss_fn(model, batch).detach().float()
         count += 1
     model.train(was_training)
@@ -837,7 +528,7 @@ class _Run:
     optimizer: torch.optim.Optimizer
     params: list[nn.Parameter]  # the trained parameters, in the model's order
     loss_fn: LossFn
-    ctx: _Dist
+    ctx: Processes
     device: torch.device
     amp_dtype: torch.dtype | None
     get_batch: GetBatch
@@ -855,7 +546,7 @@ class _Run:
         )
 
 
-def _wrap(model: nn.Module, config: TrainConfig, ctx: _Dist, device: torch.device):
+def _wrap(model: nn.Module, config: TrainConfig, ctx: Processes, device: torch.device):
     """``(forward, ddp)``: the model in DDP when several processes train, compiled if asked."""
     forward, ddp = model, None
     if ctx.enabled:
@@ -887,7 +578,7 @@ def _optimizer_step(
         batch = _to_device(_shard(batch, ctx.rank, ctx.world), run.device)
         no_sync = run.ddp is not None and micro < accum - 1  # sync gradients once, at the end
         with run.ddp.no_sync() if no_sync else nullcontext():
-            with _autocast(run.device, run.amp_dtype):
+            with mixed_precision(run.device, run.amp_dtype):
                 loss = run.loss_fn(run.forward, batch)
             if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
                 got = tuple(loss.shape) if isinstance(loss, torch.Tensor) else repr(loss)
@@ -904,7 +595,7 @@ def _optimizer_step(
     return total / accum, norm.detach(), elements
 
 
-def _flush(pending: list[tuple[torch.Tensor, torch.Tensor]], history: History, ctx: _Dist):
+def _flush(pending: list[tuple[torch.Tensor, torch.Tensor]], history: History, ctx: Processes):
     """Copy the losses and gradient norms of the last steps to the history (one device read)."""
     if not pending:
         return
@@ -931,7 +622,7 @@ def _record_eval(history: History, step: int, tokens: int, loss: float) -> None:
 
 
 def _save(run: _Run, step: int, generator: torch.Generator, history: History, model_config):
-    states = _gather_rng_states(run.ctx, run.device)  # every process takes part
+    states = gather_rng_states(run.ctx, run.device)  # every process takes part
     if run.ctx.main:
         save_checkpoint(
             run.config.checkpoint_dir,
@@ -1023,7 +714,7 @@ def train(
         if not eval_batches:
             raise ValueError("eval_batches must hold at least one batch")
 
-    ctx, device = _setup_distributed(config)
+    ctx, device = join_processes(config.device)
     bar = None
     try:
         torch.manual_seed(config.seed + ctx.rank)
@@ -1037,10 +728,11 @@ def train(
             ckpt = load_checkpoint(
                 resume_from, model, optimizer, generator, restore_rng=True, rank=ctx.rank
             )
-            step, history = ckpt.step, ckpt.history or History()
+            step = ckpt.step
+            history = History.from_dict(ckpt.history) if ckpt.history else History()
         optimizer.zero_grad(set_to_none=True)
         forward, ddp = _wrap(model, config, ctx, device)
-        amp_dtype = _autocast_dtype(config.dtype, device)
+        amp_dtype = autocast_dtype(config.dtype, device)
         loss_fn = loss_fn or cross_entropy_loss
         params = [p for p in model.parameters() if p.requires_grad]
         run = _Run(
@@ -1109,6 +801,5 @@ def train(
     finally:
         if bar is not None:
             bar.close()
-        if ctx.owns_group and dist.is_initialized():
-            dist.destroy_process_group()
+        ctx.close()
     return history

@@ -8,6 +8,7 @@ value (converted where that helps, e.g. a probability to ``float``). A wrong typ
 :func:`config_fields` validates a dataclass config from its fields: an ``int`` field must be
 an int >= 1, an ``int | None`` field ``None`` or an int >= 1, a ``bool`` field a bool; a field
 with ``metadata={"check": fn}`` is checked by ``fn(name, value)`` instead.
+:func:`config_from_dict` rebuilds such a config from its ``to_dict()``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from __future__ import annotations
 import dataclasses
 import numbers
 import typing
-from collections.abc import Callable, Collection
+import warnings
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import torch
@@ -32,6 +34,7 @@ __all__ = [
     "int_ids",
     "checked",
     "config_fields",
+    "config_from_dict",
 ]
 
 
@@ -157,3 +160,16 @@ def config_fields(config: Any) -> None:
         if check is not None:
             value = check(f.name, getattr(config, f.name), *f.metadata.get("args", ()))
             object.__setattr__(config, f.name, value)
+
+
+def config_from_dict(cls: type, d: Mapping[str, Any], *, unknown: str = "error") -> Any:
+    """``cls(**d)`` for a dataclass config; keys that are not fields of ``cls`` are an error
+    (``unknown="error"``) or dropped with a warning (``unknown="warn"``, for records written
+    by other versions)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    extra = sorted(set(d) - names)
+    if extra and unknown == "warn":
+        warnings.warn(f"{cls.__name__}.from_dict ignores unknown keys {extra}", stacklevel=3)
+    elif extra:
+        raise ValueError(f"unknown {cls.__name__} fields {extra}; allowed: {sorted(names)}")
+    return cls(**{k: v for k, v in d.items() if k in names})
