@@ -55,8 +55,8 @@ BEGIN_MARKER = "### BEGIN SOLUTION"
 END_MARKER = "### END SOLUTION"
 _BEGIN_RE = re.compile(r"^(?P<indent>[ \t]*)#+[ \t]*BEGIN SOLUTION[ \t]*$")
 _END_RE = re.compile(r"^[ \t]*#+[ \t]*END SOLUTION[ \t]*$")
-_MARKER_TEXT_RE = re.compile(r"(BEGIN|END) SOLUTION")
-_LAB_FILE_RE = re.compile(r"^\d+_.*\.ipynb$")
+MARKER_TEXT_RE = re.compile(r"(BEGIN|END) SOLUTION")
+LAB_FILE_RE = re.compile(r"^\d+_.*\.ipynb$")
 _EXERCISE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 GRADE_TAG = "grade"
 
@@ -216,7 +216,7 @@ def solution_files(solutions: Path) -> list[Path]:
     """``solutions/NN_*.ipynb``, sorted."""
     if not solutions.is_dir():
         return []
-    return sorted(p for p in solutions.iterdir() if _LAB_FILE_RE.match(p.name) and p.is_file())
+    return sorted(p for p in solutions.iterdir() if LAB_FILE_RE.match(p.name) and p.is_file())
 
 
 def load_lab_spec(path: str | Path) -> LabSpec:
@@ -240,7 +240,7 @@ def load_lab_spec(path: str | Path) -> LabSpec:
         where = describe_cell(path, i, cell)
         meta = llmkit_meta(cell)
         source = cell.get("source", "")
-        has_markers = bool(_MARKER_TEXT_RE.search(source))
+        has_markers = bool(MARKER_TEXT_RE.search(source))
         if cell.cell_type != "code":
             if has_markers:
                 problems.append(f"{where}: solution markers are only allowed in code cells")

@@ -28,10 +28,10 @@ from nbformat import NotebookNode
 
 from .grade import RunResult, missing_tools, run_graded
 from .labformat import (
-    _LAB_FILE_RE,
-    _MARKER_TEXT_RE,
     BEGIN_MARKER,
     END_MARKER,
+    LAB_FILE_RE,
+    MARKER_TEXT_RE,
     CheckCell,
     LabError,
     LabSpec,
@@ -96,7 +96,7 @@ def _extra_labs(solutions: Path, labs: Path) -> list[Path]:
     names = {p.name for p in solution_files(solutions)}
     if not labs.is_dir():
         return []
-    return sorted(p for p in labs.iterdir() if _LAB_FILE_RE.match(p.name) and p.name not in names)
+    return sorted(p for p in labs.iterdir() if LAB_FILE_RE.match(p.name) and p.name not in names)
 
 
 def build_labs(solutions: str | Path, labs: str | Path, *, out=None) -> int:
@@ -137,9 +137,9 @@ def build_labs(solutions: str | Path, labs: str | Path, *, out=None) -> int:
 def _leaks(spec: LabSpec, lab: NotebookNode, lab_text: str, lab_path: Path) -> list[str]:
     problems = []
     for i, cell in enumerate(lab.cells):
-        if _MARKER_TEXT_RE.search(cell.get("source", "")):
+        if MARKER_TEXT_RE.search(cell.get("source", "")):
             problems.append(f"{_describe(lab_path, i, cell)}: contains a solution marker")
-    if not problems and _MARKER_TEXT_RE.search(lab_text):
+    if not problems and MARKER_TEXT_RE.search(lab_text):
         problems.append(f"{lab_path}: contains solution marker text (in outputs or metadata)")
     secret: dict[str, str] = {}
     for ex, regs in spec.regions.items():

@@ -62,7 +62,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import check_rng
+from .seeds import check_rng, check_seed
 
 __all__ = [
     "CheckFailed",
@@ -718,8 +718,6 @@ class Exercise:
 
     def check(self, fn: Any, *, cases: int | None = None, seed: int | None = None) -> None:
         """Run every case; print the verdict or raise :class:`CheckFailed`."""
-        from . import check_seed
-
         n = self.cases if cases is None else cases
         if isinstance(n, bool) or not isinstance(n, int):
             raise ValueError(f"cases must be an int, got {n!r}")
