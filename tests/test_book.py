@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -52,6 +53,9 @@ def test_book_uses_committed_outputs_and_offline_mathjax():
     assert config["execute"]["execute_notebooks"] == "off"
     assert config["only_build_toc_files"] is True
     assert "sphinx-mathjax-offline" in config["sphinx"]["extra_extensions"]
+    assert config["html"]["use_download_button"] is True
+    assert "llmkit.css" in config["sphinx"]["config"]["html_css_files"]
+    assert (ROOT / "_static" / "llmkit.css").exists()
 
 
 @pytest.mark.skipif(
@@ -84,3 +88,27 @@ def test_book_builds_without_warnings(tmp_path):
     # MathJax is served from the book itself, not from a CDN.
     page = (html / "intro.html").read_text()
     assert "cdn.jsdelivr.net/npm/mathjax" not in page
+    _check_reading(html)
+
+
+def _check_reading(html: Path) -> None:
+    """What a reader gets from the built pages: the opening, the download, the search."""
+    for nb in sorted((ROOT / "chapters").glob("*.ipynb")):
+        page = (html / "chapters" / f"{nb.stem}.html").read_text(encoding="utf-8")
+        # the download button gives the notebook itself
+        assert f'href="../_sources/chapters/{nb.stem}.ipynb"' in page, nb.stem
+        assert (html / "_sources" / "chapters" / f"{nb.stem}.ipynb").exists(), nb.stem
+        assert "Running this chapter" in page, nb.stem  # the generated box is included
+        assert "llmkit.css" in page, nb.stem
+        if "profile.choose(" in nb.read_text(encoding="utf-8"):  # the sizes are folded away
+            assert "tag_hide-input" in page, nb.stem
+    # the offline search index finds words of the chapters' bodies (stemmed as Sphinx does)
+    import snowballstemmer
+
+    stem = snowballstemmer.stemmer("porter").stemWord
+    text = (html / "searchindex.js").read_text(encoding="utf-8")
+    index = json.loads(text[text.index("(") + 1 : text.rindex(")")])
+    for word, doc in (("nucleus", "chapters/04_decoding"), ("Tatoeba", "chapters/08_data")):
+        hits = index["terms"][stem(word.lower())]
+        hits = hits if isinstance(hits, list) else [hits]
+        assert doc in [index["docnames"][i] for i in hits], word

@@ -37,3 +37,11 @@ def test_unknown_profile_names_the_variable_and_the_choices(monkeypatch):
 def test_all_three_sizes_are_required():
     with pytest.raises(TypeError):
         profile.choose(smoke=1, book=2)  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize("name", profile.PROFILES)
+def test_summary_is_one_short_line_naming_the_profile(monkeypatch, name):
+    monkeypatch.setenv("LLMKIT_PROFILE", name)
+    line = profile.summary()
+    assert line.startswith(f"profile {name}: ") and "\n" not in line
+    assert len(line) <= 80  # fits the book's page without scrolling

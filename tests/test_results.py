@@ -65,3 +65,56 @@ def test_a_changed_output_makes_the_page_stale(tmp_path, capsys):
     (tmp_path / "chapters" / "01_a.ipynb").write_text(_chapter_text.replace("1.50", "1.49"))
     assert main(["results", "check", "--root", str(tmp_path)]) == 1
     assert "stale" in capsys.readouterr().out
+
+
+def test_every_chapter_opens_with_its_running_box():
+    """The first markdown cell includes the generated box; the record declares its facts."""
+    from llmkit.course.notebooks import read_notebook
+
+    for r in results.records(ROOT):
+        stem = Path(r.notebook).stem
+        nb = read_notebook(ROOT / r.notebook)
+        first = next(c for c in nb.cells if c.cell_type == "markdown")
+        assert f"```{{include}} ../{results.RUNNING_DIR}/{stem}.md\n```" in first.source, stem
+        assert r.running.get("cache") and r.running.get("full"), stem
+        box = (ROOT / results.RUNNING_DIR / f"{stem}.md").read_text()
+        assert box.startswith(":::{admonition} Running this chapter")
+        assert r.run_line().split("notebook time ")[-1] in box  # the recorded time
+
+
+def test_the_running_box_is_built_from_the_record_and_checked(tmp_path, capsys):
+    _chapter(tmp_path, "profile : book (seed 1)\nhardware : a CPU\nthis notebook: 9 s\n")
+    nb_path = tmp_path / "chapters" / "01_a.ipynb"
+    nb = json.loads(nb_path.read_text())
+    nb["cells"][1]["metadata"]["llmkit"] = {
+        "running": {"cache": "trains a thing, cached in `~/x`", "full": "one GPU"}
+    }
+    nb_path.write_text(json.dumps(nb))
+    assert main(["results", "build", "--root", str(tmp_path)]) == 0
+    box = (tmp_path / results.RUNNING_DIR / "01_a.md").read_text()
+    assert "**Time:** 9 s in the `book` profile (seed 1) on a CPU" in box
+    assert "trains a thing, cached in `~/x`" in box and "one GPU" in box
+    assert main(["results", "check", "--root", str(tmp_path)]) == 0
+    nb_path.write_text(nb_path.read_text().replace("one GPU", "two GPUs"))  # the box only
+    assert main(["results", "check", "--root", str(tmp_path)]) == 1
+    assert "01_a.md is stale" in capsys.readouterr().out
+    assert main(["results", "build", "--root", str(tmp_path)]) == 0
+    stray = tmp_path / results.RUNNING_DIR / "02_gone.md"
+    stray.write_text("old")
+    assert main(["results", "check", "--root", str(tmp_path)]) == 1
+    assert "belongs to no chapter" in capsys.readouterr().out
+    assert main(["results", "build", "--root", str(tmp_path)]) == 0 and not stray.exists()
+
+
+def test_a_chapter_needing_another_quotes_that_chapters_time(tmp_path):
+    _chapter(tmp_path, "profile : book\nhardware : a CPU\nthis notebook: 480 s\n")
+    nb_path = tmp_path / "chapters" / "01_a.ipynb"
+    nb = json.loads(nb_path.read_text())
+    nb["cells"][1]["outputs"][0]["text"] = "profile : book\nhardware : a CPU\nthis notebook: 20 s\n"
+    nb["cells"][1]["metadata"]["llmkit"] = {"running": {"needs": ["00_base"]}}
+    (tmp_path / "chapters" / "02_b.ipynb").write_text(json.dumps(nb))
+    (tmp_path / "chapters" / "00_base.ipynb").write_text(nb_path.read_text())
+    nb_path.unlink()
+    results.build(tmp_path)
+    box = (tmp_path / results.RUNNING_DIR / "02_b.md").read_text()
+    assert "{doc}`/chapters/00_base`" in box and "own run took 480 s" in box

@@ -243,10 +243,11 @@ def build_parser() -> argparse.ArgumentParser:
     # results --------------------------------------------------------------------
     res = sub.add_parser(
         "results",
-        help="build or check the results page (results.md)",
+        help="build or check the results page and the chapters' running boxes",
         description=(
-            "Build results.md, the book's page of headline numbers, from the outputs of\n"
-            "the chapter cells tagged llmkit-record; or check that it is up to date."
+            "Build results.md, the book's page of headline numbers, and each chapter's\n"
+            "'running this chapter' box (_generated/running/<chapter>.md) from the outputs\n"
+            "of the chapter cells tagged llmkit-record; or check that they are up to date."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=_EPILOG,
@@ -292,10 +293,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if args.action == "build":
             changed = results.build(args.root)
-            print(f"results.md {'written' if changed else 'unchanged'}", file=out)
+            state = "written" if changed else "unchanged"
+            print(f"results.md and running boxes {state}", file=out)
             return 0
         problem = results.check(args.root)
-        print(problem or "results.md is up to date", file=out)
+        print(problem or "results.md and the running boxes are up to date", file=out)
         return 1 if problem else 0
     from llmkit.course import notebooks
 

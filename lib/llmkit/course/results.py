@@ -9,10 +9,21 @@ source as a citation key of ``references.bib``::
     {"anchors": [{"text": "nanoGPT, character-level Shakespeare: 1.47 (GPU configuration)",
                   "cite": "karpathy2022nanogpt"}]}
 
-``llmkit results build`` writes ``results.md`` (a page of the book) from those cells;
-``llmkit results check`` fails when the page differs from what the notebooks say, so a
-re-executed chapter cannot leave a stale page behind (``make test`` runs the check
-through the test suite). Nothing on the page is typed by hand but the anchors.
+``llmkit results build`` writes ``results.md`` (a page of the book) from those cells,
+and one *running box* per chapter, ``_generated/running/<chapter>.md``, that the chapter's
+first markdown cell includes (``{include} ../_generated/running/<chapter>.md``): what
+running the chapter costs, taken from the same record (profile, hardware, notebook time),
+and what it trains, loads and caches, declared beside the anchors in
+``metadata.llmkit.running`` because it is a fact about the chapter's code::
+
+    {"running": {"cache": "Markdown: what is trained or loaded, and cached where",
+                 "needs": ["05_bert"],   # chapters whose cached model this one loads
+                 "full": "Markdown: what the full profile runs, and on what"}}
+
+``llmkit results check`` fails when the page or a box differs from what the notebooks
+say, so a re-executed chapter cannot leave a stale page behind (``make test`` runs the
+check through the test suite). Nothing on the page is typed by hand but the anchors, and
+nothing in a box but what ``running`` declares.
 """
 
 from __future__ import annotations
@@ -23,10 +34,22 @@ from pathlib import Path
 
 from .notebooks import read_notebook
 
-__all__ = ["RECORD_TAG", "Record", "read_record", "records", "render", "build", "check"]
+__all__ = [
+    "RECORD_TAG",
+    "RUNNING_DIR",
+    "Record",
+    "read_record",
+    "records",
+    "render",
+    "render_running",
+    "outputs",
+    "build",
+    "check",
+]
 
 RECORD_TAG = "llmkit-record"
 PAGE = "results.md"
+RUNNING_DIR = "_generated/running"
 _FIELD = re.compile(r"^(?P<key>[A-Za-z][^:]*?)\s*:\s+(?P<value>.+)$")
 _TIME_KEYS = ("this notebook", "notebook time")
 
@@ -39,6 +62,7 @@ class Record:
     title: str
     blocks: list[str] = field(default_factory=list)
     anchors: list[dict] = field(default_factory=list)
+    running: dict = field(default_factory=dict)
 
     @property
     def fields(self) -> dict[str, str]:
@@ -97,6 +121,7 @@ def read_record(path: str | Path, root: str | Path = ".") -> Record | None:
         if text:
             record.blocks.append(text)
         record.anchors += cell.metadata.get("llmkit", {}).get("anchors", [])
+        record.running.update(cell.metadata.get("llmkit", {}).get("running", {}))
     return record if record.blocks else None
 
 
@@ -137,21 +162,88 @@ def render(recs: list[Record]) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+def _time(r: Record) -> str | None:
+    return next((r.fields[k] for k in _TIME_KEYS if k in r.fields), None)
+
+
+def render_running(r: Record, recs: list[Record]) -> str:
+    """The Markdown (MyST) of the "running this chapter" box of the chapter ``r``.
+
+    The time, profile and hardware come from ``r``'s record; what is trained, loaded and
+    cached, and what the ``full`` profile needs, from ``r.running`` (see the module's
+    docstring); the time of each chapter in ``r.running["needs"]`` from that chapter's
+    record.
+    """
+    f = r.fields
+    profile, _, seed = f.get("profile", "").partition(" ")
+    where = f" on {f['hardware']}" if "hardware" in f else ""
+    lines = [
+        ":::{admonition} Running this chapter",
+        ":class: tip llmkit-running",
+        "",
+        f"- **Time:** {_time(r) or 'not recorded'} in the `{profile or '?'}` profile"
+        f"{' ' + seed if seed else ''}{where}: the run whose outputs this page shows. "
+        "`LLMKIT_PROFILE=smoke` runs it in under a minute.",
+    ]
+    if r.running.get("cache"):
+        lines.append(f"- **Trains, loads and caches:** {r.running['cache']}")
+    by_stem = {Path(x.notebook).stem: x for x in recs}
+    for stem in r.running.get("needs", []):
+        other = by_stem.get(stem)
+        if other is None:
+            raise ValueError(f"{r.notebook}: running.needs names {stem!r}, which has no record")
+        lines.append(
+            f"- **First run:** if the model of {{doc}}`/chapters/{stem}` is not cached yet, "
+            f"this chapter trains it first; that chapter's own run took {_time(other) or '?'}."
+        )
+    if r.running.get("full"):
+        lines.append(f"- **The `full` profile:** {r.running['full']}")
+    lines += [":::", ""]
+    return "\n".join(lines)
+
+
+def outputs(root: str | Path = ".") -> dict[Path, str]:
+    """Every generated file (the results page, the running boxes) and its text."""
+    root = Path(root)
+    recs = records(root)
+    out = {root / PAGE: render(recs)}
+    for r in recs:
+        out[root / RUNNING_DIR / f"{Path(r.notebook).stem}.md"] = render_running(r, recs)
+    return out
+
+
+def _stray(root: Path, expected: dict[Path, str]) -> list[Path]:
+    folder = root / RUNNING_DIR
+    found = sorted(folder.glob("*.md")) if folder.is_dir() else []
+    return [p for p in found if p not in expected]
+
+
 def build(root: str | Path = ".") -> bool:
-    """Write ``root/results.md``; True if it changed."""
-    page = Path(root) / PAGE
-    text = render(records(root))
-    old = page.read_text(encoding="utf-8") if page.exists() else None
-    if text != old:
-        page.write_text(text, encoding="utf-8")
-    return text != old
+    """Write ``root/results.md`` and the running boxes; True if any file changed."""
+    root = Path(root)
+    expected = outputs(root)
+    changed = False
+    for path, text in expected.items():
+        old = path.read_text(encoding="utf-8") if path.exists() else None
+        if text != old:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+            changed = True
+    for path in _stray(root, expected):
+        path.unlink()
+        changed = True
+    return changed
 
 
 def check(root: str | Path = ".") -> str | None:
-    """``None`` if ``root/results.md`` is up to date, else what is wrong."""
-    page = Path(root) / PAGE
-    if not page.exists():
-        return f"{page} is missing: run `llmkit results build`"
-    if page.read_text(encoding="utf-8") != render(records(root)):
-        return f"{page} is stale (the notebooks' records changed): run `llmkit results build`"
+    """``None`` if the results page and the running boxes are up to date, else what is wrong."""
+    root = Path(root)
+    expected = outputs(root)
+    for path, text in expected.items():
+        if not path.exists():
+            return f"{path} is missing: run `llmkit results build`"
+        if path.read_text(encoding="utf-8") != text:
+            return f"{path} is stale (the notebooks' records changed): run `llmkit results build`"
+    for path in _stray(root, expected):
+        return f"{path} belongs to no chapter: run `llmkit results build`"
     return None
