@@ -142,7 +142,7 @@ def test_switching_the_monitor_off_fails():
         sys.setprofile(None)
         return merge(ids, pair, new_id)
 
-    _fails(off, match="switched off")
+    _fails(off, match="without sys.setprofile")
 
 
 def test_time_limit_crash_none_and_modified_arguments():
@@ -210,3 +210,76 @@ def test_wrapper_source_replaces_only_the_definition():
     assert "llmkit.tokenizers" in out and "@decorator" not in out
     assert wrapper_source("_runner_merge", "x = 1\n") is None
     assert wrapper_source("no such exercise", source) is None
+
+
+def test_the_guard_is_not_reachable_through_the_profile_hook():
+    seen = {}
+
+    def peek(ids, pair, new_id):
+        hook = sys.getprofile()
+        seen["self"] = getattr(hook, "__self__", None)
+        return merge(ids, pair, new_id)
+
+    MERGE.check(peek, seed=0)
+    assert seen["self"] is None
+
+
+@pytest.mark.parametrize(
+    "escape",
+    [
+        "import signal\n    signal.setitimer(signal.ITIMER_REAL, 0)",
+        "import threading\n    threading.setprofile(None)",
+        "import _thread\n    _thread.start_new_thread(print, ())",
+        "from transformers.utils import is_torch_available\n    is_torch_available()",
+    ],
+    ids=["signal", "threading.setprofile", "_thread", "transformers"],
+)
+def test_what_would_blind_the_check_is_off_limits(escape):
+    ns: dict = {"merge": merge}
+    exec(f"def f(ids, pair, new_id):\n    {escape}\n    return merge(ids, pair, new_id)\n", ns)
+    _fails(ns["f"])
+
+
+def test_lazy_results_are_refused():
+    class Late(list):  # a list that could compute its items at comparison time
+        pass
+
+    class LateTensor(torch.Tensor):
+        pass
+
+    def lazy(ids, pair, new_id):
+        return Late(merge(ids, pair, new_id))
+
+    _fails(lazy, match="should be a list")
+    assert "should be a Tensor" in compare(torch.zeros(2).as_subclass(LateTensor), torch.zeros(2))
+
+    class Number(int):
+        pass
+
+    assert "number" in compare(Number(3), 3)
+
+
+def test_a_substituted_helper_keeps_the_students_type_and_falls_back():
+    from collections import Counter
+
+    from llmkit.course.checks.runner import Guard, _stand_in
+
+    def own_counts(ids):
+        return Counter(zip(ids, ids[1:], strict=False))
+
+    def reference(ids):
+        return dict(Counter(zip(ids, ids[1:], strict=False)))
+
+    stand_in = _stand_in(reference, own_counts, None, Guard())
+    assert type(stand_in([1, 1, 2])) is Counter  # equal: the student's own object
+    assert stand_in.__defaults__ is None and stand_in.__kwdefaults__ is None
+
+    def wrong(ids):
+        return {}
+
+    assert _stand_in(reference, wrong, None, Guard())([1, 2]) == {(1, 2): 1}
+
+    def refuses(mask):
+        raise TypeError("a bool mask, please")
+
+    assert _stand_in(refuses, lambda mask: "mine", None, Guard())(0.5) == "mine"

@@ -48,6 +48,7 @@ _TORCH_ATTENTION = [
     "torch.nn.functional:scaled_dot_product_attention",
     "torch.nn.functional:multi_head_attention_forward",
     "torch.nn:MultiheadAttention",
+    "torch:_native_multi_head_attention",
 ]
 _FORBID = _LLMKIT + _TORCH_ATTENTION
 _TORCH_LAYERS = [

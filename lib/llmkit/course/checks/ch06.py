@@ -168,6 +168,7 @@ CROSS_ATTENTION = Exercise(
         "torch.nn.functional:scaled_dot_product_attention",
         "torch.nn.functional:multi_head_attention_forward",
         "torch.nn:MultiheadAttention",
+        "torch:_native_multi_head_attention",
     ],
     # (b, t, s, heads, head_dim, masked): one position each; t < s; t == s; t > s
     fixed=_Fresh(

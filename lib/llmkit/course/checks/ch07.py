@@ -41,6 +41,11 @@ _LSTSQ = [
     "scipy.linalg:lstsq",
     "scipy.stats:linregress",
     "scipy.optimize:curve_fit",
+    "scipy.optimize:least_squares",
+    "scipy.sparse.linalg:lsqr",
+    "numpy.linalg:pinv",
+    "torch.linalg:lstsq",
+    "torch.linalg:pinv",
 ]
 
 

@@ -179,7 +179,19 @@ class _BlockReferences(importlib.abc.MetaPathFinder):
         return None
 
 
-_TABLES: dict[tuple[str, ...], tuple[dict, dict, dict, dict]] = {}
+_TABLES: dict[tuple[str, ...], tuple[dict, dict, dict, dict, dict]] = {}
+#: Off limits in every exercise: what would switch the guard or the time limit off,
+#: or run code where the guard cannot see it.
+_ALWAYS = [
+    "sys:setprofile",
+    "sys:settrace",
+    "threading:setprofile",
+    "threading:settrace",
+    "_thread:start_new_thread",
+    "signal:setitimer",
+    "signal:signal",
+    "signal:alarm",
+]
 
 
 class Guard:
@@ -199,16 +211,28 @@ class Guard:
         self._codes: dict[tuple[str, int, str], str] = {}
         self._builtins: dict[int, str] = {}
         self._torch_names: dict[str, str] = {}
+        self._folders: dict[str, str] = {}
         self._real_cache: dict[str, str | None] = {}
         self._stash: dict[str, types.ModuleType] = {}
-        self._hook = self._profile  # one bound method, so that it can be recognised
         key = tuple(forbid)
         if key not in _TABLES:
             for name in forbid:
                 self._add(name)
             self._add(REFERENCE_PACKAGE, label="the checks' reference code")
-            _TABLES[key] = (self._files, self._codes, self._builtins, self._torch_names)
-        self._files, self._codes, self._builtins, self._torch_names = _TABLES[key]
+            for name in _ALWAYS:
+                self._add(name, label=f"{name.replace(':', '.')} (it would blind the check)")
+            if importlib.util.find_spec("transformers") is not None:
+                self._add("transformers", label="transformers (no exercise needs it)")
+            _TABLES[key] = (
+                self._files,
+                self._codes,
+                self._builtins,
+                self._torch_names,
+                self._folders,
+            )
+        tables = _TABLES[key]
+        self._files, self._codes, self._builtins, self._torch_names, self._folders = tables
+        self._hook = self._make_hook()
 
     # -- what is forbidden
     def _add(self, name: str, label: str | None = None) -> None:
@@ -218,13 +242,11 @@ class Guard:
         except (ImportError, AttributeError) as exc:
             raise ValueError(f"forbid: cannot find {name!r} ({exc})") from None
         if isinstance(obj, types.ModuleType):
-            paths = [getattr(obj, "__file__", None)]
-            if hasattr(obj, "__path__"):  # a package: every file under it
-                for info in pkgutil.walk_packages(obj.__path__, obj.__name__ + "."):
-                    spec = importlib.util.find_spec(info.name)
-                    paths.append(spec.origin if spec else None)
-            for p in filter(None, paths):
-                self._files[_real(p)] = label
+            if hasattr(obj, "__path__"):  # a package: every file under its folders
+                for folder in obj.__path__:
+                    self._folders[_real(folder) + os.sep] = label
+            elif getattr(obj, "__file__", None):
+                self._files[_real(obj.__file__)] = label
             return
         functions = list(_functions_of(obj))
         for f in functions:
@@ -243,21 +265,29 @@ class Guard:
             real = self._real_cache[filename] = _real(filename)
         return real
 
-    def _profile(self, frame, event, arg):  # noqa: ANN001
-        if self._suspended:
-            return
-        if event == "call":
-            code = frame.f_code
-            real = self._where(code.co_filename)
-            label = self._files.get(real) or self._codes.get(
-                (real, code.co_firstlineno, code.co_name)
-            )
-            if label:
-                self.touch(label)
-        elif event == "c_call":
-            label = self._builtins.get(id(arg))
-            if label:
-                self.touch(label)
+    def _make_hook(self):
+        """The profile function: a closure, so that ``sys.getprofile()`` does not hand
+        the student's code this guard (and its ``suspended``)."""
+        files, codes, builtins, folders = self._files, self._codes, self._builtins, self._folders
+        where, touch, state = self._where, self.touch, self
+
+        def hook(frame, event, arg):  # noqa: ANN001
+            if state._suspended:
+                return
+            if event == "call":
+                code = frame.f_code
+                real = where(code.co_filename)
+                label = files.get(real) or codes.get((real, code.co_firstlineno, code.co_name))
+                if label is None and folders:
+                    label = next((v for k, v in folders.items() if real.startswith(k)), None)
+                if label:
+                    touch(label)
+            elif event == "c_call":
+                label = builtins.get(id(arg))
+                if label:
+                    touch(label)
+
+        return hook
 
     def touch(self, label: str) -> None:
         if self._suspended:
@@ -302,15 +332,19 @@ class Guard:
             self._mode.__enter__()
         self._old_profile = sys.getprofile()
         self._old_thread_profile = threading.getprofile()
+        self._suspended += 1  # the guard's own calls are not the student's
         sys.setprofile(self._hook)
         threading.setprofile(self._hook)
+        self._suspended -= 1
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._suspended += 1  # the guard's own calls below are not the student's
         if sys.getprofile() is not self._hook and self.touched is None:
             self.switched_off = True
         sys.setprofile(self._old_profile)
         threading.setprofile(self._old_thread_profile)
+        self._suspended -= 1
         if self._mode is not None:
             self._mode.__exit__(None, None, None)
         if self._finder in sys.meta_path:
@@ -320,6 +354,30 @@ class Guard:
         parent = sys.modules.get(REFERENCE_PACKAGE.rpartition(".")[0])
         if parent is not None and self._parent_attr is not None:
             parent.__dict__["reference"] = self._parent_attr
+
+
+def _stand_in(reference: Any, own: Any, signature: Any, guard: Guard) -> Callable[..., Any]:
+    """The student's earlier helper while a later exercise is checked: the reference's
+    value (so a wrong helper costs its own points only), but the student's own object
+    when it equals that value (a ``Counter`` stays a ``Counter``), and the student's
+    own helper where the reference does not apply (another signature, or inputs it
+    refuses, such as a float mask)."""
+
+    def stand_in(*args: Any, **kwargs: Any) -> Any:
+        try:
+            if signature is not None:
+                signature.bind(*args, **kwargs)
+            with guard.suspended():
+                expected = reference(*copy.deepcopy(args), **copy.deepcopy(kwargs))
+        except Exception:  # noqa: BLE001 - the reference does not apply here
+            return own(*args, **kwargs)
+        try:
+            mine = own(*args, **kwargs)
+        except Exception:  # noqa: BLE001 - a broken helper: the reference stands in
+            return expected
+        return mine if compare(mine, expected, dtype=False) is None else expected
+
+    return stand_in
 
 
 @contextmanager
@@ -396,7 +454,7 @@ def compare(
     if _is_tensor(expected):
         if not _is_tensor(got):
             return f"{what} should be a tensor, not {type(got).__name__}"
-        if type(got).__module__.split(".")[0] != type(expected).__module__.split(".")[0]:
+        if type(got) is not type(expected):  # no subclass computing its values later
             return f"{what} should be a {type(expected).__name__}, not {type(got).__name__}"
         if tuple(got.shape) != tuple(expected.shape):
             return f"{what} has shape {tuple(got.shape)}, expected {tuple(expected.shape)}"
@@ -425,7 +483,8 @@ def compare(
     if expected is None:
         return None if got is None else f"{what} is {show(got)}, expected None"
     if isinstance(expected, float | int) and not isinstance(expected, bool):
-        if isinstance(got, bool) or not isinstance(got, int | float):
+        plain = type(got).__module__ in ("builtins", "numpy")  # not a lazy subclass
+        if isinstance(got, bool) or not isinstance(got, int | float) or not plain:
             return f"{what} should be a number, not {type(got).__name__}"
         if isinstance(expected, int) and isinstance(got, float) and not got.is_integer():
             return f"{what} is {got!r}, expected {expected!r}"
@@ -454,7 +513,11 @@ def compare(
             if not isinstance(got, set | frozenset):
                 return f"{what} should be a set, not {type(got).__name__}"
             return None if got == expected else f"{what} differs"
-        if not isinstance(got, Sequence) or isinstance(got, str | bytes):
+        if (
+            not isinstance(got, Sequence)
+            or isinstance(got, str | bytes)
+            or type(got).__module__ != "builtins"
+        ):
             return f"{what} should be a {type(expected).__name__}, not {type(got).__name__}"
         if len(got) != len(expected):
             return f"{what} has length {len(got)}, expected {len(expected)}"
@@ -700,16 +763,7 @@ class Exercise:
                 except (TypeError, ValueError):
                     signature = None
 
-                def stand_in(*args, _ref=reference, _own=g[name], _sig=signature, **kwargs):
-                    try:
-                        if _sig is not None:
-                            _sig.bind(*args, **kwargs)
-                    except TypeError:  # the student's own extended signature: their code
-                        return _own(*args, **kwargs)
-                    with guard.suspended():
-                        return _ref(*args, **kwargs)
-
-                g[name] = stand_in
+                g[name] = _stand_in(reference, g[name], signature, guard)
 
         def undo() -> None:
             g.update(saved)

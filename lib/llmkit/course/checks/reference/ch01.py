@@ -6,7 +6,27 @@ import re
 
 import torch
 
-from llmkit.tokenizers import GPT2_SPLIT_PATTERN, get_pair_counts, merge
+from llmkit.tokenizers import GPT2_SPLIT_PATTERN
+
+
+def _count(ids: list[int]) -> dict[tuple[int, int], int]:
+    """Adjacent pairs and their counts (the slips' own, so they use no llmkit code)."""
+    counts: dict[tuple[int, int], int] = {}
+    for pair in zip(ids, ids[1:], strict=False):
+        counts[pair] = counts.get(pair, 0) + 1
+    return counts
+
+
+def _merge(ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
+    out, i = [], 0
+    while i < len(ids):
+        if i + 1 < len(ids) and (ids[i], ids[i + 1]) == pair:
+            out.append(new_id)
+            i += 2
+        else:
+            out.append(ids[i])
+            i += 1
+    return out
 
 
 def bigram_counts_transposed(ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
@@ -64,14 +84,14 @@ def encode_by_frequency(data: bytes, merges: dict[tuple[int, int], int]) -> list
         if not counts:
             return ids
         pair = max(counts, key=lambda p: (counts[p], -merges[p]))
-        ids = merge(ids, pair, merges[pair])
+        ids = _merge(ids, pair, merges[pair])
 
 
 def encode_in_dict_order(data: bytes, merges: dict[tuple[int, int], int]) -> list[int]:
     """Applies the merges once each, in the dict's order."""
     ids = list(data)
     for pair, new_id in merges.items():
-        ids = merge(ids, pair, new_id)
+        ids = _merge(ids, pair, new_id)
     return ids
 
 
@@ -90,7 +110,7 @@ def _train(text: str, vocab_size: int, tie, min_count: int, chunked: bool = True
     for k in range(vocab_size - 256):
         counts: dict[tuple[int, int], int] = {}
         for ids in chunks:
-            for pair, c in get_pair_counts(ids).items():
+            for pair, c in _count(ids).items():
                 counts[pair] = counts.get(pair, 0) + c
         if not counts:
             break
@@ -98,7 +118,7 @@ def _train(text: str, vocab_size: int, tie, min_count: int, chunked: bool = True
         if counts[pair] < min_count:
             break
         merges.append(pair)
-        chunks = [merge(ids, pair, 256 + k) for ids in chunks]
+        chunks = [_merge(ids, pair, 256 + k) for ids in chunks]
     return merges
 
 
