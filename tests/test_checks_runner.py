@@ -230,7 +230,7 @@ def test_the_guard_is_not_reachable_through_the_profile_hook():
         "import signal\n    signal.setitimer(signal.ITIMER_REAL, 0)",
         "import threading\n    threading.setprofile(None)",
         "import _thread\n    _thread.start_new_thread(print, ())",
-        "from transformers.utils import is_torch_available\n    is_torch_available()",
+        "from transformers.utils.generic import to_py_obj\n    to_py_obj(1)",
     ],
     ids=["signal", "threading.setprofile", "_thread", "transformers"],
 )
