@@ -24,8 +24,9 @@ The pieces of a decoder-only transformer, each small enough to read in one sitti
   key/value sharing of grouped-query attention).
 
 Shapes use einops-style names: ``b`` batch, ``t`` query positions, ``s`` key positions,
-``h`` heads, ``g`` key/value heads (grouped-query attention), ``d`` head width. Masks are boolean with ``True`` = "may attend", the convention
-of :func:`torch.nn.functional.scaled_dot_product_attention`.
+``h`` heads, ``g`` key/value heads (grouped-query attention), ``d`` head width. Masks are
+boolean with ``True`` = "may attend", the convention of
+:func:`torch.nn.functional.scaled_dot_product_attention`.
 """
 
 from __future__ import annotations
