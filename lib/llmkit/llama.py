@@ -553,18 +553,24 @@ class Llama(nn.Module):
 
     @classmethod
     def from_state_dict(cls, state_dict: Mapping[str, torch.Tensor], config: LlamaConfig) -> Llama:
-        """A model with ``config`` and these weights (llmkit's key names; the dtype and
-        device of ``wte.weight``). ``lm_head.weight`` is absent or ignored when tied."""
-        model = cls(config)
+        """A model with ``config`` whose parameters are the tensors of ``state_dict``.
+
+        Keys are llmkit's (``wte.weight``, ``blocks.0.attn.q_proj.weight``, ...); with a tied
+        config ``lm_head.weight`` may be absent (it is ignored if present). The model takes
+        the tensors' dtype and device. Nothing is initialised randomly first (the model is
+        built on the ``meta`` device and the tensors assigned), so loading is fast.
+        """
         sd = dict(state_dict)
         if config.tie_embeddings:
             sd.pop("lm_head.weight", None)
-        wte = sd["wte.weight"]
-        model.to(dtype=wte.dtype, device=wte.device)
-        missing, unexpected = model.load_state_dict(sd, strict=False)
+        with torch.device("meta"):
+            model = cls(config)
+        missing, unexpected = model.load_state_dict(sd, strict=False, assign=True)
         missing = [k for k in missing if not (config.tie_embeddings and k == "lm_head.weight")]
         if missing or unexpected:
             raise ValueError(f"state dict mismatch: missing {missing}, unexpected {unexpected}")
+        if config.tie_embeddings:
+            model.lm_head.weight = model.wte.weight
         return model
 
 
