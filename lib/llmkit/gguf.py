@@ -29,6 +29,7 @@ llama.cpp (and ``transformers`` on the same file) computes with.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from collections.abc import Mapping
@@ -37,7 +38,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from llmkit.llama import Llama, LlamaConfig
+from llmkit import validate
+from llmkit.llama import Llama, LlamaConfig, permute_qk
+from llmkit.nn import ROPE_LAYOUTS
 
 __all__ = [
     "TENSOR_NAMES",
@@ -200,22 +203,36 @@ def llama_state_dict(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Ten
 
 
 def load_llama(
-    path: str | os.PathLike[str], dtype: torch.dtype = torch.float32
+    path: str | os.PathLike[str],
+    dtype: torch.dtype = torch.float32,
+    rope_layout: str = "adjacent",
 ) -> tuple[Llama, dict[str, Any]]:
     """Build a :class:`~llmkit.llama.Llama` from a ``llama``-architecture GGUF file.
 
     Args:
         path: the ``.gguf`` file.
         dtype: the model's dtype (the weights are dequantized to float32 first).
+        rope_layout: ``"adjacent"`` (default), the layout of the file's weights, loaded as
+            they are; or ``"rotate_half"``: the query and key projections are permuted
+            (:func:`~llmkit.llama.permute_qk`), as ``transformers`` does with the same file.
+            Same logits up to float32 rounding (the sums run in another order); with
+            ``"rotate_half"`` they are bit for bit those of ``transformers``.
     Returns:
-        ``(model, metadata)``: the model in evaluation mode on the CPU, with
-        ``rope_layout="adjacent"``, and :func:`read_metadata`'s dict.
+        ``(model, metadata)``: the model in evaluation mode on the CPU and
+        :func:`read_metadata`'s dict.
     """
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise TypeError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
+    validate.one_of("rope_layout", rope_layout, ROPE_LAYOUTS)
     reader = _reader(path)
     metadata = _metadata(reader)
     config = config_from_metadata(metadata, {t.name for t in reader.tensors})
     state = llama_state_dict(_tensors(reader))
+    if rope_layout != config.rope_layout:
+        config = dataclasses.replace(config, rope_layout=rope_layout)
+        for i in range(config.n_layer):
+            for name, heads in (("q_proj", config.n_head), ("k_proj", config.n_kv_head)):
+                key = f"blocks.{i}.attn.{name}.weight"
+                state[key] = permute_qk(state[key], heads, to=rope_layout)
     model = Llama.from_state_dict(state, config)
     return model.to(dtype).eval(), metadata
