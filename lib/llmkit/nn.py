@@ -693,13 +693,18 @@ def rope_angles(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Cosines and sines of the rotation angles ``position * theta_i``.
 
+    Computed in ``inv_freq``'s dtype (float32 for a model, as in ``transformers``: at
+    position 8,000 an angle is then off by up to about 5e-4 rad; pass float64 frequencies
+    for exact angles).
+
     Args:
         positions: ``(t,)`` (or any ``(...)``) integer positions.
         inv_freq: ``(head_dim // 2,)`` from :func:`rope_frequencies`.
     Returns:
-        ``cos, sin``, each ``(t, head_dim // 2)`` (``(..., head_dim // 2)``), float32.
+        ``cos, sin``, each ``(t, head_dim // 2)`` (``(..., head_dim // 2)``), in
+        ``inv_freq``'s dtype.
     """
-    angles = positions.float()[..., None] * inv_freq.float()  # (t, d/2)
+    angles = positions.to(inv_freq.dtype)[..., None] * inv_freq  # (t, d/2)
     return angles.cos(), angles.sin()
 
 
