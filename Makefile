@@ -88,6 +88,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_gpt.py --skip-generate --n-layer 6 --n-head 6 --d-model 384 \
 		--block-size 256 --batch-size 8 --steps 5
 	$(BIN)/python bench/bench_gpt.py --skip-train
+	$(BIN)/python bench/bench_smollm2.py
 
 # Write the exact versions of the current environment into constraints.txt.
 lock: $(STAMP)
