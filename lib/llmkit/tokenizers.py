@@ -1221,8 +1221,11 @@ class BPETokenizer:
         return _bpe_merge_hf(ids, self._ranks)
 
     def _encode_ordinary(self, text: str, out: list[int]) -> None:
+        self._encode_chunks(self._pat.findall(text), out)
+
+    def _encode_chunks(self, chunks: Iterable[str], out: list[int]) -> None:
         cache = self._cache
-        for chunk in self._pat.findall(text):
+        for chunk in chunks:
             ids = cache.get(chunk)
             if ids is None:
                 ids = self._encode_chunk(chunk)
@@ -1259,28 +1262,41 @@ class BPETokenizer:
         self._encode(text, self._allowed(allowed_special), out)
         return out
 
-    def _safe_cut(self, buf: str, allowed: frozenset[str], longest_special: int) -> int:
-        """A position of ``buf`` before which the ids cannot change, whatever follows.
+    def _stream_step(
+        self, buf: str, allowed: frozenset[str], longest_special: int, out: list[int]
+    ) -> int:
+        """Encode the part of ``buf`` whose ids cannot change whatever text follows;
+        return where the rest (to be kept for the next line) begins.
 
         Held back: a tail that may start a special token, and the last chunk of the last
-        ordinary text (more text may extend it: a run of letters or of spaces).
+        ordinary text (more text may extend it: a run of letters or of spaces). The
+        chunks before it are those of ``buf`` itself, not of the truncated text (a run
+        of spaces splits differently at the end of a text).
         """
         n = len(buf)
         cut = n
         if allowed:
-            for j in range(max(0, n - longest_special + 1), n):
+            lo = max(0, n - longest_special + 1)
+            inside = set()  # positions inside a special token matched across them
+            for m in self._splitter(allowed).finditer(buf, max(0, lo - longest_special)):
+                inside.update(range(m.start() + 1, m.end()))
+            for j in range(lo, n):
                 tail = buf[j:]
-                if any(s.startswith(tail) for s in allowed):
+                if j not in inside and any(s.startswith(tail) for s in allowed):
                     cut = j
                     break
-        start = 0
+        pos = 0
         if allowed:
             for m in self._splitter(allowed).finditer(buf, 0, cut):
-                start = m.end()
-        last = None
-        for last in self._pat.finditer(buf, start, cut):  # noqa: B007
-            pass
-        return cut if last is None else last.start()
+                if m.start() > pos:
+                    self._encode_ordinary(buf[pos : m.start()], out)
+                out.append(self.special_tokens[m.group()])
+                pos = m.end()
+        chunks = [m.group() for m in self._pat.finditer(buf, pos, cut)]
+        if not chunks:
+            return pos
+        self._encode_chunks(chunks[:-1], out)
+        return cut - len(chunks[-1])
 
     def encode_iterable(
         self, lines: Iterable[str], allowed_special: str | Iterable[str] = "all"
@@ -1303,12 +1319,10 @@ class BPETokenizer:
             if not isinstance(line, str):
                 raise TypeError(f"lines must hold str, got {type(line).__name__}")
             buf += line
-            cut = self._safe_cut(buf, allowed, longest)
-            if cut:
-                out: list[int] = []
-                self._encode(buf[:cut], allowed, out)
-                buf = buf[cut:]
-                yield from out
+            out: list[int] = []
+            rest = self._stream_step(buf, allowed, longest, out)
+            buf = buf[rest:]
+            yield from out
         out = []
         self._encode(buf, allowed, out)
         yield from out
