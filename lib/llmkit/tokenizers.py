@@ -1275,18 +1275,23 @@ class BPETokenizer:
         """
         n = len(buf)
         cut = n
+        has_special = False
         if allowed:
             lo = max(0, n - longest_special + 1)
-            inside = set()  # positions inside a special token matched across them
-            for m in self._splitter(allowed).finditer(buf, max(0, lo - longest_special)):
-                inside.update(range(m.start() + 1, m.end()))
-            for j in range(lo, n):
-                tail = buf[j:]
-                if j not in inside and any(s.startswith(tail) for s in allowed):
-                    cut = j
-                    break
+            firsts = {s[0] for s in allowed}
+            candidates = [j for j in range(lo, n) if buf[j] in firsts]
+            if candidates:
+                inside = set()  # positions inside a special token matched across them
+                for m in self._splitter(allowed).finditer(buf, max(0, lo - longest_special)):
+                    inside.update(range(m.start() + 1, m.end()))
+                for j in candidates:
+                    tail = buf[j:]
+                    if j not in inside and any(s.startswith(tail) for s in allowed):
+                        cut = j
+                        break
+            has_special = any(s in buf for s in allowed)
         pos = 0
-        if allowed:
+        if has_special:
             for m in self._splitter(allowed).finditer(buf, 0, cut):
                 if m.start() > pos:
                     self._encode_ordinary(buf[pos : m.start()], out)
