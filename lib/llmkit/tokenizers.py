@@ -24,6 +24,14 @@ and counts each *distinct* chunk once with its frequency. :meth:`BPETokenizer.tr
 updates the pair counts incrementally after each merge (only chunks that contain the
 merged pair are touched); :func:`train_bpe_naive` recounts everything after every merge
 and is kept as the readable reference -- both give identical merges.
+
+The same class also holds *pretrained* byte-level BPE tokenizers (GPT-2, SmolLM2, ...),
+whose ids need not follow the merge order: :meth:`BPETokenizer.from_vocab_merges` reads
+GPT-2-style ``vocab.json`` + ``merges.txt``, :meth:`BPETokenizer.from_gguf_metadata` the
+tokenizer fields of a GGUF file. Their pre-tokenisation rules are written with Unicode
+properties (:data:`GPT2_PATTERN`, :data:`SMOLLM_PATTERN`), which :func:`compile_pattern`
+translates for Python's ``re``, and they encode exactly like Hugging Face ``tokenizers``
+(the tests compare every text of the data mirror).
 """
 
 from __future__ import annotations
@@ -33,14 +41,20 @@ import json
 import operator
 import os
 import re
+import unicodedata
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from llmkit import validate
 
 __all__ = [
     "GPT2_SPLIT_PATTERN",
+    "GPT2_PATTERN",
+    "SMOLLM_PATTERN",
+    "PRETOKENIZER_PATTERNS",
+    "compile_pattern",
+    "bytes_to_unicode",
     "CharTokenizer",
     "BPETokenizer",
     "get_pair_counts",
@@ -49,6 +63,7 @@ __all__ = [
     "bpe_decode_bytes",
     "pretokenize",
     "train_bpe_naive",
+    "TIE_BREAKS",
 ]
 
 #: GPT-2's pre-tokenisation pattern, written for Python's standard ``re`` module.
@@ -73,7 +88,26 @@ __all__ = [
 #: to the input text.
 GPT2_SPLIT_PATTERN = r"'(?:[sdmt]|ll|ve|re)| ?[^\W\d_]+| ?\d+| ?(?:[^\s\w]|_)+|\s+(?!\S)|\s+"
 
+#: GPT-2's pre-tokenisation rule exactly as Hugging Face ``tokenizers`` (``ByteLevel``
+#: with ``use_regex=True``) and the ``regex`` package read it: ``\p{L}`` is any letter,
+#: ``\p{N}`` any number (decimal digits, ``²``, ``½``, ``Ⅻ``...), ``\s`` the Unicode
+#: ``White_Space`` property. Give it to :func:`compile_pattern` (the tokenizer does).
+GPT2_PATTERN = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
+
+#: SmolLM2's pre-tokenisation rule (GGUF ``tokenizer.ggml.pre = "smollm"``): every number
+#: character is a chunk of its own, and the rest is split by GPT-2's rule. Hugging Face
+#: writes it as ``Sequence([Digits(individual_digits=True), ByteLevel(use_regex=True)])``,
+#: llama.cpp as the two regexes ``\p{N}`` then GPT-2's. As one regex: ``\p{N}`` first, no
+#: `` ?\p{N}+`` (a space before a digit is not glued to it), and a whitespace run may end
+#: before a number as it may end before the end of the text: ``"a  12"`` is ``a``,
+#: ``"  "``, ``1``, ``2`` (GPT-2's rule gives ``a``, ``" "``, ``" 12"``).
+SMOLLM_PATTERN = r"\p{N}|'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?[^\s\p{L}\p{N}]+|\s+(?![^\s\p{N}])|\s+"
+
+#: The pre-tokenisation rules known by name, as GGUF's ``tokenizer.ggml.pre`` names them.
+PRETOKENIZER_PATTERNS: dict[str, str] = {"gpt2": GPT2_PATTERN, "smollm": SMOLLM_PATTERN}
+
 _N_BYTES = 256
+_FORMAT_VERSION_GENERAL = 2
 _FORMAT_BPE = "llmkit.BPETokenizer"
 _FORMAT_CHAR = "llmkit.CharTokenizer"
 _FORMAT_VERSION = 1
@@ -133,18 +167,186 @@ def _write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
     os.replace(tmp, path)
 
 
-def _read_json(path: str | os.PathLike[str], fmt: str) -> dict[str, Any]:
+def _read_json(
+    path: str | os.PathLike[str], fmt: str, versions: tuple[int, ...] = (_FORMAT_VERSION,)
+) -> dict[str, Any]:
     with open(path, encoding="utf-8") as f:
         obj = json.load(f)
     if not isinstance(obj, dict) or obj.get("format") != fmt:
         found = obj.get("format") if isinstance(obj, dict) else type(obj).__name__
         raise ValueError(f"{os.fspath(path)!r} is not a saved {fmt} (format is {found!r})")
-    if obj.get("version") != _FORMAT_VERSION:
+    if obj.get("version") not in versions:
         raise ValueError(
             f"{os.fspath(path)!r} has format version {obj.get('version')!r}; "
-            f"this llmkit reads version {_FORMAT_VERSION}"
+            f"this llmkit reads version {' or '.join(map(str, versions))}"
         )
     return obj
+
+
+# --------------------------------------------------------------------------------------
+# Pre-tokenisation patterns with Unicode properties, and GPT-2's byte <-> character map
+# --------------------------------------------------------------------------------------
+
+#: The Unicode ``White_Space`` property (what ``\s`` means in Hugging Face's Oniguruma and
+#: in the ``regex`` package). Python's ``\s`` also matches U+001C..U+001F.
+_WHITE_SPACE = (
+    "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007"
+    "\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+)
+_CLASS_CACHE: dict[str, str] = {}
+
+
+def _class_body(chars_or_ranges: Iterable[tuple[int, int]]) -> str:
+    parts = []
+    for lo, hi in chars_or_ranges:
+        a = f"\\U{lo:08x}"
+        parts.append(a if lo == hi else f"{a}-\\U{hi:08x}")
+    return "".join(parts)
+
+
+def _property_class(name: str) -> str:
+    """The body of a ``re`` character class for ``\\p{name}`` (a general category or its
+    first letter, e.g. ``L``, ``N``, ``Lu``), from :mod:`unicodedata`."""
+    body = _CLASS_CACHE.get(name)
+    if body is None:
+        cat = unicodedata.category
+        ranges: list[tuple[int, int]] = []
+        for cp in range(0x110000):
+            if cat(chr(cp)).startswith(name):
+                if ranges and ranges[-1][1] == cp - 1:
+                    ranges[-1] = (ranges[-1][0], cp)
+                else:
+                    ranges.append((cp, cp))
+        if not ranges:
+            raise ValueError(f"unknown Unicode property \\p{{{name}}}")
+        body = _CLASS_CACHE[name] = _class_body(ranges)
+    return body
+
+
+def compile_pattern(pattern: str) -> re.Pattern[str]:
+    r"""Compile a pre-tokenisation pattern for Python's ``re``.
+
+    A pattern without ``\p{...}`` is compiled as it is (the course's
+    :data:`GPT2_SPLIT_PATTERN`). A pattern with ``\p{...}`` is read as Hugging Face's
+    ``tokenizers`` (Oniguruma) and the ``regex`` package read it: ``\p{X}`` is the Unicode
+    general category ``X`` (``L``, ``N``, ``Lu``...), ``\s``/``\S`` the ``White_Space``
+    property and its complement. They are rewritten as explicit character classes (the
+    categories from :mod:`unicodedata`), inside ``[...]`` as well as outside.
+    """
+    if "\\p{" not in pattern:
+        return re.compile(pattern)
+    ws = "".join(f"\\U{ord(c):08x}" for c in _WHITE_SPACE)
+    out: list[str] = []
+    i, n, in_class = 0, len(pattern), False
+    while i < n:
+        c = pattern[i]
+        if c == "\\" and i + 1 < n:
+            e = pattern[i + 1]
+            if e == "p" and pattern.startswith("{", i + 2):
+                end = pattern.index("}", i + 3)
+                body = _property_class(pattern[i + 3 : end])
+                out.append(body if in_class else f"[{body}]")
+                i = end + 1
+                continue
+            if e == "P":
+                raise ValueError(r"\P{...} is not supported; write [^\p{...}]")
+            if e == "s":
+                out.append(ws if in_class else f"[{ws}]")
+            elif e == "S":
+                if in_class:
+                    raise ValueError(r"\S inside [...] is not supported in a \p{...} pattern")
+                out.append(f"[^{ws}]")
+            else:
+                out.append(pattern[i : i + 2])
+            i += 2
+            continue
+        if c == "[" and not in_class:
+            in_class = True
+            out.append(c)
+            if pattern.startswith("^", i + 1):  # a "]" right after "[" or "[^" is literal
+                out.append("^")
+                i += 1
+            if pattern.startswith("]", i + 1):
+                out.append("\\]")
+                i += 1
+        elif c == "]" and in_class:
+            in_class = False
+            out.append(c)
+        else:
+            out.append(c)
+        i += 1
+    return re.compile("".join(out))
+
+
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's map from each byte to a printable character (``vocab.json``, GGUF tokens).
+
+    The 188 bytes that are printable Latin-1 characters (``!``..``~``, ``¡``..``¬``,
+    ``®``..``ÿ``) stand for themselves; the other 68 (space, control characters...) get
+    the characters U+0100 onwards in byte order, so a space is ``Ġ`` and ``\\n`` is ``Ċ``.
+    """
+    keep = [*range(0x21, 0x7F), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
+    out = {b: chr(b) for b in keep}
+    n = 0
+    for b in range(_N_BYTES):
+        if b not in out:
+            out[b] = chr(_N_BYTES + n)
+            n += 1
+    return dict(sorted(out.items()))
+
+
+def _bpe_merge_hf(ids: list[int], ranks: Mapping[tuple[int, int], tuple[int, int]]) -> list[int]:
+    """Apply merges to one chunk exactly as Hugging Face ``tokenizers`` does.
+
+    ``ranks[(a, b)] = (rank, new_id)``. A heap holds the mergeable adjacent pairs by
+    (rank, position); the lowest rank is merged first, the leftmost among equal ranks,
+    and the pairs it forms with its neighbours are pushed. For merges learned in order
+    this is what :func:`bpe_encode_chunk` computes; it also gives Hugging Face's answer
+    for merge lists in any order.
+    """
+    n = len(ids)
+    if n < 2:
+        return ids
+    get = ranks.get
+    heap = []
+    for i in range(n - 1):
+        m = get((ids[i], ids[i + 1]))
+        if m is not None:
+            heap.append((m[0], i, m[1]))
+    if not heap:
+        return ids
+    sym = list(ids)
+    nxt = list(range(1, n + 1))
+    nxt[-1] = -1
+    prv = list(range(-1, n - 1))
+    alive = [True] * n
+    heapq.heapify(heap)
+    pop, push = heapq.heappop, heapq.heappush
+    while heap:
+        _, pos, new_id = pop(heap)
+        if not alive[pos]:
+            continue
+        j = nxt[pos]
+        if j < 0:
+            continue
+        m = get((sym[pos], sym[j]))
+        if m is None or m[1] != new_id:  # a stale entry
+            continue
+        sym[pos] = new_id
+        alive[j] = False
+        k = nxt[j]
+        nxt[pos] = k
+        if k >= 0:
+            prv[k] = pos
+            m = get((new_id, sym[k]))
+            if m is not None:
+                push(heap, (m[0], pos, m[1]))
+        p = prv[pos]
+        if p >= 0:
+            m = get((sym[p], new_id))
+            if m is not None:
+                push(heap, (m[0], p, m[1]))
+    return [s for s, a in zip(sym, alive, strict=True) if a]
 
 
 # --------------------------------------------------------------------------------------
@@ -372,7 +574,7 @@ def pretokenize(text: str, pattern: str | re.Pattern[str] = GPT2_SPLIT_PATTERN) 
     >>> pretokenize("Hello, world!  It's 2024.")
     ['Hello', ',', ' world', '!', ' ', ' It', "'s", ' 2024', '.']
     """
-    pat = re.compile(pattern) if isinstance(pattern, str) else pattern
+    pat = compile_pattern(pattern) if isinstance(pattern, str) else pattern
     return pat.findall(text)
 
 
@@ -419,11 +621,49 @@ def _chunk_table(
     return [(list(_utf8(chunk, "text")), freq) for chunk, freq in sorted(counts.items())]
 
 
-def _best_pair(counts: Mapping[tuple[int, int], int]) -> tuple[tuple[int, int], int] | None:
-    """Highest count; among equal counts the smallest pair. ``None`` if no pairs."""
+#: How training breaks ties between equally frequent pairs: ``"smallest"`` (the pair of
+#: smallest ids, comparing ``(id_a, id_b)``; the course's default) or
+#: ``"greatest_bytes"`` (the lexicographically greatest pair of byte strings, comparing
+#: ``(bytes_a, bytes_b)``; the convention of, e.g., Stanford CS336's BPE assignment).
+TIE_BREAKS = ("smallest", "greatest_bytes")
+
+
+def _check_tie_break(tie_break: str) -> str:
+    validate.one_of("tie_break", tie_break, TIE_BREAKS)
+    return tie_break
+
+
+class _Desc:
+    """Wraps a value so that ``heapq`` (a min-heap) pops the greatest first."""
+
+    __slots__ = ("v",)
+
+    def __init__(self, v: Any) -> None:
+        self.v = v
+
+    def __lt__(self, other: _Desc) -> bool:
+        return self.v > other.v
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Desc) and self.v == other.v
+
+
+def _best_pair(
+    counts: Mapping[tuple[int, int], int],
+    tie_break: str = "smallest",
+    vocab: Mapping[int, bytes] | None = None,
+) -> tuple[tuple[int, int], int] | None:
+    """Highest count; among equal counts the smallest pair (or, with
+    ``tie_break="greatest_bytes"``, the greatest ``(vocab[a], vocab[b])``). ``None`` if
+    no pairs."""
     if not counts:
         return None
-    return min(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    if tie_break == "smallest":
+        return min(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    assert vocab is not None
+    top = max(counts.values())
+    best = max((p for p, c in counts.items() if c == top), key=lambda p: (vocab[p[0]], vocab[p[1]]))
+    return best, top
 
 
 def train_bpe_naive(
@@ -431,39 +671,46 @@ def train_bpe_naive(
     vocab_size: int,
     special_tokens: Sequence[str] = (),
     pattern: str = GPT2_SPLIT_PATTERN,
+    tie_break: str = "smallest",
 ) -> list[tuple[int, int]]:
     """The straightforward BPE trainer: recount every pair after every merge.
 
     Same rules and result as :meth:`BPETokenizer.train` (which should be used in
     practice): pre-tokenise, count the distinct chunks, then repeat ``vocab_size - 256 -
     len(special_tokens)`` times: count all adjacent pairs over the chunk table (weighted
-    by chunk frequency), pick the most frequent (ties: the smallest pair), give it the
-    next id, and merge it in every chunk. Stops early if no pair occurs at least twice.
+    by chunk frequency), pick the most frequent (ties: see :data:`TIE_BREAKS`), give it
+    the next id, and merge it in every chunk. Stops early if no pair occurs at least twice.
 
     Returns:
         the merges, in the order learned; merge ``k`` creates id ``256 + k``.
     """
     specials = _check_special_tokens(special_tokens)
     n_merges = _check_vocab_size(vocab_size, len(specials))
-    words = _chunk_table(text, specials, re.compile(pattern))
+    tie_break = _check_tie_break(tie_break)
+    words = _chunk_table(text, specials, compile_pattern(pattern))
+    vocab = {i: bytes([i]) for i in range(_N_BYTES)}
     merges: list[tuple[int, int]] = []
     for k in range(n_merges):
         counts: dict[tuple[int, int], int] = {}
         for ids, freq in words:
             for pair in zip(ids, ids[1:], strict=False):
                 counts[pair] = counts.get(pair, 0) + freq
-        best = _best_pair(counts)
+        best = _best_pair(counts, tie_break, vocab)
         if best is None or best[1] < 2:
             break
         pair = best[0]
         new_id = _N_BYTES + k
+        vocab[new_id] = vocab[pair[0]] + vocab[pair[1]]
         words = [(merge(ids, pair, new_id), freq) for ids, freq in words]
         merges.append(pair)
     return merges
 
 
 def _train_incremental(
-    words: list[tuple[list[int], int]], n_merges: int, progress: bool = False
+    words: list[tuple[list[int], int]],
+    n_merges: int,
+    progress: bool = False,
+    tie_break: str = "smallest",
 ) -> tuple[list[tuple[int, int]], list[int]]:
     """BPE training with incremental pair counts.
 
@@ -471,10 +718,22 @@ def _train_incremental(
     (overlapping occurrences included) in the training chunks when it was merged.
 
     State: ``counts[pair]`` (weighted by chunk frequency), ``where[pair]`` (the set of
-    chunks containing the pair) and a max-heap of ``(-count, pair)`` with lazy deletion
-    (an entry is stale when its count differs from ``counts``). A merge only re-reads the
-    chunks in ``where[pair]``: it subtracts their old pairs and adds their new ones.
+    chunks containing the pair) and a max-heap of ``(-count, tie key, pair)`` with lazy
+    deletion (an entry is stale when its count differs from ``counts``). A merge only
+    re-reads the chunks in ``where[pair]``: it subtracts their old pairs and adds their
+    new ones. The tie key is the pair itself (``tie_break="smallest"``) or its byte strings
+    in reverse order (``"greatest_bytes"``).
     """
+    vocab = {i: bytes([i]) for i in range(_N_BYTES)}
+    if tie_break == "smallest":
+
+        def entry(c: int, pair: tuple[int, int]) -> tuple[Any, ...]:
+            return (-c, pair, pair)
+    else:
+
+        def entry(c: int, pair: tuple[int, int]) -> tuple[Any, ...]:
+            return (-c, _Desc((vocab[pair[0]], vocab[pair[1]])), pair)
+
     seqs = [ids for ids, _ in words]
     freqs = [freq for _, freq in words]
     counts: dict[tuple[int, int], int] = defaultdict(int)
@@ -483,7 +742,7 @@ def _train_incremental(
         for pair in zip(ids, ids[1:], strict=False):
             counts[pair] += freq
             where[pair].add(w)
-    heap = [(-c, pair) for pair, c in counts.items()]
+    heap = [entry(c, pair) for pair, c in counts.items()]
     heapq.heapify(heap)
 
     bar = None
@@ -496,12 +755,13 @@ def _train_incremental(
     merge_counts: list[int] = []
     while len(merges) < n_merges:
         # Pop stale entries until the top of the heap is the true best pair.
-        while heap and counts.get(heap[0][1], 0) != -heap[0][0]:
+        while heap and counts.get(heap[0][2], 0) != -heap[0][0]:
             heapq.heappop(heap)
         if not heap or -heap[0][0] < 2:
             break
-        negative_count, pair = heapq.heappop(heap)
+        negative_count, _, pair = heapq.heappop(heap)
         new_id = _N_BYTES + len(merges)
+        vocab[new_id] = vocab[pair[0]] + vocab[pair[1]]
         merges.append(pair)
         merge_counts.append(-negative_count)
 
@@ -529,7 +789,7 @@ def _train_incremental(
             c = counts[p] + d
             if c > 0:
                 counts[p] = c
-                heapq.heappush(heap, (-c, p))
+                heapq.heappush(heap, entry(c, p))
             else:
                 del counts[p]
                 where.pop(p, None)
@@ -546,16 +806,22 @@ def _train_incremental(
 
 
 class BPETokenizer:
-    """Byte-level BPE tokenizer (GPT-2 style).
+    """Byte-level BPE tokenizer (GPT-2 style), trained here or pretrained.
 
-    Ids ``0..255`` are the bytes, ids ``256 .. 256+len(merges)-1`` the merges in the
-    order learned, and the special tokens come last.
+    A tokenizer trained by :meth:`train` (or built from a list of merges) has ids
+    ``0..255`` for the bytes, ids ``256 .. 256+len(merges)-1`` for the merges in the order
+    learned, and the special tokens last. A pretrained one (:meth:`from_vocab_merges`,
+    :meth:`from_gguf_metadata`) keeps its own ids, which need not follow that order, and
+    may lack some byte tokens (a byte without a token is dropped from the input, as
+    Hugging Face ``tokenizers`` drops it when there is no unknown token).
 
     Attributes:
-        merges: ``list[(id_a, id_b)]``; merge ``k`` creates id ``256 + k``.
+        merges: ``list[(id_a, id_b)]`` in rank order (the first is applied first).
+        merge_ids: the id each merge creates; ``256 + k`` for a trained tokenizer.
         vocab: ``{id: bytes}`` for every id, special tokens included (as their UTF-8).
         special_tokens: ``{text: id}``.
-        pattern: the pre-tokenisation regular expression (Python ``re`` syntax).
+        pattern: the pre-tokenisation regular expression (see :func:`compile_pattern`).
+        bos_token_id, eos_token_id, pad_token_id: ``None`` unless the source gives them.
         merge_counts: after :meth:`train`, how often each merged pair occurred in the
             training text when it was merged (non-increasing); empty for a tokenizer
             built from a list of merges or loaded from a file.
@@ -574,12 +840,8 @@ class BPETokenizer:
         pattern: str = GPT2_SPLIT_PATTERN,
     ) -> None:
         specials = _check_special_tokens(special_tokens)
-        if not isinstance(pattern, str):
-            raise TypeError(f"pattern must be a str, got {type(pattern).__name__}")
-        self.pattern = pattern
-        self._pat = re.compile(pattern)
-        self.merges: list[tuple[int, int]] = []
-        self.vocab: dict[int, bytes] = {i: bytes([i]) for i in range(_N_BYTES)}
+        vocab: dict[int, bytes] = {i: bytes([i]) for i in range(_N_BYTES)}
+        table: list[tuple[int, int, int]] = []
         for k, pair in enumerate(merges):
             if len(pair) != 2:
                 raise ValueError(f"merge {k} must be a pair of ids, got {pair!r}")
@@ -590,21 +852,265 @@ class BPETokenizer:
                     f"merge {k} {pair!r} uses an id outside [0, {new_id}): a merge may only "
                     "combine bytes and earlier merges"
                 )
-            self.merges.append((a, b))
-            self.vocab[new_id] = self.vocab[a] + self.vocab[b]
-        self._ranks: dict[tuple[int, int], int] = {
-            pair: _N_BYTES + k for k, pair in enumerate(self.merges)
-        }
-        if len(self._ranks) != len(self.merges):
-            raise ValueError("merges must be distinct")
-        base = _N_BYTES + len(self.merges)
-        self.special_tokens: dict[str, int] = {s: base + i for i, s in enumerate(specials)}
-        for s, i in self.special_tokens.items():
-            self.vocab[i] = s.encode("utf-8")
+            vocab[new_id] = vocab[a] + vocab[b]
+            table.append((a, b, new_id))
+        base = _N_BYTES + len(table)
+        self._setup(vocab, table, {s: base + i for i, s in enumerate(specials)}, pattern)
+
+    def _setup(
+        self,
+        vocab: Mapping[int, bytes],
+        table: Sequence[tuple[int, int, int]],
+        special_tokens: Mapping[str, int],
+        pattern: str,
+        bos_token_id: int | None = None,
+        eos_token_id: int | None = None,
+        pad_token_id: int | None = None,
+    ) -> None:
+        """Set every attribute from ordinary tokens ``{id: bytes}``, merges
+        ``(id_a, id_b, new_id)`` in rank order and special tokens ``{text: id}``."""
+        if not isinstance(pattern, str):
+            raise TypeError(f"pattern must be a str, got {type(pattern).__name__}")
+        self.pattern = pattern
+        self._pat = compile_pattern(pattern)
+        self.vocab: dict[int, bytes] = dict(vocab)
+        self.merges: list[tuple[int, int]] = [(a, b) for a, b, _ in table]
+        self.merge_ids: list[int] = [c for _, _, c in table]
+        self._ranks: dict[tuple[int, int], tuple[int, int]] = {}
+        for rank, (a, b, c) in enumerate(table):
+            if (a, b) in self._ranks:
+                raise ValueError(f"merges must be distinct: {(a, b)!r} occurs twice")
+            self._ranks[(a, b)] = (rank, c)
+        byte_ids = [-1] * _N_BYTES
+        for i, tb in self.vocab.items():
+            if len(tb) == 1 and byte_ids[tb[0]] < 0:
+                byte_ids[tb[0]] = i
+        self._byte_ids = byte_ids
+        self._bytes_are_ids = byte_ids == list(range(_N_BYTES))
+        self.special_tokens: dict[str, int] = {}
+        for text, i in special_tokens.items():
+            if i in self.vocab:
+                raise ValueError(f"special token {text!r} has id {i}, already an ordinary token")
+            self.special_tokens[text] = i
+            self.vocab[i] = text.encode("utf-8")
+        if len(set(self.special_tokens.values())) != len(self.special_tokens):
+            raise ValueError("special tokens must have distinct ids")
         self._special_by_id = {i: s for s, i in self.special_tokens.items()}
+        self._vocab_size = max(self.vocab) + 1 if self.vocab else 0
+        for name, value in (
+            ("bos_token_id", bos_token_id),
+            ("eos_token_id", eos_token_id),
+            ("pad_token_id", pad_token_id),
+        ):
+            if value is not None and value not in self.vocab:
+                raise ValueError(f"{name} {value} is not an id of the vocabulary")
+        self.bos_token_id = bos_token_id
+        self.eos_token_id = eos_token_id
+        self.pad_token_id = pad_token_id
         self._splitters: dict[frozenset[str], re.Pattern[str]] = {}
         self._cache: dict[str, list[int]] = {}
         self.merge_counts: list[int] = []
+
+    def _is_canonical(self) -> bool:
+        """Ids are bytes, then merges in order, then specials: the version-1 file format."""
+        n = len(self.merges)
+        return (
+            self._bytes_are_ids
+            and self.merge_ids == list(range(_N_BYTES, _N_BYTES + n))
+            and sorted(self.special_tokens.values())
+            == list(range(_N_BYTES + n, _N_BYTES + n + len(self.special_tokens)))
+            and self.bos_token_id is None
+            and self.eos_token_id is None
+            and self.pad_token_id is None
+        )
+
+    # -- pretrained tokenizers -------------------------------------------------------
+
+    @classmethod
+    def from_tokens(
+        cls,
+        tokens: Mapping[int, bytes],
+        merges: Sequence[tuple[bytes, bytes]],
+        special_tokens: Mapping[str, int] | None = None,
+        pattern: str = GPT2_PATTERN,
+        bos_token_id: int | None = None,
+        eos_token_id: int | None = None,
+        pad_token_id: int | None = None,
+    ) -> BPETokenizer:
+        """A byte-level BPE tokenizer with any ids.
+
+        Args:
+            tokens: ``{id: bytes}`` of the ordinary tokens (no special tokens).
+            merges: ``(bytes_a, bytes_b)`` in rank order; both parts and their
+                concatenation must be tokens.
+            special_tokens: ``{text: id}``, matched as whole strings before
+                pre-tokenisation (ids distinct from the ordinary tokens').
+            pattern: the pre-tokenisation rule (default :data:`GPT2_PATTERN`).
+            bos_token_id, eos_token_id, pad_token_id: optional, recorded as attributes.
+        """
+        by_bytes: dict[bytes, int] = {}
+        for i, tb in tokens.items():
+            i = operator.index(i)
+            if not isinstance(tb, bytes):
+                raise TypeError(f"token {i} must be bytes, got {type(tb).__name__}")
+            if tb in by_bytes:
+                raise ValueError(f"tokens {by_bytes[tb]} and {i} are both {tb!r}")
+            by_bytes[tb] = i
+        table = []
+        for k, (x, y) in enumerate(merges):
+            try:
+                table.append((by_bytes[x], by_bytes[y], by_bytes[x + y]))
+            except KeyError as e:
+                raise ValueError(
+                    f"merge {k} ({x!r}, {y!r}) needs the token {e.args[0]!r}, which is not "
+                    "in the vocabulary"
+                ) from None
+        tok = cls.__new__(cls)
+        tok._setup(
+            {operator.index(i): tb for i, tb in tokens.items()},
+            table,
+            dict(special_tokens or {}),
+            pattern,
+            bos_token_id,
+            eos_token_id,
+            pad_token_id,
+        )
+        return tok
+
+    @classmethod
+    def from_vocab_merges(
+        cls,
+        vocab: str | os.PathLike[str] | Mapping[str, int],
+        merges: str | os.PathLike[str] | Sequence[str] | Sequence[tuple[str, str]],
+        special_tokens: Sequence[str] | Mapping[str, int] = (),
+        pattern: str = GPT2_PATTERN,
+        bos_token_id: int | None = None,
+        eos_token_id: int | None = None,
+        pad_token_id: int | None = None,
+    ) -> BPETokenizer:
+        """From GPT-2-style files: ``vocab.json`` (``{token: id}``) and ``merges.txt``.
+
+        Tokens are written with :func:`bytes_to_unicode` (``"Ġthe"`` is ``b" the"``).
+
+        Args:
+            vocab: the path of ``vocab.json`` or its dict.
+            merges: the path of ``merges.txt`` (one ``"a b"`` per line; a first line
+                starting with ``#version`` is skipped) or its lines, or ``(a, b)`` pairs.
+            special_tokens: texts (their ids taken from ``vocab`` when there, else the
+                next free ids, in order) or ``{text: id}``. A special token found in
+                ``vocab`` is taken out of the ordinary tokens.
+            pattern: the pre-tokenisation rule (default :data:`GPT2_PATTERN`, GPT-2's).
+            bos_token_id, eos_token_id, pad_token_id: optional, recorded as attributes.
+        """
+        if isinstance(vocab, (str, os.PathLike)):
+            with open(vocab, encoding="utf-8") as f:
+                vocab = json.load(f)
+        if not isinstance(vocab, Mapping):
+            raise TypeError(f"vocab must be a mapping token -> id, got {type(vocab).__name__}")
+        if isinstance(merges, (str, os.PathLike)):
+            with open(merges, encoding="utf-8") as f:
+                merges = f.read().split("\n")
+        pairs: list[tuple[str, str]] = []
+        for k, m in enumerate(merges):
+            if isinstance(m, str):
+                if (k == 0 and m.startswith("#version")) or not m.strip():
+                    continue
+                parts = m.split(" ")
+                if len(parts) != 2:
+                    raise ValueError(f"merge line {k} {m!r} must hold two tokens")
+                pairs.append((parts[0], parts[1]))
+            else:
+                a, b = m
+                pairs.append((a, b))
+        if isinstance(special_tokens, Mapping):
+            specials = dict(special_tokens)
+        else:
+            specials = {}
+            nxt = max(vocab.values(), default=-1) + 1
+            for text in _check_special_tokens(special_tokens):
+                if text in vocab:
+                    specials[text] = vocab[text]
+                else:
+                    specials[text] = nxt
+                    nxt += 1
+        decoder = {c: b for b, c in bytes_to_unicode().items()}
+
+        def to_bytes(token: str) -> bytes:
+            try:
+                return bytes([decoder[c] for c in token])
+            except KeyError:
+                raise ValueError(
+                    f"token {token!r} is not written with GPT-2's byte-to-unicode map"
+                ) from None
+
+        special_texts = set(specials)
+        tokens = {i: to_bytes(t) for t, i in vocab.items() if t not in special_texts}
+        return cls.from_tokens(
+            tokens,
+            [(to_bytes(a), to_bytes(b)) for a, b in pairs],
+            specials,
+            pattern,
+            bos_token_id,
+            eos_token_id,
+            pad_token_id,
+        )
+
+    @classmethod
+    def from_gguf_metadata(
+        cls, metadata: Mapping[str, Any], pattern: str | None = None
+    ) -> BPETokenizer:
+        """From the tokenizer fields of a GGUF file, as plain Python values.
+
+        Reads ``tokenizer.ggml.model`` (must be ``"gpt2"``, byte-level BPE),
+        ``.tokens``, ``.merges`` (``"a b"`` strings), ``.token_type`` (1 normal, 6 byte:
+        ordinary tokens; 2 unknown, 3 control, 4 user-defined, 5 unused: special tokens,
+        matched as whole strings), ``.bos_token_id``, ``.eos_token_id``,
+        ``.padding_token_id`` and ``.pre``, the name of the pre-tokenisation rule
+        (:data:`PRETOKENIZER_PATTERNS`; SmolLM2's is ``"smollm"``).
+
+        Args:
+            metadata: ``{field name: value}``, e.g. from ``llmkit.gguf.read_metadata``.
+            pattern: overrides the rule named by ``tokenizer.ggml.pre``.
+        """
+        model = metadata.get("tokenizer.ggml.model", "gpt2")
+        if model != "gpt2":
+            raise ValueError(
+                f"tokenizer.ggml.model is {model!r}; only byte-level BPE ('gpt2') is supported"
+            )
+        try:
+            tokens = list(metadata["tokenizer.ggml.tokens"])
+            merges = list(metadata["tokenizer.ggml.merges"])
+        except KeyError as e:
+            raise ValueError(f"the GGUF metadata has no {e.args[0]!r}") from None
+        types = list(metadata.get("tokenizer.ggml.token_type", [1] * len(tokens)))
+        if len(types) != len(tokens):
+            raise ValueError(f"{len(types)} token types for {len(tokens)} tokens")
+        if pattern is None:
+            pre = metadata.get("tokenizer.ggml.pre")
+            if pre not in PRETOKENIZER_PATTERNS:
+                raise ValueError(
+                    f"unknown pre-tokenizer tokenizer.ggml.pre={pre!r}; known: "
+                    f"{sorted(PRETOKENIZER_PATTERNS)} (or pass pattern=)"
+                )
+            pattern = PRETOKENIZER_PATTERNS[pre]
+        vocab = {t: i for i, (t, ty) in enumerate(zip(tokens, types, strict=True)) if ty in (1, 6)}
+        specials = {
+            t: i for i, (t, ty) in enumerate(zip(tokens, types, strict=True)) if ty not in (1, 6)
+        }
+
+        def opt(key: str) -> int | None:
+            v = metadata.get(key)
+            return None if v is None else int(v)
+
+        return cls.from_vocab_merges(
+            vocab,
+            merges,
+            specials,
+            pattern,
+            opt("tokenizer.ggml.bos_token_id"),
+            opt("tokenizer.ggml.eos_token_id"),
+            opt("tokenizer.ggml.padding_token_id"),
+        )
 
     # -- training --------------------------------------------------------------------
 
@@ -616,14 +1122,15 @@ class BPETokenizer:
         special_tokens: Sequence[str] = (),
         progress: bool = False,
         pattern: str = GPT2_SPLIT_PATTERN,
+        tie_break: str = "smallest",
     ) -> BPETokenizer:
         """Learn ``vocab_size - 256 - len(special_tokens)`` merges from ``text``.
 
         The text is split around the special tokens (which are not learned from), then
         pre-tokenised with ``pattern``; each distinct chunk is counted once with its
         frequency. Each step merges the most frequent adjacent pair (ties: the smallest
-        pair, so training is deterministic) and updates the pair counts of the affected
-        chunks only.
+        pair, so training is deterministic; or see ``tie_break``) and updates the pair
+        counts of the affected chunks only.
 
         Training stops early -- with fewer merges, so a smaller :attr:`vocab_size` than
         asked -- only when no pair occurs at least twice (merging a pair seen once saves
@@ -635,14 +1142,20 @@ class BPETokenizer:
             special_tokens: e.g. ``["<|endoftext|>"]``, given the last ids.
             progress: show a tqdm progress bar over the merges.
             pattern: the pre-tokenisation regex (default :data:`GPT2_SPLIT_PATTERN`).
+            tie_break: among equally frequent pairs, ``"smallest"`` (the pair of
+                smallest ids, the default) or ``"greatest_bytes"`` (the lexicographically
+                greatest pair of byte strings); see :data:`TIE_BREAKS`.
 
         Raises:
             ValueError: if ``vocab_size < 256 + len(special_tokens)``.
         """
         specials = _check_special_tokens(special_tokens)
         n_merges = _check_vocab_size(vocab_size, len(specials))
-        words = _chunk_table(text, specials, re.compile(pattern))
-        merges, merge_counts = _train_incremental(words, n_merges, progress=progress)
+        tie_break = _check_tie_break(tie_break)
+        words = _chunk_table(text, specials, compile_pattern(pattern))
+        merges, merge_counts = _train_incremental(
+            words, n_merges, progress=progress, tie_break=tie_break
+        )
         tokenizer = cls(merges, specials, pattern)
         tokenizer.merge_counts = merge_counts
         return tokenizer
@@ -651,8 +1164,9 @@ class BPETokenizer:
 
     @property
     def vocab_size(self) -> int:
-        """Number of ids: 256 bytes + merges + special tokens."""
-        return _N_BYTES + len(self.merges) + len(self.special_tokens)
+        """Number of ids (the largest id + 1): for a trained tokenizer, 256 bytes +
+        merges + special tokens."""
+        return self._vocab_size
 
     def __len__(self) -> int:
         return self.vocab_size
@@ -666,7 +1180,7 @@ class BPETokenizer:
     def token_bytes(self, id: int) -> bytes:
         """The bytes of one token (a special token: its UTF-8 text)."""
         validate.integer("id", id)
-        if not 0 <= id < self.vocab_size:
+        if id not in self.vocab:
             raise ValueError(f"token id {id} is out of range [0, {self.vocab_size})")
         return self.vocab[id]
 
@@ -691,17 +1205,44 @@ class BPETokenizer:
             )
         return allowed
 
+    def _splitter(self, allowed: frozenset[str]) -> re.Pattern[str]:
+        splitter = self._splitters.get(allowed)
+        if splitter is None:
+            splitter = self._splitters[allowed] = _special_splitter(allowed)
+        return splitter
+
+    def _encode_chunk(self, chunk: str) -> list[int]:
+        data = _utf8(chunk, "text")
+        if self._bytes_are_ids:
+            ids = list(data)
+        else:
+            byte_ids = self._byte_ids
+            ids = [i for i in (byte_ids[b] for b in data) if i >= 0]
+        return _bpe_merge_hf(ids, self._ranks)
+
     def _encode_ordinary(self, text: str, out: list[int]) -> None:
+        self._encode_chunks(self._pat.findall(text), out)
+
+    def _encode_chunks(self, chunks: Iterable[str], out: list[int]) -> None:
         cache = self._cache
-        ranks = self._ranks
-        for chunk in self._pat.findall(text):
+        for chunk in chunks:
             ids = cache.get(chunk)
             if ids is None:
-                ids = bpe_encode_chunk(_utf8(chunk, "text"), ranks)
+                ids = self._encode_chunk(chunk)
                 if len(cache) >= 200_000:
                     cache.clear()
                 cache[chunk] = ids
             out.extend(ids)
+
+    def _encode(self, text: str, allowed: frozenset[str], out: list[int]) -> None:
+        if not allowed:
+            self._encode_ordinary(text, out)
+            return
+        for i, part in enumerate(self._splitter(allowed).split(text)):
+            if i % 2:
+                out.append(self.special_tokens[part])
+            elif part:
+                self._encode_ordinary(part, out)
 
     def encode(self, text: str, allowed_special: str | Iterable[str] = "all") -> list[int]:
         """Text to ids, ``(seq,)``.
@@ -717,31 +1258,90 @@ class BPETokenizer:
         """
         if not isinstance(text, str):
             raise TypeError(f"text must be a str, got {type(text).__name__}")
-        allowed = self._allowed(allowed_special)
         out: list[int] = []
-        if not allowed:
-            self._encode_ordinary(text, out)
-            return out
-        splitter = self._splitters.get(allowed)
-        if splitter is None:
-            splitter = self._splitters[allowed] = _special_splitter(allowed)
-        for i, part in enumerate(splitter.split(text)):
-            if i % 2:
-                out.append(self.special_tokens[part])
-            elif part:
-                self._encode_ordinary(part, out)
+        self._encode(text, self._allowed(allowed_special), out)
         return out
+
+    def _stream_step(
+        self, buf: str, allowed: frozenset[str], longest_special: int, out: list[int]
+    ) -> int:
+        """Encode the part of ``buf`` whose ids cannot change whatever text follows;
+        return where the rest (to be kept for the next line) begins.
+
+        Held back: a tail that may start a special token, and the last chunk of the last
+        ordinary text (more text may extend it: a run of letters or of spaces). The
+        chunks before it are those of ``buf`` itself, not of the truncated text (a run
+        of spaces splits differently at the end of a text).
+        """
+        n = len(buf)
+        cut = n
+        has_special = False
+        if allowed:
+            lo = max(0, n - longest_special + 1)
+            firsts = {s[0] for s in allowed}
+            candidates = [j for j in range(lo, n) if buf[j] in firsts]
+            if candidates:
+                inside = set()  # positions inside a special token matched across them
+                for m in self._splitter(allowed).finditer(buf, max(0, lo - longest_special)):
+                    inside.update(range(m.start() + 1, m.end()))
+                for j in candidates:
+                    tail = buf[j:]
+                    if j not in inside and any(s.startswith(tail) for s in allowed):
+                        cut = j
+                        break
+            has_special = any(s in buf for s in allowed)
+        pos = 0
+        if has_special:
+            for m in self._splitter(allowed).finditer(buf, 0, cut):
+                if m.start() > pos:
+                    self._encode_ordinary(buf[pos : m.start()], out)
+                out.append(self.special_tokens[m.group()])
+                pos = m.end()
+        chunks = [m.group() for m in self._pat.finditer(buf, pos, cut)]
+        if not chunks:
+            return pos
+        self._encode_chunks(chunks[:-1], out)
+        return cut - len(chunks[-1])
+
+    def encode_iterable(
+        self, lines: Iterable[str], allowed_special: str | Iterable[str] = "all"
+    ) -> Iterator[int]:
+        """Yield the ids of ``"".join(lines)`` one by one, in bounded memory.
+
+        Meant for the lines of a large file (``with open(path) as f:
+        tok.encode_iterable(f)``). The ids are exactly those of :meth:`encode` on the
+        whole text: the end of what has been read (the last chunk, and a tail that may
+        begin a special token) is held back until more text shows how it continues. The
+        memory used is that of one line plus that tail (a single very long chunk, such
+        as a million spaces, is held whole).
+        """
+        if isinstance(lines, str):
+            lines = [lines]
+        allowed = self._allowed(allowed_special)
+        longest = max((len(s) for s in allowed), default=0)
+        buf = ""
+        for line in lines:
+            if not isinstance(line, str):
+                raise TypeError(f"lines must hold str, got {type(line).__name__}")
+            buf += line
+            out: list[int] = []
+            rest = self._stream_step(buf, allowed, longest, out)
+            buf = buf[rest:]
+            yield from out
+        out = []
+        self._encode(buf, allowed, out)
+        yield from out
 
     # -- decoding --------------------------------------------------------------------
 
     def decode_bytes(self, ids: Sequence[int]) -> bytes:
         """Ids to the raw bytes they stand for (no UTF-8 decoding)."""
         ids = _as_id_list(ids)
-        n = self.vocab_size
+        vocab = self.vocab
         for i in ids:
-            if not 0 <= i < n:
-                raise ValueError(f"token id {i} is out of range [0, {n})")
-        return bpe_decode_bytes(ids, self.vocab)
+            if i not in vocab:
+                raise ValueError(f"token id {i} is out of range [0, {self.vocab_size})")
+        return bpe_decode_bytes(ids, vocab)
 
     def decode(self, ids: Sequence[int]) -> str:
         """Ids (a list or a 1D tensor) to text.
@@ -759,32 +1359,71 @@ class BPETokenizer:
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the tokenizer as human-readable JSON.
 
-        The file holds the format name and version, the pattern, the merges (as id
-        pairs, with the resulting token shown for reading) and the special tokens.
+        A trained tokenizer (ids: bytes, merges in order, specials) is written in format
+        version 1: the format name and version, the pattern, the merges (as id pairs,
+        with the resulting token shown for reading) and the special tokens. Any other
+        (a pretrained one) is written in version 2, which also lists every ordinary
+        token with its id (written with :func:`bytes_to_unicode`) and the BOS, EOS and
+        padding ids.
         """
 
         def show(i: int) -> str:
             return self.vocab[i].decode("utf-8", errors="backslashreplace")
 
+        if self._is_canonical():
+            _write_json_atomic(
+                path,
+                {
+                    "format": _FORMAT_BPE,
+                    "version": _FORMAT_VERSION,
+                    "pattern": self.pattern,
+                    "vocab_size": self.vocab_size,
+                    "special_tokens": self.special_tokens,
+                    "merges": [[a, b] for a, b in self.merges],
+                    "merged_tokens": [show(_N_BYTES + k) for k in range(len(self.merges))],
+                },
+            )
+            return
+        enc = bytes_to_unicode()
+        specials = set(self._special_by_id)
         _write_json_atomic(
             path,
             {
                 "format": _FORMAT_BPE,
-                "version": _FORMAT_VERSION,
+                "version": _FORMAT_VERSION_GENERAL,
                 "pattern": self.pattern,
                 "vocab_size": self.vocab_size,
                 "special_tokens": self.special_tokens,
+                "bos_token_id": self.bos_token_id,
+                "eos_token_id": self.eos_token_id,
+                "pad_token_id": self.pad_token_id,
+                "tokens": {
+                    "".join(enc[b] for b in tb): i
+                    for i, tb in sorted(self.vocab.items())
+                    if i not in specials
+                },
                 "merges": [[a, b] for a, b in self.merges],
-                "merged_tokens": [show(_N_BYTES + k) for k in range(len(self.merges))],
             },
         )
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> BPETokenizer:
         """Read a tokenizer written by :meth:`save` (``merged_tokens`` is ignored)."""
-        obj = _read_json(path, _FORMAT_BPE)
+        obj = _read_json(path, _FORMAT_BPE, (_FORMAT_VERSION, _FORMAT_VERSION_GENERAL))
         merges = [(int(a), int(b)) for a, b in obj["merges"]]
         specials: Mapping[str, int] = obj.get("special_tokens", {})
+        if obj["version"] == _FORMAT_VERSION_GENERAL:
+            dec = {c: b for b, c in bytes_to_unicode().items()}
+            tokens = {int(i): bytes([dec[c] for c in t]) for t, i in obj["tokens"].items()}
+            return cls.from_tokens(
+                tokens,
+                [(tokens[a], tokens[b]) for a, b in merges],
+                specials,
+                obj["pattern"],
+                obj.get("bos_token_id"),
+                obj.get("eos_token_id"),
+                obj.get("pad_token_id"),
+            )
         ordered = sorted(specials, key=lambda s: specials[s])
         tok = cls(merges, ordered, obj.get("pattern", GPT2_SPLIT_PATTERN))
         if tok.special_tokens != dict(specials):
