@@ -459,17 +459,16 @@ def smollm2(
     134,515,008 parameters, context 8,192. It takes a few seconds (no cache needed).
 
     The tokenizer is built from the file's metadata by
-    ``llmkit.tokenizers.BPETokenizer.from_gguf_metadata`` when that constructor exists;
-    otherwise the second element is ``None`` (the token ids can still be made with
-    ``info["metadata"]``'s ``tokenizer.ggml.*`` entries).
+    :meth:`llmkit.tokenizers.BPETokenizer.from_gguf_metadata`, with SmolLM2's own
+    pre-tokenizer rule (every digit a chunk of its own).
 
     Args:
         device: where to put the model (default: the CPU, or the GPU under the ``full``
             profile when one is available).
         dtype: its dtype (default: float32, or bfloat16 under the ``full`` profile on a GPU).
     Returns:
-        ``(model, tokenizer, info)``: the model in evaluation mode, the tokenizer (or
-        ``None``), and ``info`` with ``path`` (the GGUF file), ``metadata`` (all its
+        ``(model, tokenizer, info)``: the model in evaluation mode, its tokenizer, and
+        ``info`` with ``path`` (the GGUF file), ``metadata`` (all its
         key/value metadata, :func:`llmkit.gguf.read_metadata`), ``chat_template`` (Jinja),
         ``eos_token_id`` (2, ``<|im_end|>``, which ends an assistant turn), ``n_parameters``
         and ``load_seconds``.
@@ -488,8 +487,7 @@ def smollm2(
     path = data.path(SMOLLM2)
     model, metadata = gguf.load_llama(path, dtype=dtype)
     model.to(device)
-    from_metadata = getattr(tokenizers.BPETokenizer, "from_gguf_metadata", None)
-    tokenizer = from_metadata(metadata) if from_metadata is not None else None
+    tokenizer = tokenizers.BPETokenizer.from_gguf_metadata(metadata)
     tokens = metadata.get("tokenizer.ggml.tokens", [])
     info = {
         "name": "SmolLM2-135M-Instruct (Q4_1 GGUF)",
