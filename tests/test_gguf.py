@@ -198,3 +198,19 @@ def test_kv_cache_on_the_real_model(loaded):
     torch.testing.assert_close(
         model.generate(x, 10), model.generate(x, 10, use_cache=False), atol=0, rtol=0
     )
+
+
+def test_chat_with_the_real_model_through_llmkit(loaded):
+    from llmkit import chat
+
+    model, tokenizer, _ = loaded
+    messages = [
+        {"role": "user", "content": "What is the capital of France? Answer in one sentence."}
+    ]
+    prompt = chat.render(messages, add_generation_prompt=True).text
+    ids = tokenizer.encode(prompt)
+    assert ids[:2] == tokenizer.encode("<|im_start|>system")  # special token, then a word
+    assert (
+        chat.chat(model, tokenizer, messages, max_new_tokens=20)
+        == "The capital of France is Paris."
+    )
