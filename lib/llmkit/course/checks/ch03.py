@@ -164,13 +164,13 @@ LM_LOSS = Exercise(
         "llmkit.seq2seq:_masked_cross_entropy",
     ],
     fixed=[
-        Case((torch.tensor([[[0.0, 1.0, 2.0]]], requires_grad=True), torch.tensor([[2]]))),
         Case(
             (
                 torch.tensor([[[0.0, 1.0], [3.0, -1.0], [0.5, 0.5]]], requires_grad=True),
                 torch.tensor([[1, -100, 0]]),
             )
         ),
+        Case((torch.tensor([[[0.0, 1.0, 2.0]]], requires_grad=True), torch.tensor([[2]]))),
     ],
     random=lambda rng: _loss_case(rng),
     hint="take log_softmax over the last dimension, gather the target's entry, and average "
