@@ -16,6 +16,8 @@ import torch.nn.functional as F
 
 from llmkit.course.checks import ch03
 from llmkit.course.checks.runner import CheckFailed
+from llmkit.gpt import GPT, GPTConfig
+from llmkit.train import TrainConfig, train
 
 # ------------------------------------------------------------------ correct answers
 # with switches for the catalogued slips
@@ -248,12 +250,31 @@ def test_the_cache_spy_cannot_be_got_round(fn, problem):
     assert problem in fails("generate_with_cache", fn)
 
 
-def test_llmkits_training_loop_is_off_limits():
-    def with_llmkit(model, batches, steps, lr, warmup_steps, max_grad_norm):
-        from llmkit.train import TrainConfig, train
+def _llmkit_train(model, batches, steps, lr, warmup_steps, max_grad_norm):
+    it = iter(batches)
+    config = TrainConfig(max_steps=steps, lr=lr, warmup_steps=warmup_steps, progress=False)
+    return train(model, config, lambda split, g: next(it)).train_loss
 
-        it = iter(batches)
-        config = TrainConfig(max_steps=steps, lr=lr, warmup_steps=warmup_steps, progress=False)
-        return train(model, config, lambda split, g: next(it)).train_loss
 
-    assert "must be written without llmkit.train" in fails("train_loop", with_llmkit)
+def _llmkit_gpt(params, ids, n_head):
+    V, d = params["wte.weight"].shape
+    config = GPTConfig(V, params["wpe.weight"].shape[0], 1, n_head, d)
+    model = GPT(config).double()
+    model.load_state_dict(params, strict=False)
+    return model(ids)
+
+
+def _llmkit_count(V, T, L, D, tied=True):
+    return GPT(GPTConfig(V, T, L, 1, D)).num_parameters() + (0 if tied else V * D)
+
+
+@pytest.mark.parametrize(
+    "name, fn, what",
+    [  # what the lab's last cells import: GPT, GPTConfig, TrainConfig, train
+        ("gpt_forward", _llmkit_gpt, "llmkit.gpt"),
+        ("train_loop", _llmkit_train, "llmkit.train"),
+        ("gpt_num_parameters", _llmkit_count, "llmkit.gpt"),
+    ],
+)
+def test_the_library_the_lab_imports_is_off_limits(name, fn, what):
+    assert f"must be written without {what}" in fails(name, fn)
