@@ -512,6 +512,7 @@ TRAIN_LOOP = Exercise(
     reference_takes="case",
     forbid=["llmkit.train", "torch.optim.lr_scheduler"],
     substitute={"lm_loss": f"{_REF}:lm_loss"},
+    mutates=("model",),
     fixed=_Fresh(_train_case, (0, 8, 2, 1e-2, 0.5), (1, 6, 0, 3e-2, 0.1)),
     random=_train_case,
     cases=4,
