@@ -56,8 +56,9 @@ def _rms_case(x: torch.Tensor, weight: torch.Tensor, eps: float | None = None) -
 
 def _fixed_rms() -> list[Case]:
     g = torch.Generator().manual_seed(3)
+    ones = torch.ones(2, dtype=torch.float64)
     return [
-        _rms_case(torch.tensor([[3.0, 4.0]], dtype=torch.float64), torch.ones(2, dtype=torch.float64)),
+        _rms_case(torch.tensor([[3.0, 4.0]], dtype=torch.float64), ones),
         _rms_case(_randn(g, 2, 8, shift=1.5), _randn(g, 8)),
         _rms_case(_randn(g, 3, 4, 6, scale=0.05), 1 + _randn(g, 6, scale=0.1), eps=0.01),
         _rms_case(_randn(g, 5, 16, shift=-2.0), _randn(g, 16), eps=0.5),
@@ -116,8 +117,11 @@ def _fixed_rope() -> list[Case]:
     g = torch.Generator().manual_seed(5)
     return [
         # one pair, positions 0 and 1, base 1: turn by 0 and by 1 radian
-        _rope_case(torch.tensor([[1.0, 0.0], [1.0, 0.0]], dtype=torch.float64),
-                   torch.tensor([0, 1]), base=1.0),
+        _rope_case(
+            torch.tensor([[1.0, 0.0], [1.0, 0.0]], dtype=torch.float64),
+            torch.tensor([0, 1]),
+            base=1.0,
+        ),
         _rope_case(_randn(g, 3, 4), torch.arange(3)),
         _rope_case(_randn(g, 2, 3, 5, 8), torch.arange(5)),
         _rope_case(_randn(g, 1, 2, 4, 16), torch.tensor([7, 8, 9, 10]), base=100_000.0),
