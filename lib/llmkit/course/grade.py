@@ -120,7 +120,7 @@ __all__ = [
 ]
 
 DEFAULT_TIMEOUT = 60.0
-_NN_RE = re.compile(r"^(\d+)_")
+_NN_RE = re.compile(r"^(\d+)([a-z]?)_")  # 03b_modern: (3, "b")
 #: The id of the cell that ``llmkit grade`` puts first in the graded notebook.
 OUTPUT_CAP_ID = "llmkit-grade-output-cap"
 #: Characters a cell may write to each of stdout and stderr before the rest is dropped
@@ -260,7 +260,12 @@ def _same_number(catalog: LabCatalog, path: str | Path) -> list[str]:
     m = _NN_RE.match(Path(path).name)
     if not m:
         return []
-    return [n for n in catalog.names if int(_NN_RE.match(n).group(1)) == int(m.group(1))]
+    number = (int(m.group(1)), m.group(2))
+    return [
+        n
+        for n in catalog.names
+        if (k := _NN_RE.match(n)) is not None and (int(k.group(1)), k.group(2)) == number
+    ]
 
 
 def identify_lab(nb: NotebookNode, path: str | Path, catalog: LabCatalog) -> str:

@@ -56,7 +56,7 @@ END_MARKER = "### END SOLUTION"
 _BEGIN_RE = re.compile(r"^(?P<indent>[ \t]*)#+[ \t]*BEGIN SOLUTION[ \t]*$")
 _END_RE = re.compile(r"^[ \t]*#+[ \t]*END SOLUTION[ \t]*$")
 MARKER_TEXT_RE = re.compile(r"(BEGIN|END) SOLUTION")
-LAB_FILE_RE = re.compile(r"^\d+_.*\.ipynb$")
+LAB_FILE_RE = re.compile(r"^\d+[a-z]?_.*\.ipynb$")
 _EXERCISE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 GRADE_TAG = "grade"
 
