@@ -207,3 +207,32 @@ def test_explorer_on_a_gpt_with_a_prompt_longer_than_its_context(tok):
     ex.top_k.value = 1
     greedy_ids = model.generate(torch.tensor([tok.encode("abcdefgh")]), 6)[0]
     assert ex.sample_box.value == tok.decode(greedy_ids.tolist())
+
+
+def test_explorer_on_a_llama_with_a_large_vocabulary():
+    # the subword case (SmolLM2): a Llama with its KV cache and a vocabulary larger than
+    # the top-k slider
+    from llmkit.llama import Llama, LlamaConfig
+    from llmkit.widgets import TOP_K_SLIDER_MAX
+
+    class Tok:
+        def encode(self, text):
+            return [ord(c) for c in text]
+
+        def decode(self, ids):
+            return "".join(chr(i) for i in ids)
+
+    torch.manual_seed(0)
+    vocab = 512
+    config = LlamaConfig(
+        vocab_size=vocab, block_size=32, n_layer=1, n_head=2, n_kv_head=1, d_model=16, hidden=32
+    )
+    model = Llama(config).eval()
+    ex = decoding_explorer(model, Tok(), "hello", n_show=5, sample_tokens=4)
+    assert ex.top_k.max == TOP_K_SLIDER_MAX < vocab
+    assert ex.data.vocab_size == vocab and len(ex.sample_box.value) == 9
+    expected = model(torch.tensor([Tok().encode("hello")]))[0, -1]
+    assert torch.allclose(ex.logits, expected, atol=1e-6)
+    ex.top_k.value = 1
+    ids = greedy(model, torch.tensor(Tok().encode("hello")), 4)
+    assert ex.sample_box.value == Tok().decode(ids.tolist())

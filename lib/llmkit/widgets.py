@@ -313,6 +313,10 @@ def _cropping(model: Any) -> Any:
     return lambda ids: model(ids[..., -block:])
 
 
+#: The top-k slider's largest value (the vocabulary size when that is smaller).
+TOP_K_SLIDER_MAX = 200
+
+
 class DecodingExplorer:
     """The widget of :func:`decoding_explorer`; displaying it shows :attr:`widget`.
 
@@ -370,10 +374,13 @@ class DecodingExplorer:
             style=style,
             layout=layout,
         )
+        # a subword vocabulary has tens of thousands of tokens: a slider over all of them
+        # could not pick a small k, so it stops at TOP_K_SLIDER_MAX (65 characters: all)
+        k_max = min(vocab, TOP_K_SLIDER_MAX)
         self.top_k = w.IntSlider(
-            value=0 if top_k is None else min(top_k, vocab),
+            value=0 if top_k is None else min(top_k, k_max),
             min=0,
-            max=vocab,
+            max=k_max,
             description="top-k (0: off)",
             style=style,
             layout=layout,
@@ -469,7 +476,11 @@ def decoding_explorer(
     one). Display the returned object in a notebook.
 
     Args:
-        model: ``model(ids (b, t)) -> logits (b, t, V)``, in eval mode.
+        model: ``model(ids (b, t)) -> logits (b, t, V)``, in eval mode: chapter 03's
+            character GPT, a :class:`~llmkit.llama.Llama` such as SmolLM2
+            (:func:`llmkit.pretrained.smollm2`), or any such callable. The top-k slider
+            stops at :data:`TOP_K_SLIDER_MAX` for large vocabularies; every slider move
+            samples ``sample_tokens`` new tokens, so keep it small for a large model.
         tokenizer: with ``encode(str) -> list[int]`` and ``decode(list[int]) -> str``.
         prompt: a non-empty string.
         n_show: bars on the chart.
