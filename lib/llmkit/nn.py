@@ -334,8 +334,14 @@ class MultiHeadAttention(nn.Module):
             out: ``(b, t, d_model)``; and the new ``(k, v)``, each ``(b, h, s, head_dim)``
             with ``s = s_past + t`` (store it back in the cache).
         """
-        qkv = self.qkv(x)  # (b, t, 3 * d_model)
-        q, k, v = rearrange(qkv, "b t (three h d) -> three b h t d", three=3, h=self.n_heads)
+        qkv = self.qkv(x)  # (b, t, 3 * d_model), laid out (three h d)
+        # split, then move the heads forward: the backward pass then concatenates the three
+        # gradients straight into qkv's layout (unbinding a "three" axis would stack them
+        # and copy once more)
+        q, k, v = (
+            rearrange(z, "b t (h d) -> b h t d", h=self.n_heads)
+            for z in qkv.split(self.d_model, dim=-1)
+        )
         if layer_cache is not None:
             past_k, past_v = layer_cache
             k = torch.cat([past_k, k], dim=-2)
