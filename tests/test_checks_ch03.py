@@ -244,8 +244,8 @@ def _class_level_forward(model, ids, n):
         (_forward_each_step, "the sequence was recomputed"),
         (functools.partial(_forward_each_step, strip=True), "fewer than"),
         (_class_level_forward, "must be written without llmkit.gpt.GPT"),
-        (lambda model, ids, n: model.generate(ids, n), "must be written without llmkit.gpt.GPT"),
-        (lambda m, ids, n: m.forward_with_cache(ids)[0], "must be written without llmkit.gpt.GPT"),
+        (lambda model, ids, n: model.generate(ids, n), "must be written without llmkit.lm"),
+        (lambda m, ids, n: m.forward_with_cache(ids)[0], "must be written without llmkit.lm"),
     ],
 )
 def test_the_cache_spy_cannot_be_got_round(fn, problem):

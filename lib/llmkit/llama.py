@@ -43,11 +43,11 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
 from llmkit import validate
+from llmkit.lm import CausalLM
 from llmkit.nn import (
     ATTENTION_IMPLS,
     ROPE_LAYOUTS,
@@ -337,7 +337,7 @@ def _config_from_hf(hf: Any, rope_layout: str) -> LlamaConfig:
     )
 
 
-class Llama(nn.Module):
+class Llama(CausalLM):
     """A Llama-style decoder-only language model (see the module docstring).
 
     Modules: ``wte`` (token embedding ``(V, d_model)``), ``blocks`` (``n_layer``
@@ -414,64 +414,6 @@ class Llama(nn.Module):
             cache.append_ids(ids)
         return self.lm_head(self.norm_f(x))  # (b, t, vocab_size)
 
-    def new_cache(self) -> KVCache:
-        """An empty :class:`~llmkit.nn.KVCache` with one slot per layer."""
-        return KVCache(self.config.n_layer)
-
-    def forward_with_cache(
-        self, ids: torch.Tensor, cache: KVCache | None = None
-    ) -> tuple[torch.Tensor, KVCache]:
-        """Feed new tokens through the model, reusing and extending a KV cache.
-
-        The decoding protocol of :mod:`llmkit.decoding`, as :meth:`llmkit.gpt.GPT.
-        forward_with_cache`: when ``cache.length + t`` exceeds ``block_size``, the last
-        ``block_size`` tokens are recomputed from an empty cache.
-
-        Args:
-            ids: new token ids ``(b, t)``.
-            cache: the cache of the earlier tokens (``None``: a new, empty one).
-        Returns:
-            logits ``(b, min(t, block_size), vocab_size)`` for the last new positions, and
-            the (same, extended) cache.
-        """
-        validate.int_ids("ids", ids, self.config.vocab_size)
-        if cache is None:
-            cache = self.new_cache()
-        if not isinstance(cache, KVCache) or cache.n_layers != self.config.n_layer:
-            raise ValueError(f"cache must be a KVCache from model.new_cache(), got {cache!r}")
-        if cache.length and cache.batch_size != ids.shape[0]:
-            raise ValueError(f"cache holds batch size {cache.batch_size}, ids {ids.shape[0]}")
-        t, block = ids.shape[1], self.config.block_size
-        if cache.length + t <= block:
-            return self.forward(ids, cache), cache
-        if cache.length:
-            if cache.ids is None:
-                raise ValueError(
-                    "cache would exceed block_size and holds no token ids to recompute a "
-                    "cropped window from; fill it through Llama.forward"
-                )
-            ids = torch.cat([cache.ids, ids], dim=1)
-        window = ids[:, -block:]
-        cache.reset()
-        logits = self.forward(window, cache)
-        return logits[:, -min(t, block) :], cache
-
-    def loss(self, ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Mean cross-entropy of the next-token predictions (as :meth:`llmkit.gpt.GPT.loss`).
-
-        Args:
-            ids: inputs ``(b, t)``.
-            targets: the next tokens ``(b, t)``; entries equal to -100 are ignored.
-        Returns:
-            scalar loss (nats per token).
-        """
-        validate.int_ids("ids", ids, self.config.vocab_size)
-        if not isinstance(targets, torch.Tensor) or targets.shape != ids.shape:
-            got = tuple(targets.shape) if isinstance(targets, torch.Tensor) else type(targets)
-            raise ValueError(f"targets must have the shape of ids {tuple(ids.shape)}, got {got}")
-        logits = self(ids)
-        return F.cross_entropy(logits.flatten(0, 1), targets.flatten().long(), ignore_index=-100)
-
     def num_parameters(self, non_embedding: bool = False) -> int:
         """Number of parameters, a tied embedding counted once (equals :func:`count_parameters`).
 
@@ -485,31 +427,6 @@ class Llama(nn.Module):
             if not self.config.tie_embeddings:
                 n -= self.lm_head.weight.numel()
         return n
-
-    @torch.no_grad()
-    def generate(self, ids: torch.Tensor, max_new_tokens: int, **kwargs: Any) -> torch.Tensor:
-        """Continue ``ids`` with :func:`llmkit.decoding.generate` (greedy by default).
-
-        As :meth:`llmkit.gpt.GPT.generate`: evaluation mode for the call, contexts cropped to
-        their last ``block_size`` tokens, ``**kwargs`` the decoding options (``strategy``,
-        ``temperature``, ``top_k``, ``top_p``, ``beam_width``, ``generator``, ``use_cache``,
-        ``eos_token_id``).
-
-        Args:
-            ids: prompt ids ``(t,)`` or ``(b, t)``.
-            max_new_tokens: number of tokens to add.
-        Returns:
-            prompt followed by the generated tokens.
-        """
-        from llmkit import decoding  # imported here: llmkit.decoding builds on llmkit.gpt
-
-        validate.int_ids("ids", ids, self.config.vocab_size, dims=(1, 2))
-        was_training = self.training
-        self.eval()
-        try:
-            return decoding.generate(_CroppedContext(self), ids, max_new_tokens, **kwargs)
-        finally:
-            self.train(was_training)
 
     # -- Hugging Face Llama interop ---------------------------------------------------------
 
@@ -572,16 +489,3 @@ class Llama(nn.Module):
         if config.tie_embeddings:
             model.lm_head.weight = model.wte.weight
         return model
-
-
-class _CroppedContext:
-    """A :class:`Llama` as :mod:`llmkit.decoding` sees it: never past its context window."""
-
-    def __init__(self, model: Llama) -> None:
-        self.model = model
-        self.new_cache = model.new_cache
-        self.forward_with_cache = model.forward_with_cache
-
-    def __call__(self, ids: torch.Tensor) -> torch.Tensor:
-        """``ids: (b, t) -> logits (b, min(t, block_size), vocab)`` for the last positions."""
-        return self.model(ids[..., -self.model.config.block_size :])

@@ -160,7 +160,7 @@ LM_LOSS = Exercise(
         "torch.nn:CrossEntropyLoss",
         "torch.nn:NLLLoss",
         "llmkit.train:cross_entropy_loss",
-        "llmkit.gpt:GPT.loss",
+        "llmkit.lm:CausalLM.loss",
         "llmkit.seq2seq:_masked_cross_entropy",
     ],
     fixed=[
@@ -214,7 +214,7 @@ def _forward_case(rng: random.Random, t: int | None = None) -> Case:
 GPT_FORWARD = Exercise(
     name="gpt_forward",
     reference=f"{_REF}:gpt_forward",
-    forbid=["llmkit.gpt", "llmkit.nn", *_SDPA],
+    forbid=["llmkit.gpt", "llmkit.lm", "llmkit.nn", *_SDPA],
     fixed=_Fresh(_forward_case, (3, 1)),
     random=_forward_case,
     cases=8,
@@ -436,7 +436,7 @@ GENERATE_WITH_CACHE = Exercise(
     reference=f"{_REF}:generate_with_cache",
     forbid=[
         "llmkit.gpt:GPT",
-        "llmkit.gpt:_CroppedContext",
+        "llmkit.lm",
         "llmkit.nn:KVCache",
         "llmkit.nn:Block",
         "llmkit.nn:MultiHeadAttention",
