@@ -139,11 +139,7 @@ class LlamaConfig:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> LlamaConfig:
         """The inverse of :meth:`to_dict`; unknown keys are an error."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown LlamaConfig fields {unknown}; allowed: {sorted(names)}")
-        return cls(**d)
+        return validate.config_from_dict(cls, d)
 
     def to_hf_llama_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``transformers.LlamaConfig`` describing the same model.
