@@ -116,7 +116,8 @@ if importlib.util.find_spec("transformers") is not None:
 
 @pytest.mark.parametrize(("check", "shortcut", "name"), OFF_LIMITS)
 def test_library_and_warpers_are_off_limits(check, shortcut, name):
-    with pytest.raises(AssertionError, match=f"must be written without .*{name}"):
+    # transformers is off limits as a whole: its lazy import may be what trips first
+    with pytest.raises(AssertionError, match=f"must be written without .*({name}|transformers)"):
         check(shortcut, seed=0)
 
 
