@@ -29,6 +29,7 @@ Loaders (all return plain Python objects; splits are deterministic and documente
 ``load_ud_ewt(split=None)``    ``{"train", "dev", "test"}`` of :class:`Sentence`
 ``load_poem_sentiment()``      ``{"train", "validation", "test"}`` of ``(verse, label)``
 ``load_instruction_data()``    list of ``{"instruction", "input", "output"}``
+``split_instruction_data()``   ``{"train", "val", "test", "removed"}`` without leaks
 ``load_ldnoobw(version)``      list of terms (``"current"`` or C4's ``"c4"``)
 =============================  ==========================================================
 """
@@ -49,6 +50,7 @@ from .fetch import (
 )
 from .loaders import (
     HH_RLHF_SUBSETS,
+    INSTRUCTION_SPLIT,
     LDNOOBW_VERSIONS,
     POEM_SENTIMENT_LABELS,
     SENTENCE_POLARITY_SEED,
@@ -66,6 +68,7 @@ from .loaders import (
     load_ud_ewt,
     load_wnut17,
     parse_conllu,
+    split_instruction_data,
 )
 from .registry import REGISTRY, Entry, entry, names
 
@@ -93,6 +96,7 @@ __all__ = [
     "POEM_SENTIMENT_LABELS",
     "WNUT17_LABELS",
     "HH_RLHF_SUBSETS",
+    "INSTRUCTION_SPLIT",
     "LDNOOBW_VERSIONS",
     "UD_SPLITS",
     "Token",
@@ -106,5 +110,6 @@ __all__ = [
     "load_ud_ewt",
     "load_poem_sentiment",
     "load_instruction_data",
+    "split_instruction_data",
     "load_ldnoobw",
 ]

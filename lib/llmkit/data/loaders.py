@@ -13,6 +13,7 @@ import gzip
 import json
 import random
 import zipfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, overload
 
@@ -36,6 +37,8 @@ __all__ = [
     "load_ud_ewt",
     "load_poem_sentiment",
     "load_instruction_data",
+    "split_instruction_data",
+    "INSTRUCTION_SPLIT",
     "load_ldnoobw",
 ]
 
@@ -497,6 +500,50 @@ def load_instruction_data() -> list[dict[str, str]]:
         {"instruction": d["instruction"], "input": d.get("input", ""), "output": d["output"]}
         for d in data
     ]
+
+
+INSTRUCTION_SPLIT: tuple[int, int] = (935, 1045)
+"""Where the instruction data is cut, as in *LLMs from scratch* chapter 7: train is
+``data[:935]`` (85%), test ``data[935:1045]`` (10%), validation ``data[1045:]`` (5%)."""
+
+
+def split_instruction_data(
+    data: Sequence[Mapping[str, str]] | None = None,
+) -> dict[str, list[dict[str, str]]]:
+    """Split the instruction data into train / validation / test without leaked instructions.
+
+    The cut is the book's (:data:`INSTRUCTION_SPLIT`): train ``data[:935]``, test
+    ``data[935:1045]``, validation ``data[1045:]``. The book's splits share instructions:
+    18 of the 110 test examples (and 12 of the 55 validation examples) have an instruction
+    that also occurs, as the exact same string, in the training split. Every training
+    example whose instruction occurs in validation or test is then removed, so that no
+    held-out instruction was seen in training. On the course's data that removes 64 of
+    the 935 training examples (871 remain); validation and test are not changed.
+
+    Args:
+        data: the examples, ``{"instruction", "input", "output"}`` each, at least 1,045 of
+            them; default :func:`load_instruction_data`.
+    Returns:
+        ``{"train", "val", "test", "removed"}``: lists of examples in file order;
+        ``removed`` holds the training examples that were dropped.
+    """
+    if data is None:
+        data = load_instruction_data()
+    if isinstance(data, (str, Mapping)) or not isinstance(data, Sequence):
+        raise TypeError(f"data must be a list of examples, got {type(data).__name__}")
+    n_train, n_test = INSTRUCTION_SPLIT
+    if len(data) < n_test:
+        raise ValueError(f"data must hold at least {n_test} examples, got {len(data)}")
+    for k, d in enumerate(data):
+        if not isinstance(d, Mapping) or not isinstance(d.get("instruction"), str):
+            raise ValueError(f"data[{k}] must be a dict with a str 'instruction', got {d!r}")
+    train = [dict(d) for d in data[:n_train]]
+    test = [dict(d) for d in data[n_train:n_test]]
+    val = [dict(d) for d in data[n_test:]]
+    held_out = {d["instruction"] for d in (*val, *test)}
+    kept = [d for d in train if d["instruction"] not in held_out]
+    removed = [d for d in train if d["instruction"] in held_out]
+    return {"train": kept, "val": val, "test": test, "removed": removed}
 
 
 # ---------------------------------------------------------------------------------- LDNOOBW
