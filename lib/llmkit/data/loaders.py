@@ -578,7 +578,7 @@ def _english_documents() -> dict[str, list[str]]:
     banned = {s.strip() for ex in load_instruction_data() for s in ex.values() if s.strip()}
     sources = {
         "tatoeba": tatoeba,
-        "ud-ewt": [" ".join(g) for g in groups],
+        "ud-ewt": list(dict.fromkeys(" ".join(g) for g in groups)),
         "sentence-polarity": list(dict.fromkeys(polarity)),
     }
     return {name: [d for d in docs if d and d not in banned] for name, docs in sources.items()}
@@ -612,7 +612,7 @@ def load_english_text(
       stripped, in file order.
     * UD EWT: groups of up to :data:`UD_EWT_GROUP` (4) consecutive training sentences of
       the same source document (the ``sent_id`` without its sentence number), their
-      ``# text`` joined with a space.
+      ``# text`` joined with a space; each distinct group once.
     * Sentence polarity: each distinct training snippet (lower-cased and tokenized, as
       in the source).
 
