@@ -31,6 +31,7 @@ Loaders (all return plain Python objects; splits are deterministic and documente
 ``load_instruction_data()``    list of ``{"instruction", "input", "output"}``
 ``split_instruction_data()``   ``{"train", "val", "test", "removed"}`` without leaks
 ``load_ldnoobw(version)``      list of terms (``"current"`` or C4's ``"c4"``)
+``load_english_text()``        ``{"train", "val"}`` English documents (chapter 09)
 =============================  ==========================================================
 """
 
@@ -49,15 +50,21 @@ from .fetch import (
     sha256_file,
 )
 from .loaders import (
+    ENGLISH_TEXT_FILES,
+    ENGLISH_TEXT_RULE,
+    ENGLISH_TEXT_SEED,
+    ENGLISH_TEXT_SOURCES,
     HH_RLHF_SUBSETS,
     INSTRUCTION_SPLIT,
     LDNOOBW_VERSIONS,
     POEM_SENTIMENT_LABELS,
     SENTENCE_POLARITY_SEED,
+    UD_EWT_GROUP,
     UD_SPLITS,
     WNUT17_LABELS,
     Sentence,
     Token,
+    load_english_text,
     load_hh_rlhf,
     load_instruction_data,
     load_ldnoobw,
@@ -112,4 +119,10 @@ __all__ = [
     "load_instruction_data",
     "split_instruction_data",
     "load_ldnoobw",
+    "load_english_text",
+    "ENGLISH_TEXT_SEED",
+    "ENGLISH_TEXT_SOURCES",
+    "UD_EWT_GROUP",
+    "ENGLISH_TEXT_FILES",
+    "ENGLISH_TEXT_RULE",
 ]
