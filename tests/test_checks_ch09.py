@@ -48,7 +48,7 @@ def labels(parts, eot_id, roles=("assistant",), eot=True, append=True, header=Fa
     return ids, labs
 
 
-def collate(examples, pad_id, y_pad=-100, shift=1, left=False, from_ids=False):
+def collate(examples, pad_id, y_pad=-100, shift=1, left=False, from_ids=False, mask=None):
     rows = []
     for ids, labs in examples:
         src = ids if from_ids else labs
@@ -63,6 +63,10 @@ def collate(examples, pad_id, y_pad=-100, shift=1, left=False, from_ids=False):
 
     x = torch.tensor([pad(x, pad_id) for x, _ in rows])
     y = torch.tensor([pad(y, fill_y) for _, y in rows])
+    if mask == "y":  # padding found by value: a real pad_id in y is lost too
+        y[y == pad_id] = -100
+    elif mask == "x":
+        y[x == pad_id] = -100
     return x, y
 
 
@@ -86,6 +90,8 @@ SLIPS = [
     ("pad_collate", with_(collate, shift=2), "shift once only"),
     ("pad_collate", with_(collate, left=True), "pad on the right"),
     ("pad_collate", with_(collate, from_ids=True), "comes from the labels"),
+    ("pad_collate", with_(collate, y_pad=None, mask="y"), "pad by position, not by value"),
+    ("pad_collate", with_(collate, mask="x"), "pad by position, not by value"),
 ]
 
 
@@ -97,10 +103,44 @@ def test_each_slip_fails_with_its_hint(exercise, wrong, hint, capsys):
     assert capsys.readouterr().out == ""
 
 
+def _collate_with_f_pad(examples, pad_id):
+    """Padding each row with F.pad and stacking: building blocks, allowed."""
+    width = max(len(ids) for ids, _ in examples) - 1
+
+    def row(v, fill):
+        return torch.nn.functional.pad(torch.tensor(v), (0, width - len(v)), value=fill)
+
+    x = torch.stack([row(ids[:-1], pad_id) for ids, _ in examples])
+    y = torch.stack([row(labs[1:], -100) for _, labs in examples])
+    return x, y
+
+
 def test_right_answers_pass():
     ch09.check_render_notes(render, seed=1)
     ch09.check_conversation_labels(labels, seed=1)
     ch09.check_pad_collate(collate, seed=1)
+    ch09.check_pad_collate(_collate_with_f_pad, seed=1)
+
+
+def test_eot_id_is_read_from_the_argument():
+    """An answer that appends a constant 0 (the usual <|endoftext|> id) instead of eot_id
+    fails, whatever the seed: a fixed case ends with the assistant and has eot_id 99."""
+
+    def constant_eot(parts, eot_id):
+        return labels(parts, 0)
+
+    for seed in (0, 1, 2):
+        with pytest.raises(AssertionError, match="expected 99"):
+            ch09.check_conversation_labels(constant_eot, seed=seed)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_padding_found_by_value_fails_on_the_fixed_cases(seed):
+    """pad_id is also a real token (the lab pads with <|endoftext|>, a target): masking y
+    by value fails on a fixed case, whatever the random cases are."""
+    for mask in ("x", "y"):
+        with pytest.raises(AssertionError, match="pad by position"):
+            ch09.check_pad_collate(with_(collate, mask=mask), cases=6, seed=seed)
 
 
 def test_the_checks_agree_with_llmkit_sft():
@@ -155,14 +195,88 @@ def _chat_render(messages):
     return r.text, [tuple(s) for s in r.content_spans]
 
 
+def _rows(examples):
+    return [torch.tensor(i[:-1]) for i, _ in examples], [
+        torch.tensor(lab[1:]) for _, lab in examples
+    ]
+
+
+def _pairs_pad_sequences(examples, pad_id):
+    from llmkit.data.pairs import pad_sequences
+
+    x, _ = pad_sequences([i[:-1] for i, _ in examples], pad_id)
+    y, _ = pad_sequences([lab[1:] for _, lab in examples], -100)
+    return x, y
+
+
+def _seq2seq_pad_sequences(examples, pad_id):
+    from llmkit import seq2seq
+
+    x, _ = seq2seq.pad_sequences([i[:-1] for i, _ in examples], pad_id)
+    y, _ = seq2seq.pad_sequences([lab[1:] for _, lab in examples], -100)
+    return x, y
+
+
+def _bert_pad(examples, pad_id):
+    from llmkit.bert_tasks import _pad
+
+    return _pad([i[:-1] for i, _ in examples], pad_id), _pad([lab[1:] for _, lab in examples], -100)
+
+
+def _c_pad_sequence(examples, pad_id):
+    xs, ys = _rows(examples)
+    f = torch._C._nn.pad_sequence
+    return f(xs, True, float(pad_id)), f(ys, True, -100.0)
+
+
+def _aten_pad_sequence(examples, pad_id):
+    xs, ys = _rows(examples)
+    f = torch.ops.aten.pad_sequence
+    return f(xs, True, float(pad_id)), f(ys, True, -100.0)
+
+
+def _pad_packed(examples, pad_id):
+    from torch.nn.utils.rnn import pack_sequence, pad_packed_sequence
+
+    xs, ys = _rows(examples)
+    x, _ = pad_packed_sequence(
+        pack_sequence(xs, enforce_sorted=False), batch_first=True, padding_value=pad_id
+    )
+    y, _ = pad_packed_sequence(
+        pack_sequence(ys, enforce_sorted=False), batch_first=True, padding_value=-100
+    )
+    return x, y
+
+
+def _nested(examples, pad_id):
+    xs, ys = _rows(examples)
+    nested = torch.nested.nested_tensor
+    return nested(xs).to_padded_tensor(pad_id), nested(ys).to_padded_tensor(-100)
+
+
+def _nested_from_list(examples, pad_id):
+    xs, ys = _rows(examples)
+    nested = torch._nested_tensor_from_tensor_list
+    return nested(xs).to_padded_tensor(pad_id), nested(ys).to_padded_tensor(-100)
+
+
 SHORTCUTS = [
     ("render_notes", _chat_render, "llmkit.chat"),
     ("conversation_labels", _sft_labels, "llmkit.sft"),
-    ("pad_collate", _pad_sequence, "pad_sequence"),
+    ("pad_collate", _pad_sequence, "torch.nn.utils.rnn"),
     ("pad_collate", _sft_collate, "llmkit.sft"),
+    ("pad_collate", _pairs_pad_sequences, "llmkit.data.pairs"),
+    ("pad_collate", _seq2seq_pad_sequences, "llmkit.data.pairs"),
+    ("pad_collate", _bert_pad, "llmkit.bert_tasks"),
+    ("pad_collate", _c_pad_sequence, "pad_sequence"),
+    ("pad_collate", _aten_pad_sequence, "pad_sequence"),
+    ("pad_collate", _pad_packed, "torch.nn.utils.rnn"),
+    ("pad_collate", _nested, "torch.nested"),
+    ("pad_collate", _nested_from_list, "nested_tensor_from_tensor_list"),
 ]
 
 
+@pytest.mark.filterwarnings("ignore:The PyTorch API of nested tensors")
 @pytest.mark.parametrize(("exercise", "shortcut", "label"), SHORTCUTS)
 def test_library_versions_are_off_limits(exercise, shortcut, label):
     with pytest.raises(AssertionError, match=f"must be written without .*{label}"):

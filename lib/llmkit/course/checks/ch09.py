@@ -13,11 +13,16 @@ pad_collate          ``(examples, pad_id) -> (x, y)``: shifted,    ``llmkit.sft.
 ===================  ============================================  ============================
 
 Off limits in every exercise: :mod:`llmkit.chat` and :mod:`llmkit.sft` (which compute
-all three); in ``pad_collate`` also ``torch.nn.utils.rnn.pad_sequence``. Roles are
-``"system"``, ``"user"`` and ``"assistant"``, in any order; contents are random text with
-newlines, unicode and markup-like strings. In ``conversation_labels`` the ids are small
-made-up numbers: a header is ``[role id, newline id]`` (:data:`ROLE_IDS`, :data:`NEWLINE`),
-a message closes with ``[NEWLINE]``.
+all three); in ``pad_collate`` also llmkit's other padding functions (:mod:`llmkit.data.pairs`,
+re-exported by :mod:`llmkit.seq2seq`, and :mod:`llmkit.bert_tasks`), ``torch.nn.utils.rnn``
+(``pad_sequence``, ``pad_packed_sequence``), the C function under ``pad_sequence`` and
+nested tensors (``to_padded_tensor`` pads them). Roles are ``"system"``, ``"user"`` and
+``"assistant"``, in any order; contents are random text with newlines, unicode and
+markup-like strings. In ``conversation_labels`` the ids are small made-up numbers: a
+header is ``[role id, newline id]`` (:data:`ROLE_IDS`, :data:`NEWLINE`), a message closes
+with ``[NEWLINE]``, and ``eot_id`` is :data:`EOT` or another id. In ``pad_collate``
+``pad_id`` may also occur as a real token, and a target: the lab pads with the
+end-of-text id.
 """
 
 from __future__ import annotations
@@ -135,7 +140,8 @@ def _label_case(rng: random.Random) -> Case:
     roles = [rng.choice(ROLES) for _ in range(rng.randint(0, 6))]
     if rng.random() < 0.5 and roles:  # most conversations alternate user / assistant
         roles = ["user" if k % 2 == 0 else "assistant" for k in range(len(roles))]
-    return Case((_parts(rng, roles), EOT))
+    eot_id = EOT if rng.random() < 0.5 else rng.randrange(60, 100)  # eot_id is an argument
+    return Case((_parts(rng, roles), eot_id))
 
 
 def _fixed_labels() -> list[Case]:
@@ -146,6 +152,7 @@ def _fixed_labels() -> list[Case]:
         Case((_parts(rng, ["user", "assistant"]), EOT)),
         Case((_parts(rng, ["system", "user", "assistant", "user", "assistant"]), EOT)),
         Case((_parts(rng, ["user", "assistant", "user"]), 99)),
+        Case((_parts(rng, ["user", "assistant"]), 99)),  # appends eot_id, not 0
         Case((_parts(rng, ["assistant", "assistant", "system", "user"]), EOT)),
         Case(([("user", [2, 10], [11, 12], [10]), ("assistant", [3, 10], [], [10])], EOT)),
     ]
@@ -218,13 +225,33 @@ def _fixed_collate() -> list[Case]:
         Case(([([5, 6, 7, 8], [-100, -100, 7, 8]), ([9, 4, 3], [-100, 4, 3])], 0)),
         Case(([([1, 2, 3], [-100, 2, 3]), ([4, 5, 6], [-100, -100, 6])], 7)),
         Case(([([2, 3], [-100, 3]), ([4, 5, 6, 7, 8], [-100, -100, -100, 7, 8])], 1)),
+        # the lab pads with <|endoftext|> (0), a target at the end of every example
+        Case(([([2, 11, 12, 0], [-100, 11, 12, 0]), ([2, 13, 0], [-100, 13, 0])], 0)),
+        # pad_id as a real token inside x and y, targets included
+        Case(([([1, 5, 1, 6], [-100, 5, 1, 6]), ([2, 1, 7], [-100, 1, 7])], 1)),
     ]
+
+
+#: What pads a batch for the student: llmkit's padding functions (``llmkit.seq2seq``
+#: re-exports ``llmkit.data.pairs.pad_sequences``), torch's rnn utilities and the C
+#: function under ``pad_sequence``, and nested tensors (``to_padded_tensor``).
+_PADDERS = [
+    "llmkit.data.pairs",
+    "llmkit.bert_tasks:_pad",
+    "llmkit.bert_tasks:_collate",
+    "torch.nn.utils.rnn",
+    "torch._C._nn:pad_sequence",
+    "torch.nested",
+    "torch.nested:to_padded_tensor",
+    "torch:Tensor.to_padded_tensor",
+    "torch:_nested_tensor_from_tensor_list",
+]
 
 
 PAD_COLLATE = Exercise(
     name="pad_collate",
     reference=f"{_REF}:pad_collate",
-    forbid=[*_LLMKIT, "torch.nn.utils.rnn:pad_sequence"],
+    forbid=[*_LLMKIT, *_PADDERS],
     fixed=_fixed_collate,
     random=_collate_case,
     cases=30,
@@ -234,6 +261,16 @@ PAD_COLLATE = Exercise(
         Slip(
             f"{_REF}:collate_pad_y_with_pad_id",
             "pad y with -100, not pad_id: padding must never be a target",
+        ),
+        Slip(
+            f"{_REF}:collate_masks_pad_id_in_y",
+            "pad by position, not by value: pad_id can be a real token and a target (the "
+            "lab pads with <|endoftext|>, the target that ends every reply)",
+        ),
+        Slip(
+            f"{_REF}:collate_masks_pad_id_in_x",
+            "pad by position, not by value: pad_id can be a real token and a target (the "
+            "lab pads with <|endoftext|>, the target that ends every reply)",
         ),
         Slip(
             f"{_REF}:collate_not_shifted",

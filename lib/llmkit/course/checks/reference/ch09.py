@@ -185,6 +185,19 @@ def collate_pad_y_with_pad_id(examples: Examples, pad_id: int):
     return _collate(examples, pad_id, y_pad=None)
 
 
+def collate_masks_pad_id_in_y(examples: Examples, pad_id: int):
+    """Pads ``y`` with ``pad_id``, then sets every ``pad_id`` in ``y`` to -100: a real
+    token equal to ``pad_id`` (the end-of-text target) is lost too."""
+    x, y = _collate(examples, pad_id, y_pad=None)
+    return x, y.masked_fill(y == pad_id, IGNORE)
+
+
+def collate_masks_pad_id_in_x(examples: Examples, pad_id: int):
+    """Sets ``y`` to -100 wherever ``x`` is ``pad_id``, real tokens equal to it too."""
+    x, y = _collate(examples, pad_id)
+    return x, y.masked_fill(x == pad_id, IGNORE)
+
+
 def collate_not_shifted(examples: Examples, pad_id: int):
     """``x = ids``, ``y = labels``: each position is asked for its own token."""
     return _collate(examples, pad_id, shift=0)
