@@ -111,6 +111,13 @@ def by_torch(seqs, pad_id):
     return ids, ids != pad_id
 
 
+def by_nested(seqs, pad_id):
+    nested = torch.nested.nested_tensor([torch.tensor(s) for s in seqs])
+    ids = nested.to_padded_tensor(pad_id)
+    real = torch.nested.nested_tensor([torch.ones(len(s)) for s in seqs]).to_padded_tensor(0)
+    return ids, real.bool()
+
+
 def by_layer(x, memory, memory_mask, params, n_heads):
     layer = CrossAttention(x.shape[-1], n_heads).double()
     layer.load_state_dict(params)
@@ -132,6 +139,7 @@ def by_conditioned(model, src_ids, *args):
     [
         (PAD, by_collate, "llmkit.seq2seq.collate"),
         (PAD, by_torch, "torch.nn.utils.rnn"),
+        (PAD, by_nested, "torch.nested"),
         (CROSS, by_layer, "llmkit.nn"),
         (CROSS, by_multihead, "torch.nn.MultiheadAttention"),
         (CROSS, partial(cross_attention, sdpa=True), "torch.nn.functional.scaled_dot_product"),
@@ -139,6 +147,7 @@ def by_conditioned(model, src_ids, *args):
         (GREEDY, by_conditioned, "llmkit.seq2seq.Seq2Seq.conditioned"),
     ],
 )
+@pytest.mark.filterwarnings("ignore:The PyTorch API of nested tensors")
 def test_off_limits_and_lab_imports_fail(check, shortcut, name):
     fails(check, shortcut, f"must be written without {re.escape(name)}")
 

@@ -85,6 +85,11 @@ PAD_SEQUENCES = Exercise(
         "llmkit.bert_tasks:_collate",
         "torch.nn.utils.rnn",
         "torch._C._nn:pad_sequence",
+        # nested tensors pad too (``to_padded_tensor``)
+        "torch.nested",
+        "torch.nested:to_padded_tensor",
+        "torch:Tensor.to_padded_tensor",
+        "torch:_nested_tensor_from_tensor_list",
     ],
     fixed=[
         ([[5, 6, 7], [8]], 0),  # the lab's example
