@@ -118,3 +118,23 @@ def test_a_chapter_needing_another_quotes_that_chapters_time(tmp_path):
     results.build(tmp_path)
     box = (tmp_path / results.RUNNING_DIR / "02_b.md").read_text()
     assert "{doc}`/chapters/00_base`" in box and "own run took 480 s" in box
+
+
+def test_a_needed_chapters_first_run_field_is_quoted_before_its_notebook_time(tmp_path):
+    # the needed chapter loaded its model from the cache: its notebook time is not the cost
+    record = (
+        "profile : book\nhardware : a CPU\nfirst run : 3000 s (training)\nthis notebook: 60 s\n"
+    )
+    _chapter(tmp_path, record)
+    nb_path = tmp_path / "chapters" / "01_a.ipynb"
+    nb = json.loads(nb_path.read_text())
+    nb["cells"][1]["outputs"][0]["text"] = "profile : book\nhardware : a CPU\nthis notebook: 20 s\n"
+    nb["cells"][1]["metadata"]["llmkit"] = {"running": {"needs": ["00_base"]}}
+    (tmp_path / "chapters" / "02_b.ipynb").write_text(json.dumps(nb))
+    (tmp_path / "chapters" / "00_base.ipynb").write_text(nb_path.read_text())
+    nb_path.unlink()
+    results.build(tmp_path)
+    box = (tmp_path / results.RUNNING_DIR / "02_b.md").read_text()
+    assert "own run took 3000 s (training)" in box and "60 s" not in box
+    own = (tmp_path / results.RUNNING_DIR / "00_base.md").read_text()
+    assert "without a cached model, this chapter trains it: 3000 s (training)." in own
