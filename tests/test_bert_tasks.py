@@ -305,3 +305,32 @@ def test_run_fine_tunes_each_encoder_with_its_own_tokenizer(tmp_path, monkeypatc
             bt.run("poem-sentiment", name, "smoke", cache_dir=tmp_path, progress=False)
     small = bt.SMALL_BERT_RECIPES["smoke"]["vocab_size"]
     assert seen == {small: small, 30522: 30522}
+
+
+def test_mlm_loss_by_corruption_splits_the_loss(tokenizer):
+    """An untrained model: every kind near log(vocab); the parts add up to the whole."""
+    from llmkit.bert import BertConfig, BertForMaskedLM
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=tokenizer.get_vocab_size(),
+        hidden_size=32,
+        n_layers=1,
+        n_heads=2,
+        intermediate_size=64,
+        max_position=32,
+    )
+    model = BertForMaskedLM(config)
+    texts = ["the river bank is on the other side of the stream today"] * 40
+    r = bt.mlm_loss_by_corruption(model, tokenizer, texts, seq_len=16, batch_size=8, n_batches=4)
+    parts = ("mask", "random", "kept")
+    assert r["all"]["n"] == sum(r[k]["n"] for k in parts) > 0
+    total = sum(r[k]["loss"] * r[k]["n"] for k in parts) / r["all"]["n"]
+    assert math.isclose(total, r["all"]["loss"], rel_tol=1e-6)
+    assert r["mask"]["n"] > r["kept"]["n"]
+    for k in parts:
+        assert abs(r[k]["loss"] - math.log(config.vocab_size)) < 1.5, (k, r[k])
+    again = bt.mlm_loss_by_corruption(
+        model, tokenizer, texts, seq_len=16, batch_size=8, n_batches=4
+    )
+    assert again == r

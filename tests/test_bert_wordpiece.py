@@ -55,6 +55,12 @@ def test_normalisation_and_splitting_match_minilm(tok):
         assert words == [w for w, _ in minilm.pre_tokenizer.pre_tokenize_str(ours)]
 
 
+def test_special_tokens_in_text_are_recognised(tok):
+    enc = tok.encode("the [MASK] bank", add_special_tokens=False)
+    assert enc.tokens == ["the", "[MASK]", "bank"]
+    assert enc.ids[1] == BERT_SPECIAL_TOKENS.index("[MASK]")
+
+
 def test_unknown_characters_become_unk(tok):
     assert tok.encode("the ☃ river", add_special_tokens=False).tokens == ["the", "[UNK]", "river"]
 

@@ -731,6 +731,7 @@ def train_wordpiece(
     tok.normalizer = normalizer
     tok.pre_tokenizer = pre_tokenizer
     tok.decoder = decoders.WordPiece(prefix="##")
+    tok.add_special_tokens(list(BERT_SPECIAL_TOKENS))  # "[MASK]" in a text is the token
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",
         pair="[CLS] $A [SEP] $B:1 [SEP]:1",

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llmkit import cache
+from llmkit import cache, validate
 from llmkit.bert import (
     IGNORE_INDEX,
     BertConfig,
@@ -70,6 +70,7 @@ __all__ = [
     "FINETUNE_RECIPES",
     "ENCODERS",
     "mlm_corpus",
+    "mlm_loss_by_corruption",
     "small_bert",
     "small_bert_vocabulary",
     "VOCABULARY_METHOD",
@@ -306,6 +307,59 @@ def mlm_batch_fn(
     return get_batch
 
 
+@torch.no_grad()
+def mlm_loss_by_corruption(
+    model: BertForMaskedLM,
+    tokenizer: Any,
+    texts: Sequence[str],
+    *,
+    seq_len: int = 64,
+    batch_size: int = 32,
+    n_batches: int = 16,
+    seed: int = 1,
+) -> dict[str, dict[str, float]]:
+    """The MLM loss split by what each chosen token became: ``[MASK]``, random or kept.
+
+    Windows and masks are drawn as in pretraining (:func:`mlm_batch_fn`, seeded), from
+    ``texts`` (e.g. the validation texts of :func:`mlm_corpus`). At a kept token the
+    model sees the answer, at a ``[MASK]`` only the context, so the ``"mask"`` loss is
+    the one that measures the use of context.
+
+    Returns:
+        ``{"mask" | "random" | "kept" | "all": {"loss": mean nats, "n": tokens}}``.
+    """
+    validate.positive_int("n_batches", n_batches)
+    stream = _token_stream(tokenizer, texts)
+    get_batch = mlm_batch_fn({"val": stream}, tokenizer, seq_len, batch_size)
+    mask_id = tokenizer.token_to_id("[MASK]")
+    g = torch.Generator().manual_seed(seed)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    sums = dict.fromkeys(("mask", "random", "kept"), 0.0)
+    counts = dict.fromkeys(("mask", "random", "kept"), 0)
+    for _ in range(n_batches):
+        batch = get_batch("val", g)
+        x, y = batch["input_ids"], batch["labels"]
+        chosen = y != IGNORE_INDEX
+        logp = model(x.to(device)).float().log_softmax(-1).cpu()
+        nll = -logp[chosen].gather(-1, y[chosen][:, None])[:, 0]
+        shown = x[chosen]
+        kinds = {
+            "mask": shown == mask_id,
+            "kept": shown == y[chosen],
+            "random": (shown != mask_id) & (shown != y[chosen]),
+        }
+        for name, where in kinds.items():
+            sums[name] += float(nll[where].sum())
+            counts[name] += int(where.sum())
+    model.train(was_training)
+    out = {k: {"loss": sums[k] / max(1, counts[k]), "n": counts[k]} for k in sums}
+    n = sum(counts.values())
+    out["all"] = {"loss": sum(sums.values()) / max(1, n), "n": n}
+    return out
+
+
 def _mlm_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     return model(batch["input_ids"], labels=batch["labels"])
 
@@ -341,7 +395,10 @@ def small_bert_vocabulary(profile: str | None = None) -> Any:
 def _read_small_tokenizer(path: Any) -> Any:
     from tokenizers import Tokenizer
 
+    from llmkit.bert import BERT_SPECIAL_TOKENS
+
     tok = Tokenizer.from_file(str(path))
+    tok.add_special_tokens(list(BERT_SPECIAL_TOKENS))  # as train_wordpiece does; ids kept
     tok.no_padding()
     tok.no_truncation()
     return tok
