@@ -95,3 +95,21 @@ def test_bad_arguments_are_named():
         train_wordpiece(TEXTS, 10)
     with pytest.raises(ValueError, match="min_frequency"):
         train_wordpiece(TEXTS, 100, min_frequency=1)
+
+
+def test_train_bpe_merges_matches_the_byte_level_trainer():
+    """The public merge trainer gives BPETokenizer's merges on the same chunk table."""
+    import re
+    from collections import Counter
+
+    from llmkit.tokenizers import BPETokenizer, train_bpe_merges
+
+    text = "low lower lowest newer newest wider widest " * 5
+    chunks = Counter(re.findall(r"\S+|\s+", text))
+    words = [(list(w.encode()), n) for w, n in sorted(chunks.items())]
+    merges, counts = train_bpe_merges(words, 12)
+    assert len(counts) == len(merges) == 12 and min(counts) >= 2
+    tok = BPETokenizer.train(text, 256 + 12, pattern=r"\S+|\s+")
+    assert merges == [tuple(m) for m in tok.merges]
+    with pytest.raises(ValueError, match="words"):
+        train_bpe_merges([([300], 2)], 3)

@@ -662,7 +662,7 @@ def train_wordpiece(
     The vocabulary is learned as the ``tokenizers`` library's WordPiece trainer learns it,
     by byte-pair-style merges (Sennrich et al., 2016) over the words' characters, a
     word-initial ``b`` and a continuing ``##b`` being different symbols; the merging is
-    done by :mod:`llmkit.tokenizers`' incremental BPE trainer, whose ties are broken by
+    done by :func:`llmkit.tokenizers.train_bpe_merges`, whose ties are broken by
     symbol order, so that the same texts and arguments always give the same vocabulary
     (the ``tokenizers`` trainer breaks ties by hash-map order, which varies between runs).
     The alphabet is the 256 most frequent symbols; a word with any other character is
@@ -684,7 +684,7 @@ def train_wordpiece(
 
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
-    from llmkit.tokenizers import _train_incremental
+    from llmkit.tokenizers import train_bpe_merges
 
     if isinstance(texts, str) or not isinstance(texts, Sequence):
         raise TypeError("texts must be a sequence of strings, not one string")
@@ -717,7 +717,7 @@ def train_wordpiece(
         if all(s in index for s in spell(w))
     ]
     n_merges = max(0, vocab_size - len(BERT_SPECIAL_TOKENS) - len(alphabet))
-    merges, merge_counts = _train_incremental(table, n_merges, tie_break="smallest")
+    merges, merge_counts = train_bpe_merges(table, n_merges)
     pieces = list(alphabet) + [""] * (256 - len(alphabet))  # ids 0-255; merges from 256
     for (a, b), n in zip(merges, merge_counts, strict=True):
         if n < min_frequency:
