@@ -203,9 +203,34 @@ def test_small_bert_smoke_trains_then_loads(tmp_path):
     assert info2["cached"] and info2["val_loss"] == info["val_loss"]
     for (k, a), (_, b) in zip(model.state_dict().items(), again.state_dict().items(), strict=True):
         assert torch.equal(a, b), k
-    enc = bt.encoder_for("scratch", "smoke", cache_dir=tmp_path, progress=False)
+    enc, enc_tok = bt.encoder_for("scratch", "smoke", cache_dir=tmp_path, progress=False)
     assert isinstance(enc, BertModel) and enc.pooler is not None
     assert torch.equal(enc.embeddings.word.weight, model.bert.embeddings.word.weight)
+    # the encoder comes with its own vocabulary, cached beside it, not MiniLM's
+    size = bt.SMALL_BERT_RECIPES["smoke"]["vocab_size"]
+    assert tok.get_vocab_size() == enc_tok.get_vocab_size() == size == info["vocab_size"]
+    assert enc.config.vocab_size == size
+    assert enc_tok.get_vocab() == tok.get_vocab() == bt.small_bert_vocabulary("smoke").get_vocab()
+    assert (Path(info["path"]) / "tokenizer.json").is_file()
+    assert info["n_embedding_parameters"] < info["n_parameters"]
+
+
+def test_small_bert_cache_key_covers_the_vocabulary(tmp_path, monkeypatch):
+    """A new vocabulary size or method gives a new cache entry (and so a new model)."""
+    recipe = bt.SMALL_BERT_RECIPES["smoke"]
+    key = bt._fingerprint(bt._small_bert_payload("smoke"))
+    monkeypatch.setitem(bt.SMALL_BERT_RECIPES, "smoke", {**recipe, "vocab_size": 512})
+    assert bt._fingerprint(bt._small_bert_payload("smoke")) != key
+    monkeypatch.setitem(bt.SMALL_BERT_RECIPES, "smoke", recipe)
+    assert bt._fingerprint(bt._small_bert_payload("smoke")) == key
+    monkeypatch.setattr(bt, "VOCABULARY_METHOD", bt.VOCABULARY_METHOD + " (changed)")
+    assert bt._fingerprint(bt._small_bert_payload("smoke")) != key
+
+
+def test_minilm_encoder_keeps_its_own_tokenizer(tokenizer):
+    enc, tok = bt.encoder_for("minilm")
+    assert tok.get_vocab_size() == enc.config.vocab_size == 30522
+    assert tok.get_vocab() == tokenizer.get_vocab()
 
 
 def test_run_smoke_is_cached_and_complete(tmp_path):
@@ -260,3 +285,52 @@ def test_fine_tune_learns_a_separable_task(tokenizer):
     assert isinstance(model, BertForTokenClassification)
     assert history.val_loss[-1] < 0.5 * history.val_loss[0]
     assert bt.evaluate(model, tokenizer, "ud-ewt-upos", sents)["accuracy"] == 1.0
+
+
+def test_run_fine_tunes_each_encoder_with_its_own_tokenizer(tmp_path, monkeypatch):
+    """The scratch encoder reads the small vocabulary, MiniLM its own: ids always fit."""
+
+    class Stop(Exception):
+        pass
+
+    seen = {}
+
+    def fake_fine_tune(encoder, tokenizer, *args, **kwargs):
+        seen[encoder.config.vocab_size] = tokenizer.get_vocab_size()
+        raise Stop
+
+    monkeypatch.setattr(bt, "fine_tune", fake_fine_tune)
+    for name in bt.ENCODERS:
+        with pytest.raises(Stop):
+            bt.run("poem-sentiment", name, "smoke", cache_dir=tmp_path, progress=False)
+    small = bt.SMALL_BERT_RECIPES["smoke"]["vocab_size"]
+    assert seen == {small: small, 30522: 30522}
+
+
+def test_mlm_loss_by_corruption_splits_the_loss(tokenizer):
+    """An untrained model: every kind near log(vocab); the parts add up to the whole."""
+    from llmkit.bert import BertConfig, BertForMaskedLM
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=tokenizer.get_vocab_size(),
+        hidden_size=32,
+        n_layers=1,
+        n_heads=2,
+        intermediate_size=64,
+        max_position=32,
+    )
+    model = BertForMaskedLM(config)
+    texts = ["the river bank is on the other side of the stream today"] * 40
+    r = bt.mlm_loss_by_corruption(model, tokenizer, texts, seq_len=16, batch_size=8, n_batches=4)
+    parts = ("mask", "random", "kept")
+    assert r["all"]["n"] == sum(r[k]["n"] for k in parts) > 0
+    total = sum(r[k]["loss"] * r[k]["n"] for k in parts) / r["all"]["n"]
+    assert math.isclose(total, r["all"]["loss"], rel_tol=1e-6)
+    assert r["mask"]["n"] > r["kept"]["n"]
+    for k in parts:
+        assert abs(r[k]["loss"] - math.log(config.vocab_size)) < 1.5, (k, r[k])
+    again = bt.mlm_loss_by_corruption(
+        model, tokenizer, texts, seq_len=16, batch_size=8, n_batches=4
+    )
+    assert again == r

@@ -63,6 +63,7 @@ __all__ = [
     "bpe_decode_bytes",
     "pretokenize",
     "train_bpe_naive",
+    "train_bpe_merges",
     "TIE_BREAKS",
 ]
 
@@ -798,6 +799,32 @@ def _train_incremental(
     if bar is not None:
         bar.close()
     return merges, merge_counts
+
+
+def train_bpe_merges(
+    words: Sequence[tuple[Sequence[int], int]], n_merges: int, tie_break: str = "smallest"
+) -> tuple[list[tuple[int, int]], list[int]]:
+    """BPE merges over a table of symbol sequences, with :meth:`BPETokenizer.train`'s rules.
+
+    For vocabularies that are not byte-level, such as :func:`llmkit.bert.train_wordpiece`:
+    ``words`` holds ``(symbol ids, frequency)`` rows with ids below 256; merge ``k``
+    creates id ``256 + k``. Ties between equally frequent pairs are broken as
+    :data:`TIE_BREAKS` says (``"greatest_bytes"`` reads ids as bytes), so the result
+    depends only on the table. Stops early when no pair occurs at least twice.
+
+    Returns:
+        ``(merges, counts)``: the merged pairs in the order learned, and how often each
+        pair occurred when it was merged.
+    """
+    validate.integer("n_merges", n_merges, minimum=0)
+    tie_break = _check_tie_break(tie_break)
+    table: list[tuple[list[int], int]] = []
+    for ids, freq in words:
+        ids = list(ids)
+        if any(not 0 <= i < _N_BYTES for i in ids):
+            raise ValueError(f"words must hold symbol ids in [0, {_N_BYTES}), got {ids}")
+        table.append((ids, int(freq)))
+    return _train_incremental(table, n_merges, tie_break=tie_break)
 
 
 # --------------------------------------------------------------------------------------
