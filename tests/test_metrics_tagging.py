@@ -18,6 +18,7 @@ from llmkit.metrics import (
     span_errors,
     span_f1,
     span_f1_by_type,
+    span_outcomes,
 )
 
 
@@ -167,3 +168,14 @@ def test_per_type_counts_add_up_to_span_f1(pairs):
     assert errors["correct"] == total["n_correct"]
     assert sum(errors[k] for k in SPAN_ERROR_KINDS[:5]) == total["n_true"]
     assert errors["false alarm"] <= total["n_pred"] - total["n_correct"]
+
+
+def test_span_outcomes_name_the_entities():
+    gold = [["B-person", "I-person", "O", "B-location"], ["O", "B-group"]]
+    pred = [["B-person", "O", "O", "B-corporation"], ["B-product", "O"]]
+    assert span_outcomes(gold, pred) == [
+        (0, "wrong boundaries", ("person", 0, 2), [("person", 0, 1)]),
+        (0, "wrong type", ("location", 3, 4), [("corporation", 3, 4)]),
+        (1, "missed", ("group", 1, 2), []),
+        (1, "false alarm", ("product", 0, 1), []),
+    ]

@@ -872,7 +872,7 @@ def tfidf_logistic(
     validation: Sequence[tuple[str, int]],
     test: Sequence[tuple[str, int]],
     *,
-    c_values: Sequence[float] = (0.1, 1.0, 10.0, 100.0),
+    c_values: Sequence[float] = (0.1, 1.0, 10.0, 100.0, 1000.0),
 ) -> dict[str, Any]:
     """A bag-of-words classifier: TF-IDF features and logistic regression (scikit-learn).
 

@@ -17,8 +17,9 @@ Chapter 05 adds the tagging metrics:
 * :func:`span_f1` -- entity-level precision, recall and F1 (an entity counts only if its
   type and both boundaries are right), as CoNLL's ``conlleval`` computes them;
 * :func:`span_f1_by_type` -- the same, separately for each entity type;
-* :func:`span_errors` -- what went wrong with the entities that are not exactly right
-  (missed, wrong type, wrong boundaries, false alarms);
+* :func:`span_outcomes` and :func:`span_errors` -- what went wrong with the entities that
+  are not exactly right (missed, wrong type, wrong boundaries, false alarms), one by one
+  and counted;
 * :func:`accuracy` -- the fraction of equal labels (e.g. UPOS tags).
 
 Chapter 06 adds the translation metrics, computed by ``sacrebleu`` (Post, 2018) so that the
@@ -52,6 +53,7 @@ __all__ = [
     "bio_spans",
     "span_f1",
     "span_f1_by_type",
+    "span_outcomes",
     "span_errors",
     "SPAN_ERROR_KINDS",
     "accuracy",
@@ -257,18 +259,54 @@ SPAN_ERROR_KINDS = (
 )
 
 
-def span_errors(
+def span_outcomes(
     true_tags: Sequence[Sequence[str]], pred_tags: Sequence[Sequence[str]]
-) -> dict[str, int]:
-    """Sort every gold entity, and every predicted entity that touches no gold one, into
-    one kind of outcome.
+) -> list[tuple[int, str, tuple[str, int, int], list[tuple[str, int, int]]]]:
+    """The outcome of every gold entity, and every predicted entity that touches no gold
+    one, in corpus order.
 
     A gold entity is ``"correct"`` (a predicted entity has its type and both boundaries),
     else ``"wrong type"`` (a predicted entity spans exactly its words with another type),
     else ``"wrong boundaries"`` (a predicted entity of its type overlaps it), else
     ``"wrong type and boundaries"`` (some other predicted entity overlaps it), else
     ``"missed"``. A predicted entity that overlaps no gold entity is a ``"false alarm"``.
-    The first five counts add up to the number of gold entities.
+
+    Args:
+        true_tags, pred_tags: as :func:`span_f1`.
+    Returns:
+        ``(sentence, kind, span, overlapping)`` tuples: ``span`` is the gold entity
+        ``(type, start, end)`` (the predicted one for a false alarm) and ``overlapping``
+        the predicted entities that share a word with it, sorted.
+
+    >>> span_outcomes([["B-PER", "I-PER", "O"]], [["B-PER", "O", "B-LOC"]])
+    [(0, 'wrong boundaries', ('PER', 0, 2), [('PER', 0, 1)]), (0, 'false alarm', ('LOC', 2, 3), [])]
+    """
+    out: list[tuple[int, str, tuple[str, int, int], list[tuple[str, int, int]]]] = []
+    for i, (gold, pred) in enumerate(_corpus_spans(true_tags, pred_tags)):
+        for kind, a, b in sorted(gold, key=lambda s: (s[1], s[2], s[0])):
+            near = sorted((s for s in pred if s[1] < b and a < s[2]), key=lambda s: s[1:])
+            if (kind, a, b) in pred:
+                outcome = "correct"
+            elif any(s[1:] == (a, b) for s in near):
+                outcome = "wrong type"
+            elif any(s[0] == kind for s in near):
+                outcome = "wrong boundaries"
+            else:
+                outcome = "wrong type and boundaries" if near else "missed"
+            out.append((i, outcome, (kind, a, b), near))
+        for span in sorted(pred, key=lambda s: (s[1], s[2], s[0])):
+            if not any(a < span[2] and span[1] < b for _, a, b in gold):
+                out.append((i, "false alarm", span, []))
+    return out
+
+
+def span_errors(
+    true_tags: Sequence[Sequence[str]], pred_tags: Sequence[Sequence[str]]
+) -> dict[str, int]:
+    """How many entities had each outcome of :func:`span_outcomes`.
+
+    The first five counts add up to the number of gold entities; ``"correct"`` is
+    :func:`span_f1`'s ``n_correct``.
 
     Args:
         true_tags, pred_tags: as :func:`span_f1`.
@@ -279,22 +317,8 @@ def span_errors(
     1
     """
     out = dict.fromkeys(SPAN_ERROR_KINDS, 0)
-    for gold, pred in _corpus_spans(true_tags, pred_tags):
-        for kind, a, b in gold:
-            near = [(k, c, d) for k, c, d in pred if c < b and a < d]  # overlapping
-            if (kind, a, b) in pred:
-                out["correct"] += 1
-            elif any((c, d) == (a, b) for _, c, d in near):
-                out["wrong type"] += 1
-            elif any(k == kind for k, _, _ in near):
-                out["wrong boundaries"] += 1
-            elif near:
-                out["wrong type and boundaries"] += 1
-            else:
-                out["missed"] += 1
-        for _, c, d in pred:
-            if not any(a < d and c < b for _, a, b in gold):
-                out["false alarm"] += 1
+    for _, kind, _, _ in span_outcomes(true_tags, pred_tags):
+        out[kind] += 1
     return out
 
 
