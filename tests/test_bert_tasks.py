@@ -315,6 +315,17 @@ def test_tfidf_logistic_learns_cue_words_and_not_noise():
     assert 0.3 < r["accuracy"] < 0.7
 
 
+def test_bag_of_words_baseline_uses_the_runs_examples(monkeypatch):
+    seen = {}
+    monkeypatch.setattr(bt, "tfidf_logistic", lambda *splits: seen.setdefault("n", splits))
+    bt.bag_of_words_baseline("poem-sentiment", "smoke")
+    data = bt.load_task("poem-sentiment")
+    recipe = bt.FINETUNE_RECIPES["smoke"]["poem-sentiment"]
+    train, val, test = seen["n"]
+    assert train == data["train"][: recipe["max_train"]] and len(train) == 64
+    assert val == data["validation"] and test == data["test"][:48]
+
+
 def test_bag_of_words_baseline_rejects_bad_input():
     with pytest.raises(ValueError, match="sequence task.*sentence-polarity"):
         bt.bag_of_words_baseline("wnut17")
