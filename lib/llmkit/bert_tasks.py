@@ -4,14 +4,15 @@ The question of the chapter is *what pretraining buys*. Two encoders are fine-tu
 same four tasks with the same recipe:
 
 * ``"scratch"``: a small BERT pretrained here by masked language modelling on a corpus of
-  about 0.6 million words (:func:`mlm_corpus`), in minutes on a laptop CPU
-  (:func:`small_bert`);
+  about 0.4 million words (:func:`mlm_corpus`), in minutes on a laptop CPU
+  (:func:`small_bert`), with an uncased WordPiece vocabulary of a few thousand pieces
+  trained on the same corpus (:func:`llmkit.bert.train_wordpiece`);
 * ``"minilm"``: all-MiniLM-L6-v2 (:func:`llmkit.bert.load_pretrained`), distilled from a
-  large BERT pretrained on billions of words and then trained on a billion sentence pairs.
+  large BERT pretrained on billions of words and then trained on a billion sentence pairs,
+  with BERT's uncased WordPiece vocabulary (30,522 pieces).
 
-Both read text through MiniLM's uncased WordPiece vocabulary (30,522 tokens), so the
-encoders differ only in their weights: the architecture family, the tokenizer and the
-fine-tuning recipe are shared.
+Each encoder reads text through its own tokenizer (:func:`encoder_for` returns the pair);
+the architecture family and the fine-tuning recipe are shared.
 
 Two baselines measure what pretraining adds: ``"random"``, MiniLM's architecture and
 tokenizer with random weights, fine-tuned with the same recipe (:func:`encoder_for`), and
@@ -54,6 +55,7 @@ from llmkit.bert import (
     align_labels,
     load_pretrained,
     mask_tokens,
+    train_wordpiece,
 )
 from llmkit.cache import describe_hardware
 from llmkit.checkpoint import load_checkpoint, save_checkpoint
@@ -75,6 +77,8 @@ __all__ = [
     "ALL_ENCODERS",
     "mlm_corpus",
     "small_bert",
+    "small_bert_vocabulary",
+    "VOCABULARY_METHOD",
     "load_task",
     "encoder_for",
     "classification_batches",
@@ -90,6 +94,10 @@ __all__ = [
 
 #: Version of the cached files; bump it when their meaning changes.
 FORMAT_VERSION = 2
+
+#: How :func:`small_bert` builds its vocabulary (part of its cache fingerprint): bump it
+#: when :func:`llmkit.bert.train_wordpiece` changes what it learns from the same corpus.
+VOCABULARY_METHOD = "llmkit.bert.train_wordpiece v1, uncased, min_frequency 2"
 
 #: The two encoders that :func:`run` compares.
 ENCODERS = ("scratch", "minilm")
@@ -174,6 +182,7 @@ TASKS: dict[str, Task] = {
 
 SMALL_BERT_RECIPES: dict[str, dict[str, Any]] = {
     "smoke": {
+        "vocab_size": 1024,
         "model": dict(hidden_size=64, n_layers=2, n_heads=2, intermediate_size=256),
         "seq_len": 32,
         "batch_size": 16,
@@ -181,13 +190,15 @@ SMALL_BERT_RECIPES: dict[str, dict[str, Any]] = {
         "seed": 0,
     },
     "book": {
+        "vocab_size": 4096,
         "model": dict(hidden_size=256, n_layers=4, n_heads=4, intermediate_size=1024),
         "seq_len": 64,
-        "batch_size": 64,
-        "train": dict(max_steps=300, lr=1e-3, warmup_steps=30, eval_interval=50, eval_iters=8),
+        "batch_size": 32,
+        "train": dict(max_steps=1000, lr=1e-3, warmup_steps=50, eval_interval=100, eval_iters=16),
         "seed": 0,
     },
     "full": {
+        "vocab_size": 8192,
         "model": dict(hidden_size=512, n_layers=8, n_heads=8, intermediate_size=2048),
         "seq_len": 128,
         "batch_size": 128,
@@ -197,8 +208,9 @@ SMALL_BERT_RECIPES: dict[str, dict[str, Any]] = {
         "seed": 0,
     },
 }
-"""How :func:`small_bert` pretrains, per profile: model sizes (the vocabulary is MiniLM's),
-window length, batch size (windows), :class:`~llmkit.train.TrainConfig` fields and seed."""
+"""How :func:`small_bert` pretrains, per profile: the size of the WordPiece vocabulary it
+trains on :func:`mlm_corpus` (:func:`llmkit.bert.train_wordpiece`), model sizes, window
+length, batch size (windows), :class:`~llmkit.train.TrainConfig` fields and seed."""
 
 _FT_BOOK: dict[str, dict[str, Any]] = {
     "sentence-polarity": dict(steps=250, batch_size=32, max_train=None, max_val=256, max_test=None),
@@ -319,6 +331,36 @@ def _fingerprint(payload: dict[str, Any]) -> str:
     return cache.fingerprint({"format": FORMAT_VERSION, **payload})
 
 
+def _small_bert_payload(profile: str) -> dict[str, Any]:
+    """What identifies :func:`small_bert`'s model for ``profile``: recipe and vocabulary."""
+    return {
+        "kind": "small_bert",
+        "recipe": SMALL_BERT_RECIPES[profile],
+        "vocabulary": VOCABULARY_METHOD,
+    }
+
+
+def small_bert_vocabulary(profile: str | None = None) -> Any:
+    """The WordPiece tokenizer of :func:`small_bert` for ``profile``, trained anew.
+
+    :func:`llmkit.bert.train_wordpiece` on the training texts of :func:`mlm_corpus`, with
+    ``SMALL_BERT_RECIPES[profile]["vocab_size"]`` entries; deterministic, so it equals the
+    tokenizer cached with the model. (:func:`small_bert` returns that cached copy.)
+    """
+    profile = cache.profile_name(profile)
+    size = int(SMALL_BERT_RECIPES[profile]["vocab_size"])
+    return train_wordpiece(mlm_corpus()["train"], size)
+
+
+def _read_small_tokenizer(path: Any) -> Any:
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(path))
+    tok.no_padding()
+    tok.no_truncation()
+    return tok
+
+
 def small_bert(
     profile: str | None = None,
     *,
@@ -328,10 +370,12 @@ def small_bert(
 ) -> tuple[BertForMaskedLM, Any, dict[str, Any]]:
     """Chapter 05's small BERT, pretrained by masked language modelling; cached.
 
-    Trained on first use with :func:`llmkit.train.train` on :func:`mlm_corpus` following
-    :data:`SMALL_BERT_RECIPES` ``[profile]``, then saved in
-    ``<cache>/models/small_bert-<profile>-<hash>/`` (an :mod:`llmkit.train` checkpoint and
-    ``small_bert.json``) and loaded from there on later calls.
+    On first use: trains a WordPiece vocabulary on :func:`mlm_corpus`
+    (:func:`small_bert_vocabulary`), then the model with :func:`llmkit.train.train`
+    following :data:`SMALL_BERT_RECIPES` ``[profile]``, and saves both in
+    ``<cache>/models/small_bert-<profile>-<hash>/`` (an :mod:`llmkit.train` checkpoint,
+    ``tokenizer.json`` and ``small_bert.json``); later calls load them from there. The hash
+    covers the recipe (vocabulary size included) and :data:`VOCABULARY_METHOD`.
 
     Args:
         profile: ``"smoke"``, ``"book"``, ``"full"`` or ``None`` (the current profile).
@@ -340,22 +384,27 @@ def small_bert(
         device: where to train and return the model (``"auto"``: CUDA, MPS, CPU).
     Returns:
         ``(model, tokenizer, info)``: a :class:`~llmkit.bert.BertForMaskedLM` in eval mode,
-        MiniLM's tokenizer, and ``info`` with ``history``, ``val_loss`` (MLM loss in nats
-        per masked token on a fixed set of validation windows), ``train_seconds``,
-        ``hardware``, ``seed``, ``n_parameters``, ``tokens_seen``, ``corpus_words``,
-        ``recipe``, ``path`` and ``cached``.
+        its own WordPiece tokenizer (a ``tokenizers.Tokenizer``), and ``info`` with
+        ``history``, ``val_loss`` (MLM loss in nats per masked token on a fixed set of
+        validation windows), ``train_seconds``, ``load_average`` (the mean 1-minute load
+        average of the machine during training, ``None`` where the platform has none),
+        ``hardware``, ``seed``, ``n_parameters``, ``n_embedding_parameters``,
+        ``vocab_size``, ``tokens_seen``, ``corpus_tokens``, ``corpus_words``, ``recipe``,
+        ``path`` and ``cached``.
     """
     profile = cache.profile_name(profile)
     recipe = copy.deepcopy(SMALL_BERT_RECIPES[profile])
     target = select_device(device)
-    _, tokenizer = load_pretrained()
-    fingerprint = _fingerprint({"kind": "small_bert", "recipe": recipe})
+    fingerprint = _fingerprint(_small_bert_payload(profile))
     final = cache.entry_path("small_bert", profile, fingerprint, cache_dir)
 
     def load(path):
         meta = json.loads((path / "small_bert.json").read_text())
         if cache.sha256_file(path / "model.safetensors") != meta["model_sha256"]:
             raise ValueError("model.safetensors does not match its recorded SHA-256")
+        if cache.sha256_file(path / "tokenizer.json") != meta["tokenizer_sha256"]:
+            raise ValueError("tokenizer.json does not match its recorded SHA-256")
+        tokenizer = _read_small_tokenizer(path / "tokenizer.json")
         with torch.random.fork_rng(devices=[]):
             model = BertForMaskedLM(BertConfig(**meta["model_config"]))
         ckpt = load_checkpoint(path, model)
@@ -366,16 +415,17 @@ def small_bert(
         return model.to(target).eval(), tokenizer, meta
 
     def train_now():
-        return _pretrain_small_bert(
-            profile, recipe, fingerprint, final, tokenizer, target, progress
-        )
+        return _pretrain_small_bert(profile, recipe, fingerprint, final, target, progress)
 
     return cache.load_or_train(final, load, train_now, "small BERT")
 
 
-def _pretrain_small_bert(profile, recipe, fingerprint, final, tokenizer, target, progress):
+def _pretrain_small_bert(profile, recipe, fingerprint, final, target, progress):
     """Pretrain :func:`small_bert`'s model, save it in ``final`` and return what it returns."""
     corpus = mlm_corpus()
+    start = time.perf_counter()
+    tokenizer = train_wordpiece(corpus["train"], int(recipe["vocab_size"]))
+    vocab_seconds = time.perf_counter() - start
     streams = {split: _token_stream(tokenizer, texts) for split, texts in corpus.items()}
     seed = int(recipe["seed"])
     config = BertConfig(
@@ -398,17 +448,27 @@ def _pretrain_small_bert(profile, recipe, fingerprint, final, tokenizer, target,
     g = torch.Generator().manual_seed(seed + 1)  # fixed validation windows and masks
     eval_batches = [get_batch("val", g) for _ in range(train_config.eval_iters)]
     n_params = sum(p.numel() for p in model.parameters())
+    n_embed = sum(p.numel() for p in model.bert.embeddings.parameters())
     steps = train_config.max_steps
     words = sum(len(t.split()) for t in corpus["train"])
+    cache.log(
+        progress,
+        f"trained a WordPiece vocabulary of {tokenizer.get_vocab_size():,} pieces in "
+        f"{vocab_seconds:.1f} s",
+    )
     cache.log(
         progress,
         f"pretraining the {profile} small BERT ({n_params:,} parameters, {steps} steps) on "
         f"{len(streams['train']):,} tokens ({words:,} words) with {describe_hardware(target)}",
     )
     printed = 0
+    loads: list[float] = []  # the machine's load average, sampled during training
+    every = max(1, steps // 50)
 
     def report(step: int, history: History) -> None:
         nonlocal printed
+        if step % every == 0 and hasattr(os, "getloadavg"):
+            loads.append(os.getloadavg()[0])
         while printed < len(history.val_steps):
             i = printed
             cache.log(
@@ -434,15 +494,20 @@ def _pretrain_small_bert(profile, recipe, fingerprint, final, tokenizer, target,
     partial = final.parent / f"{final.name}.partial"
     shutil.rmtree(partial, ignore_errors=True)
     save_checkpoint(partial, model, train_config, step=steps, history=history, model_config=config)
+    tokenizer.save(str(partial / "tokenizer.json"))
     meta: dict[str, Any] = {
         "format": FORMAT_VERSION,
         "profile": profile,
         "hash": fingerprint,
         "recipe": recipe,
+        "vocabulary": VOCABULARY_METHOD,
+        "vocab_size": tokenizer.get_vocab_size(),
         "model_config": config.to_dict(),
         "seed": seed,
         "val_loss": history.val_loss[-1] if history.val_loss else None,
         "train_seconds": history.seconds[-1] if history.seconds else 0.0,
+        "vocab_seconds": vocab_seconds,
+        "load_average": round(sum(loads) / len(loads), 2) if loads else None,
         "tokens_seen": history.tokens_seen[-1] if history.tokens_seen else 0,
         "corpus_tokens": int(len(streams["train"])),
         "corpus_words": words,
@@ -450,14 +515,16 @@ def _pretrain_small_bert(profile, recipe, fingerprint, final, tokenizer, target,
         "device": str(target),
         "torch_version": torch.__version__,
         "n_parameters": n_params,
+        "n_embedding_parameters": n_embed,
         "model_sha256": cache.sha256_file(partial / "model.safetensors"),
+        "tokenizer_sha256": cache.sha256_file(partial / "tokenizer.json"),
     }
     (partial / "small_bert.json").write_text(json.dumps(meta, indent=1))
     cache.publish(partial, final)
     meta["history"] = history
     meta["cached"] = False
     meta["path"] = str(final)
-    return model, tokenizer, meta
+    return model, _read_small_tokenizer(final / "tokenizer.json"), meta
 
 
 # --------------------------------------------------------------------------- tasks
@@ -575,27 +642,38 @@ def encoder_for(
     *,
     cache_dir: str | os.PathLike[str] | None = None,
     progress: bool = True,
-) -> BertModel:
-    """A fresh copy of an encoder to fine-tune, on the CPU: ``"minilm"``, ``"scratch"``
-    (the small BERT of :func:`small_bert` for ``profile``, from ``cache_dir``, with a
-    newly initialised pooler) or ``"random"`` (MiniLM's configuration, pooler included,
-    with BERT's random initialisation, seed 0: nothing pretrained)."""
+) -> tuple[BertModel, Any]:
+    """A fresh copy of an encoder to fine-tune, on the CPU, with the tokenizer it reads.
+
+    Args:
+        name: ``"minilm"`` (all-MiniLM-L6-v2 and BERT's 30,522-piece WordPiece vocabulary),
+            ``"scratch"`` (the small BERT of :func:`small_bert` for ``profile``, from
+            ``cache_dir``, with a newly initialised pooler, and the WordPiece vocabulary
+            trained with it) or ``"random"`` (MiniLM's configuration, pooler included, with
+            BERT's random initialisation, seed 0, and MiniLM's tokenizer: nothing
+            pretrained).
+        profile, cache_dir, progress: as :func:`small_bert` (``"scratch"`` only).
+    Returns:
+        ``(encoder, tokenizer)``: a :class:`~llmkit.bert.BertModel` with a pooler and a
+        ``tokenizers.Tokenizer`` whose ids are the rows of the encoder's embedding.
+    """
     if name == "minilm":
-        model, _ = load_pretrained()
-        return model
+        return load_pretrained()
     if name == "random":
-        config = load_pretrained()[0].config
+        minilm, tokenizer = load_pretrained()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
-            return BertModel(config, add_pooler=True)
+            return BertModel(minilm.config, add_pooler=True), tokenizer
     if name == "scratch":
-        mlm, _, _ = small_bert(profile, cache_dir=cache_dir, progress=progress, device="cpu")
+        mlm, tokenizer, _ = small_bert(
+            profile, cache_dir=cache_dir, progress=progress, device="cpu"
+        )
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
             encoder = BertModel(mlm.config, add_pooler=True)
         missing = encoder.load_state_dict(mlm.bert.state_dict(), strict=False).missing_keys
         assert all(k.startswith("pooler.") for k in missing), missing
-        return encoder
+        return encoder, tokenizer
     raise ValueError(f"encoder must be one of {', '.join(ALL_ENCODERS)}, got {name!r}")
 
 
@@ -769,7 +847,7 @@ def run(
     payload: dict[str, Any] = {"task": task, "encoder": encoder, "recipe": recipe, "lr": FT_LR}
     payload["stores"] = "every test prediction"  # results cached before lack "predictions"
     if encoder == "scratch":
-        payload["small_bert"] = SMALL_BERT_RECIPES[profile]
+        payload["small_bert"] = _small_bert_payload(profile)
     kind = f"bert_task-{task}-{encoder}"
     file = cache.entry_path(kind, profile, _fingerprint(payload), cache_dir, ".json")
 
@@ -791,11 +869,10 @@ def _fine_tune_and_score(t, encoder, profile, recipe, file, cache_dir, progress,
     """Fine-tune and score as :func:`run` describes; write the result to ``file``."""
     task = t.name
     target = select_device(device)
-    _, tokenizer = load_pretrained()
     data = load_task(task)
     train_ex = data["train"][: recipe["max_train"]]
     test_ex = data["test"][: recipe["max_test"]]
-    model_enc = encoder_for(encoder, profile, cache_dir=cache_dir, progress=progress)
+    model_enc, tokenizer = encoder_for(encoder, profile, cache_dir=cache_dir, progress=progress)
     cache.log(
         progress,
         f"fine-tuning {encoder} on {task}: {recipe['steps']} steps of {recipe['batch_size']} "
