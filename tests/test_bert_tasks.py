@@ -242,6 +242,9 @@ def test_run_smoke_is_cached_and_complete(tmp_path):
     assert r["n_train"] == 64 and r["n_test"] == 48
     assert len(r["train_loss"]) == bt.FINETUNE_RECIPES["smoke"]["ud-ewt-upos"]["steps"]
     assert r["examples"] and all(len(e["pred"]) == len(e["gold"]) for e in r["examples"])
+    test = bt.load_task("ud-ewt-upos")["test"][:48]
+    assert [len(p) for p in r["predictions"]] == [len(w) for w, _ in test]
+    assert bt.score("ud-ewt-upos", test, r["predictions"]) == r["test"]
     files = list((tmp_path / "models").glob("bert_task-ud-ewt-upos-scratch-smoke-*.json"))
     assert len(files) == 1
     assert json.loads(files[0].read_text())["test"] == r["test"]
@@ -287,6 +290,84 @@ def test_fine_tune_learns_a_separable_task(tokenizer):
     assert bt.evaluate(model, tokenizer, "ud-ewt-upos", sents)["accuracy"] == 1.0
 
 
+# --------------------------------------------------------------------------- baselines
+
+
+def test_random_encoder_is_minilm_shaped_and_untrained():
+    minilm, _ = load_pretrained()
+    a, tok = bt.encoder_for("random")
+    b, _ = bt.encoder_for("random")
+    assert tok.get_vocab_size() == minilm.config.vocab_size == 30522
+    assert a.config == minilm.config and a.pooler is not None
+    names = [n for n, _ in minilm.named_parameters()]
+    assert [n for n, _ in a.named_parameters()] == names
+    for (n, p), q in zip(a.named_parameters(), b.parameters(), strict=True):
+        assert torch.equal(p, q), n  # seeded: the same random weights every call
+    w = a.embeddings.word.weight.detach()
+    assert not torch.allclose(w, minilm.embeddings.word.weight)
+    assert abs(float(w.std()) - 0.02) < 0.001  # BERT's N(0, 0.02) initialisation
+
+
+def test_score_checks_the_number_of_predictions():
+    data = bt.load_task("sentence-polarity")["test"][:10]
+    assert bt.score("sentence-polarity", data, [y for _, y in data])["accuracy"] == 1.0
+    with pytest.raises(ValueError, match="one prediction per example"):
+        bt.score("sentence-polarity", data, [0] * 9)
+
+
+def _word_task(n: int, seed: int) -> list[tuple[str, int]]:
+    """Texts of filler words with one cue word that decides the label."""
+    g = torch.Generator().manual_seed(seed)
+    filler = ["the", "film", "a", "story", "was", "and", "it", "of"]
+    rows = []
+    for _ in range(n):
+        words = [filler[i] for i in torch.randint(len(filler), (6,), generator=g).tolist()]
+        y = int(torch.randint(2, (1,), generator=g))
+        words.insert(int(torch.randint(7, (1,), generator=g)), ("dreadful", "wonderful")[y])
+        rows.append((" ".join(words), y))
+    return rows
+
+
+def test_tfidf_logistic_learns_cue_words_and_not_noise():
+    train, val, test = _word_task(200, 0), _word_task(50, 1), _word_task(100, 2)
+    r = bt.tfidf_logistic(train, val, test)
+    assert r["accuracy"] == r["score"] == 1.0 and r["n"] == 100
+    assert set(r["val_accuracy"]) == {0.1, 1.0, 10.0, 100.0, 1000.0}
+    assert r["val_accuracy"][r["C"]] == max(r["val_accuracy"].values())
+    # labels that the words do not decide: near chance on held-out texts
+    g = torch.Generator().manual_seed(5)
+    noise = [(x, int(torch.randint(2, (1,), generator=g))) for x, _ in _word_task(400, 3)]
+    r = bt.tfidf_logistic(noise[:200], noise[200:300], noise[300:])
+    assert 0.3 < r["accuracy"] < 0.7
+
+
+def test_bag_of_words_baseline_uses_the_runs_examples(monkeypatch):
+    seen = {}
+    monkeypatch.setattr(bt, "tfidf_logistic", lambda *splits: seen.setdefault("n", splits))
+    bt.bag_of_words_baseline("poem-sentiment", "smoke")
+    data = bt.load_task("poem-sentiment")
+    recipe = bt.FINETUNE_RECIPES["smoke"]["poem-sentiment"]
+    train, val, test = seen["n"]
+    assert train == data["train"][: recipe["max_train"]] and len(train) == 64
+    assert val == data["validation"] and test == data["test"][:48]
+
+
+def test_bag_of_words_baseline_rejects_bad_input():
+    with pytest.raises(ValueError, match="sequence task.*sentence-polarity"):
+        bt.bag_of_words_baseline("wnut17")
+    with pytest.raises(ValueError, match="c_values"):
+        bt.tfidf_logistic(_word_task(4, 0), _word_task(4, 1), _word_task(4, 2), c_values=(0,))
+    with pytest.raises(ValueError, match="train must be"):
+        bt.tfidf_logistic([], _word_task(4, 1), _word_task(4, 2))
+
+
+def test_run_smoke_random_encoder_keeps_every_prediction(tmp_path):
+    r = bt.run("sentence-polarity", "random", "smoke", cache_dir=tmp_path, progress=False)
+    test = bt.load_task("sentence-polarity")["test"][: r["n_test"]]
+    assert r["encoder"] == "random" and len(r["predictions"]) == r["n_test"] == 48
+    assert bt.score("sentence-polarity", test, r["predictions"]) == r["test"]
+
+
 def test_run_fine_tunes_each_encoder_with_its_own_tokenizer(tmp_path, monkeypatch):
     """The scratch encoder reads the small vocabulary, MiniLM its own: ids always fit."""
 
@@ -300,7 +381,7 @@ def test_run_fine_tunes_each_encoder_with_its_own_tokenizer(tmp_path, monkeypatc
         raise Stop
 
     monkeypatch.setattr(bt, "fine_tune", fake_fine_tune)
-    for name in bt.ENCODERS:
+    for name in bt.ALL_ENCODERS:
         with pytest.raises(Stop):
             bt.run("poem-sentiment", name, "smoke", cache_dir=tmp_path, progress=False)
     small = bt.SMALL_BERT_RECIPES["smoke"]["vocab_size"]

@@ -11,7 +11,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from llmkit.metrics import accuracy, bio_spans, span_f1
+from llmkit.metrics import (
+    SPAN_ERROR_KINDS,
+    accuracy,
+    bio_spans,
+    span_errors,
+    span_f1,
+    span_f1_by_type,
+    span_outcomes,
+)
 
 
 def test_bio_spans_basic():
@@ -92,3 +100,82 @@ def test_accuracy():
         accuracy([1, 2], [1])
     with pytest.raises(ValueError, match="empty"):
         accuracy([], [])
+
+
+# --------------------------------------------------------------------------- per type, errors
+
+
+def test_span_f1_by_type_hand_worked():
+    gold = [
+        ["B-person", "I-person", "O", "B-location"],
+        ["O", "B-group", "I-group", "O", "B-product"],
+    ]
+    pred = [
+        ["B-person", "I-person", "O", "B-corporation"],
+        ["O", "B-group", "O", "O", "B-product"],
+    ]
+    r = span_f1_by_type(gold, pred)
+    assert list(r) == ["corporation", "group", "location", "person", "product"]
+    assert (r["person"]["n_true"], r["person"]["n_pred"], r["person"]["n_correct"]) == (1, 1, 1)
+    assert r["person"]["f1"] == 1.0 and r["product"]["f1"] == 1.0
+    # the location was predicted as a corporation: a miss for one, a false alarm for the other
+    assert (r["location"]["recall"], r["location"]["n_pred"]) == (0.0, 0)
+    assert (r["corporation"]["precision"], r["corporation"]["n_true"]) == (0.0, 0)
+    assert r["group"]["n_true"] == r["group"]["n_pred"] == 1 and r["group"]["n_correct"] == 0
+
+
+def test_span_errors_hand_worked():
+    gold = [
+        ["B-person", "I-person", "O", "B-location", "O", "B-group", "I-group"],
+        ["B-product", "O", "O", "B-person", "O", "O"],
+    ]
+    pred = [
+        ["B-person", "I-person", "O", "B-corporation", "O", "B-group", "O"],
+        ["O", "O", "B-location", "O", "I-group", "I-group"],
+    ]
+    # person: correct; location -> corporation on the same word: wrong type;
+    # group (5, 7) -> group (5, 6): wrong boundaries; product and person of sentence 2:
+    # missed; the location (2, 3) and the group (4, 6) of sentence 2 touch no gold entity
+    assert span_errors(gold, pred) == {
+        "correct": 1,
+        "wrong type": 1,
+        "wrong boundaries": 1,
+        "wrong type and boundaries": 0,
+        "missed": 2,
+        "false alarm": 2,
+    }
+    both = span_errors([["B-person", "I-person"]], [["B-group", "O"]])
+    assert both["wrong type and boundaries"] == 1 and both["false alarm"] == 0
+
+
+def test_per_type_and_errors_validate_like_span_f1():
+    with pytest.raises(ValueError, match="same number of sentences"):
+        span_f1_by_type([["O"]], [])
+    with pytest.raises(TypeError, match="not one string"):
+        span_errors(["O"], ["O"])
+
+
+@given(st.lists(st.tuples(st.lists(TAGS, max_size=10), st.lists(TAGS, max_size=10)), max_size=6))
+def test_per_type_counts_add_up_to_span_f1(pairs):
+    pairs = [(t, p[: len(t)] + ["O"] * (len(t) - len(p))) for t, p in pairs]
+    gold = [t for t, _ in pairs]
+    pred = [p for _, p in pairs]
+    total = span_f1(gold, pred)
+    per_type = span_f1_by_type(gold, pred)
+    for key in ("n_true", "n_pred", "n_correct"):
+        assert sum(r[key] for r in per_type.values()) == total[key]
+    errors = span_errors(gold, pred)
+    assert errors["correct"] == total["n_correct"]
+    assert sum(errors[k] for k in SPAN_ERROR_KINDS[:5]) == total["n_true"]
+    assert errors["false alarm"] <= total["n_pred"] - total["n_correct"]
+
+
+def test_span_outcomes_name_the_entities():
+    gold = [["B-person", "I-person", "O", "B-location"], ["O", "B-group"]]
+    pred = [["B-person", "O", "O", "B-corporation"], ["B-product", "O"]]
+    assert span_outcomes(gold, pred) == [
+        (0, "wrong boundaries", ("person", 0, 2), [("person", 0, 1)]),
+        (0, "wrong type", ("location", 3, 4), [("corporation", 3, 4)]),
+        (1, "missed", ("group", 1, 2), []),
+        (1, "false alarm", ("product", 0, 1), []),
+    ]

@@ -16,6 +16,10 @@ Chapter 05 adds the tagging metrics:
 * :func:`bio_spans` -- the entities of a BIO tag sequence, with the CoNLL rules;
 * :func:`span_f1` -- entity-level precision, recall and F1 (an entity counts only if its
   type and both boundaries are right), as CoNLL's ``conlleval`` computes them;
+* :func:`span_f1_by_type` -- the same, separately for each entity type;
+* :func:`span_outcomes` and :func:`span_errors` -- what went wrong with the entities that
+  are not exactly right (missed, wrong type, wrong boundaries, false alarms), one by one
+  and counted;
 * :func:`accuracy` -- the fraction of equal labels (e.g. UPOS tags).
 
 Chapter 06 adds the translation metrics, computed by ``sacrebleu`` (Post, 2018) so that the
@@ -61,6 +65,10 @@ __all__ = [
     "bytes_per_token",
     "bio_spans",
     "span_f1",
+    "span_f1_by_type",
+    "span_outcomes",
+    "span_errors",
+    "SPAN_ERROR_KINDS",
     "accuracy",
     "bleu",
     "chrf",
@@ -185,6 +193,18 @@ def span_f1(
     >>> span_f1([["B-PER", "I-PER", "O"]], [["B-PER", "O", "O"]])["f1"]
     0.0
     """
+    n_true = n_pred = n_correct = 0
+    for gold, pred in _corpus_spans(true_tags, pred_tags):
+        n_true += len(gold)
+        n_pred += len(pred)
+        n_correct += len(gold & pred)
+    return _prf(n_true, n_pred, n_correct)
+
+
+def _corpus_spans(
+    true_tags: Sequence[Sequence[str]], pred_tags: Sequence[Sequence[str]]
+) -> list[tuple[set[tuple[str, int, int]], set[tuple[str, int, int]]]]:
+    """``[(gold spans, predicted spans)]`` per sentence, with :func:`span_f1`'s checks."""
     if isinstance(true_tags, str) or isinstance(pred_tags, str):
         raise TypeError("true_tags and pred_tags must be lists of tag lists")
     if len(true_tags) != len(pred_tags):
@@ -192,16 +212,17 @@ def span_f1(
             f"true_tags and pred_tags must hold the same number of sentences, got "
             f"{len(true_tags)} and {len(pred_tags)}"
         )
-    n_true = n_pred = n_correct = 0
+    out = []
     for i, (t, p) in enumerate(zip(true_tags, pred_tags, strict=True)):
         if isinstance(t, str) or isinstance(p, str):
             raise TypeError(f"sentence {i}: tags must be a list of strings, not one string")
         if len(t) != len(p):
             raise ValueError(f"sentence {i}: {len(t)} gold tags but {len(p)} predicted tags")
-        gold, pred = bio_spans(t), bio_spans(p)
-        n_true += len(gold)
-        n_pred += len(pred)
-        n_correct += len(gold & pred)
+        out.append((bio_spans(t), bio_spans(p)))
+    return out
+
+
+def _prf(n_true: int, n_pred: int, n_correct: int) -> dict[str, float]:
     precision = n_correct / n_pred if n_pred else 0.0
     recall = n_correct / n_true if n_true else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
@@ -213,6 +234,111 @@ def span_f1(
         "n_pred": n_pred,
         "n_correct": n_correct,
     }
+
+
+def span_f1_by_type(
+    true_tags: Sequence[Sequence[str]], pred_tags: Sequence[Sequence[str]]
+) -> dict[str, dict[str, float]]:
+    """:func:`span_f1` for each entity type separately.
+
+    A gold entity of type ``X`` counts for ``X``'s recall, a predicted one for ``X``'s
+    precision; an entity found with the wrong type is a miss for its gold type and a false
+    alarm for the predicted one. Summing ``n_true``, ``n_pred`` and ``n_correct`` over the
+    types gives :func:`span_f1`'s counts.
+
+    Args:
+        true_tags, pred_tags: as :func:`span_f1`.
+    Returns:
+        ``{type: {"precision", "recall", "f1", "n_true", "n_pred", "n_correct"}}`` for
+        every type that occurs in the gold or the predicted tags, sorted by name.
+
+    >>> r = span_f1_by_type([["B-PER", "O", "B-LOC"]], [["B-PER", "O", "B-PER"]])
+    >>> r["PER"]["precision"], r["PER"]["recall"], r["LOC"]["recall"]
+    (0.5, 1.0, 0.0)
+    """
+    counts: dict[str, list[int]] = {}
+    for gold, pred in _corpus_spans(true_tags, pred_tags):
+        for kind, *_ in gold:
+            counts.setdefault(kind, [0, 0, 0])[0] += 1
+        for kind, *_ in pred:
+            counts.setdefault(kind, [0, 0, 0])[1] += 1
+        for kind, *_ in gold & pred:
+            counts[kind][2] += 1
+    return {kind: _prf(*counts[kind]) for kind in sorted(counts)}
+
+
+#: The kinds of :func:`span_errors`, in the order it returns them.
+SPAN_ERROR_KINDS = (
+    "correct",
+    "wrong type",
+    "wrong boundaries",
+    "wrong type and boundaries",
+    "missed",
+    "false alarm",
+)
+
+
+def span_outcomes(
+    true_tags: Sequence[Sequence[str]], pred_tags: Sequence[Sequence[str]]
+) -> list[tuple[int, str, tuple[str, int, int], list[tuple[str, int, int]]]]:
+    """The outcome of every gold entity, and every predicted entity that touches no gold
+    one, in corpus order.
+
+    A gold entity is ``"correct"`` (a predicted entity has its type and both boundaries),
+    else ``"wrong type"`` (a predicted entity spans exactly its words with another type),
+    else ``"wrong boundaries"`` (a predicted entity of its type overlaps it), else
+    ``"wrong type and boundaries"`` (some other predicted entity overlaps it), else
+    ``"missed"``. A predicted entity that overlaps no gold entity is a ``"false alarm"``.
+
+    Args:
+        true_tags, pred_tags: as :func:`span_f1`.
+    Returns:
+        ``(sentence, kind, span, overlapping)`` tuples: ``span`` is the gold entity
+        ``(type, start, end)`` (the predicted one for a false alarm) and ``overlapping``
+        the predicted entities that share a word with it, sorted.
+
+    >>> span_outcomes([["B-PER", "I-PER", "O"]], [["B-PER", "O", "B-LOC"]])
+    [(0, 'wrong boundaries', ('PER', 0, 2), [('PER', 0, 1)]), (0, 'false alarm', ('LOC', 2, 3), [])]
+    """
+    out: list[tuple[int, str, tuple[str, int, int], list[tuple[str, int, int]]]] = []
+    for i, (gold, pred) in enumerate(_corpus_spans(true_tags, pred_tags)):
+        for kind, a, b in sorted(gold, key=lambda s: (s[1], s[2], s[0])):
+            near = sorted((s for s in pred if s[1] < b and a < s[2]), key=lambda s: s[1:])
+            if (kind, a, b) in pred:
+                outcome = "correct"
+            elif any(s[1:] == (a, b) for s in near):
+                outcome = "wrong type"
+            elif any(s[0] == kind for s in near):
+                outcome = "wrong boundaries"
+            else:
+                outcome = "wrong type and boundaries" if near else "missed"
+            out.append((i, outcome, (kind, a, b), near))
+        for span in sorted(pred, key=lambda s: (s[1], s[2], s[0])):
+            if not any(a < span[2] and span[1] < b for _, a, b in gold):
+                out.append((i, "false alarm", span, []))
+    return out
+
+
+def span_errors(
+    true_tags: Sequence[Sequence[str]], pred_tags: Sequence[Sequence[str]]
+) -> dict[str, int]:
+    """How many entities had each outcome of :func:`span_outcomes`.
+
+    The first five counts add up to the number of gold entities; ``"correct"`` is
+    :func:`span_f1`'s ``n_correct``.
+
+    Args:
+        true_tags, pred_tags: as :func:`span_f1`.
+    Returns:
+        ``{kind: count}`` for each kind of :data:`SPAN_ERROR_KINDS`, in that order.
+
+    >>> span_errors([["B-PER", "I-PER", "O", "B-LOC"]], [["B-PER", "O", "O", "O"]])["missed"]
+    1
+    """
+    out = dict.fromkeys(SPAN_ERROR_KINDS, 0)
+    for _, kind, _, _ in span_outcomes(true_tags, pred_tags):
+        out[kind] += 1
+    return out
 
 
 def accuracy(true: Sequence[Any], pred: Sequence[Any]) -> float:
