@@ -171,6 +171,27 @@ def test_fit_power_law_noisy_intervals_contain_truth():
     assert again == fit
 
 
+def test_fit_power_law_irreducible_matches_curve_fit():
+    """The offset fit minimises the squared log residuals: scipy's curve_fit agrees."""
+    from scipy.optimize import curve_fit
+
+    rng = np.random.default_rng(3)
+    x = np.logspace(10, 13, 15)  # a compute range like chapter 7's sweep
+    y = (30.0 * x**-0.12 + 1.4) * np.exp(rng.normal(0, 0.01, x.shape))
+    fit = fit_power_law(x, y, irreducible=True, n_bootstrap=0)
+
+    def log_model(lx, log_a, b, log_e):
+        return np.logaddexp(log_a - b * lx, log_e)
+
+    (log_a, b, log_e), _ = curve_fit(
+        log_model, np.log(x), np.log(y), p0=(math.log(10.0), 0.1, math.log(1.0)), maxfev=20_000
+    )
+    assert fit.exponent == pytest.approx(b, rel=1e-4)
+    assert fit.offset == pytest.approx(math.exp(log_e), rel=1e-4)
+    assert fit.coefficient == pytest.approx(math.exp(log_a), rel=1e-3)
+    assert fit.exponent_ci == (fit.exponent, fit.exponent)  # no resamples, no spread
+
+
 @pytest.mark.parametrize(
     ("x", "y", "kwargs", "match"),
     [
