@@ -354,6 +354,38 @@ def test_instruction_data(no_network):
 
 
 @needs_mirror
+def test_split_instruction_data(no_network):
+    records = data.load_instruction_data()
+    splits = data.split_instruction_data()
+    assert set(splits) == {"train", "val", "test", "removed"}
+    assert splits["test"] == records[935:1045] and splits["val"] == records[1045:]
+    # the count: 18 of the 110 test examples have an instruction seen in training
+    book_train = {r["instruction"] for r in records[:935]}
+    assert sum(r["instruction"] in book_train for r in splits["test"]) == 18
+    assert sum(r["instruction"] in book_train for r in splits["val"]) == 12
+    assert len(splits["removed"]) == 64 and len(splits["train"]) == 871
+    # train + removed is the book's training split, in order, partitioned
+    assert sorted(map(records.index, splits["train"] + splits["removed"])) == list(range(935))
+    held = {r["instruction"] for r in splits["val"] + splits["test"]}
+    assert not held & {r["instruction"] for r in splits["train"]}
+    assert all(r["instruction"] in held for r in splits["removed"])
+    assert data.split_instruction_data(records) == splits  # deterministic
+
+
+def test_split_instruction_data_synthetic():
+    rows = [{"instruction": f"i{k % 950}", "input": "", "output": str(k)} for k in range(1100)]
+    splits = data.split_instruction_data(rows)
+    # i0..i949 in train; the held-out rows 935..1099 reuse i935..i949 and i0..i149
+    assert [r["output"] for r in splits["removed"]] == [str(k) for k in range(150)]
+    assert len(splits["train"]) == 785 and len(splits["test"]) == 110
+    assert len(splits["val"]) == 55 and splits["train"][0] == rows[150]
+    with pytest.raises(ValueError, match="at least 1045"):
+        data.split_instruction_data(rows[:1000])
+    with pytest.raises(TypeError, match="data must be a list"):
+        data.split_instruction_data("abc")
+
+
+@needs_mirror
 def test_ldnoobw(no_network):
     current = data.load_ldnoobw()
     c4 = data.load_ldnoobw("c4")

@@ -68,6 +68,7 @@ def test_pins():
         "tokenizers",
         "scipy",
         "sacrebleu",
+        "rouge_score",
     ):
         assert any(line.lower().startswith(f"{name}==") for line in constraints), name
 

@@ -13,6 +13,8 @@ chooses which tokens to append:
   :func:`apply_temperature`, then :func:`top_k_filter`, then :func:`top_p_filter` (the
   order Hugging Face ``transformers`` uses).
 * :func:`generate` -- one entry point composing all of them.
+* :func:`generate_batch` -- greedy decoding or sampling for many prompts of different
+  lengths at once: left-padded into one batch, with an attention mask (:mod:`llmkit.lm`).
 
 **The model protocol.** A model is any callable ``model(ids) -> logits`` with ``ids`` of
 shape ``(batch, seq)`` and logits ``(batch, seq, vocab)``. If it also has ``new_cache()``
@@ -50,6 +52,7 @@ __all__ = [
     "beam_search",
     "Hypothesis",
     "generate",
+    "generate_batch",
     "sequence_logprob",
     "exhaustive_search",
     "STRATEGIES",
@@ -568,6 +571,170 @@ def generate(
     longest = max(o.shape[0] for o in outs)
     pad = 0 if eos_token_id is None else eos_token_id  # unequal lengths only come from EOS
     return torch.stack([F.pad(o, (0, longest - o.shape[0]), value=pad) for o in outs])
+
+
+@torch.no_grad()
+def generate_batch(
+    model: Any,
+    prompts: list[list[int]],
+    max_new_tokens: int,
+    strategy: str = "greedy",
+    *,
+    eos_token_id: int | None = None,
+    pad_id: int = 0,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> list[list[int]]:
+    """Continue many prompts of different lengths in one batch (greedy or sampling).
+
+    The prompts are *left*-padded with ``pad_id`` to the longest one, so that every row's
+    last token sits in the last column, and an attention mask marks the padding
+    (``[pad, pad, a, b]`` -> ``[0, 0, 1, 1]``). The model never attends to padding and counts
+    positions over real tokens only (:mod:`llmkit.lm`), so each row is decoded as it would be
+    alone. The prompt goes through the model once; then each step feeds one token per row
+    through the KV cache and appends one column to the mask. A row stops when it produces
+    ``eos_token_id``; it then leaves the batch (its cache rows are dropped), and decoding
+    stops when every row has stopped.
+
+    **Greedy** (``strategy="greedy"``) gives each row the tokens that
+    :func:`generate` gives that prompt alone, up to floating-point rounding (the batched
+    matrix products add in another order; in float32 a near-tie between two tokens can
+    rarely flip; in float64 the tests find them equal).
+
+    **Sampling** (``strategy="sample"``): each step filters the logits as :func:`sample`
+    does (:func:`filter_logits`: temperature, top-k, top-p) and makes *one*
+    ``torch.multinomial`` call over the rows still running, in prompt order, from
+    ``generator`` (``None``: torch's global generator). What is reproducible: the same
+    model, prompts (same order), options and generator state give the same tokens; and a
+    batch of one prompt gives the tokens of :func:`generate` with ``strategy="sample"`` and
+    the same generator state. What is not: a row's tokens depend on the other prompts of the
+    batch through the shared generator (which rows are still running at each step decides
+    which random numbers each row receives), so the same prompt sampled in another batch,
+    or at another place in the batch, gets other tokens.
+
+    **The context window.** The model sees the longest prompt followed by the new tokens
+    fed back (the last token is never fed), ``max(len(p)) + max_new_tokens - 1`` positions:
+    more than ``model.config.block_size`` raises a ``ValueError`` (a padded batch is not
+    cropped, unlike :func:`generate`).
+
+    The model is put in evaluation mode for the call (and restored afterwards).
+
+    Args:
+        model: a :class:`llmkit.lm.CausalLM` (:class:`~llmkit.gpt.GPT`,
+            :class:`~llmkit.llama.Llama`): ``forward_with_cache(ids, cache,
+            attention_mask)``.
+        prompts: a non-empty list of prompts, each a non-empty list of token ids.
+        max_new_tokens: ``>= 0`` tokens per row at most.
+        strategy: ``"greedy"`` or ``"sample"``.
+        eos_token_id: optional end-of-sequence id: a row stops after producing it.
+        pad_id: the id written into padding positions, in ``[0, vocab_size)`` (masked: any
+            value gives the same result).
+        temperature, top_k, top_p, generator: sampling options, as :func:`sample` (an error
+            with ``strategy="greedy"``).
+    Returns:
+        one list per prompt, in order: its new tokens only, ``max_new_tokens`` of them, or
+        fewer when the row produced ``eos_token_id`` (which is then its last token).
+    """
+    # a CausalLM, checked by its interface (llmkit.lm imports this module: no import back)
+    if not (
+        isinstance(model, torch.nn.Module)
+        and hasattr(model, "forward_with_cache")
+        and hasattr(model, "new_cache")
+        and hasattr(model, "config")
+    ):
+        raise TypeError(
+            f"model must be a llmkit.lm.CausalLM (GPT, Llama), got {type(model).__name__}"
+        )
+    validate.one_of("strategy", strategy, ("greedy", "sample"))
+    max_new_tokens = validate.integer("max_new_tokens", max_new_tokens, minimum=0)
+    eos = _check_eos(eos_token_id)
+    vocab = model.config.vocab_size
+    pad_id = validate.integer("pad_id", pad_id, minimum=0)
+    if pad_id >= vocab:
+        raise ValueError(f"pad_id must lie in [0, {vocab}) (vocab_size), got {pad_id}")
+    if strategy == "sample":
+        validate.positive("temperature", temperature)
+        if top_k is not None:
+            validate.positive_int("top_k", top_k)
+        if top_p is not None:
+            _check_top_p(top_p, "top_p")
+    else:
+        used = [
+            name
+            for name, set_ in (
+                ("temperature", temperature != 1.0),
+                ("top_k", top_k is not None),
+                ("top_p", top_p is not None),
+                ("generator", generator is not None),
+            )
+            if set_
+        ]
+        if used:
+            raise ValueError(
+                f"{', '.join(used)} can only be used with strategy='sample', "
+                f"got strategy={strategy!r}"
+            )
+    if not isinstance(prompts, list | tuple) or not prompts:
+        raise ValueError(f"prompts must be a non-empty list of token-id lists, got {prompts!r}")
+    for i, p in enumerate(prompts):
+        if not isinstance(p, list | tuple) or not p:
+            raise ValueError(f"prompts[{i}] must be a non-empty list of token ids, got {p!r}")
+        if not all(isinstance(tok, int) and 0 <= tok < vocab for tok in p):
+            raise ValueError(f"prompts[{i}] must hold ints in [0, {vocab}) (vocab_size), got {p}")
+    longest = max(len(p) for p in prompts)
+    if longest + max_new_tokens - 1 > model.config.block_size:
+        raise ValueError(
+            f"the longest prompt ({longest} tokens) + max_new_tokens ({max_new_tokens}) - 1 "
+            f"exceeds block_size={model.config.block_size}; a padded batch is not cropped "
+            "(shorten the prompts or generate fewer tokens)"
+        )
+    new: list[list[int]] = [[] for _ in prompts]
+    if max_new_tokens == 0:
+        return new
+
+    device = next(model.parameters()).device
+    ids = torch.full((len(prompts), longest), pad_id, dtype=torch.long)
+    mask = torch.zeros(len(prompts), longest, dtype=torch.bool)
+    for i, p in enumerate(prompts):  # left padding: the prompt ends in the last column
+        ids[i, longest - len(p) :] = torch.tensor(p, dtype=torch.long)
+        mask[i, longest - len(p) :] = True
+    ids, mask = ids.to(device), mask.to(device)
+
+    def choose(logits: torch.Tensor) -> torch.Tensor:  # (rows, V) float32 -> (rows,)
+        if strategy == "greedy":
+            return logits.argmax(dim=-1)
+        probs = F.softmax(filter_logits(logits, temperature, top_k, top_p), dim=-1)
+        return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(1)
+
+    rows = list(range(len(prompts)))  # the prompts still running, in order
+    was_training = model.training
+    model.eval()
+    try:
+        cache = model.new_cache()
+        feed = ids  # what goes through the model next: the prompts, then one token per row
+        for step in range(max_new_tokens):
+            logits, cache = model.forward_with_cache(feed, cache, attention_mask=mask)
+            tokens = choose(logits[:, -1, :].float()).tolist()
+            for row, token in zip(rows, tokens, strict=True):
+                new[row].append(token)
+            if step == max_new_tokens - 1:
+                break
+            running = [j for j, token in enumerate(tokens) if token != eos]
+            if not running:
+                break
+            if len(running) < len(rows):  # drop the rows that stopped, from cache and mask
+                keep = torch.tensor(running, device=device)
+                cache.reorder(keep)
+                mask = mask.index_select(0, keep)
+                rows = [rows[j] for j in running]
+                tokens = [tokens[j] for j in running]
+            feed = torch.tensor(tokens, dtype=torch.long, device=device)[:, None]  # (rows, 1)
+            mask = F.pad(mask, (0, 1), value=True)  # the new tokens are real
+    finally:
+        model.train(was_training)
+    return new
 
 
 # --------------------------------------------------------------------------- analysis helpers

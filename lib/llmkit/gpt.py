@@ -35,7 +35,14 @@ from torch import nn
 
 from llmkit import validate
 from llmkit.lm import CausalLM
-from llmkit.nn import ATTENTION_IMPLS, Block, KVCache, LearnedPositions
+from llmkit.nn import (
+    ATTENTION_IMPLS,
+    Block,
+    KVCache,
+    LearnedPositions,
+    mask_positions,
+    padded_causal_mask,
+)
 
 __all__ = ["GPTConfig", "GPT"]
 
@@ -221,7 +228,12 @@ class GPT(CausalLM):
 
     # -- forward ----------------------------------------------------------------------------
 
-    def forward(self, ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        ids: torch.Tensor,
+        cache: KVCache | None = None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Next-token logits.
 
         Args:
@@ -230,14 +242,27 @@ class GPT(CausalLM):
                 place: ``ids`` are the positions ``cache.length .. cache.length + t - 1`` and
                 attend to the cached keys and values as well as to each other (use
                 :meth:`forward_with_cache`, which checks its arguments and crops).
+            attention_mask: optional ``(b, cache.length + t)`` padding mask, ``True``/1 =
+                real token (:mod:`llmkit.lm`): padding keys are never attended to and the
+                position of a token is the number of real tokens before it in its row. The
+                padded length ``cache.length + t`` must still fit in ``block_size``.
         Returns:
-            logits: ``(b, t, vocab_size)``; ``logits[:, i]`` scores the token after ``ids[:, i]``.
+            logits: ``(b, t, vocab_size)``; ``logits[:, i]`` scores the token after ``ids[:, i]``
+            (at padding positions: finite values to be ignored).
         """
         past = 0 if cache is None else cache.length
-        x = self.wte(ids) + self.wpe(ids.shape[1], offset=past)  # (b, t, d_model)
-        x = self.drop(x)
+        t = ids.shape[1]
+        mask = None
+        if attention_mask is None:
+            pos = self.wpe(t, offset=past)  # (t, d_model)
+        else:
+            real = self.check_attention_mask(attention_mask, ids, cache)  # (b, past + t)
+            self.wpe.check_length(past + t)  # the padded length must fit as well
+            pos = self.wpe(mask_positions(real, t))  # (b, t, d_model)
+            mask = padded_causal_mask(real, t)  # (b, 1, t, past + t)
+        x = self.drop(self.wte(ids) + pos)  # (b, t, d_model)
         for i, block in enumerate(self.blocks):
-            x, kv = block(x, layer_cache=None if cache is None else cache[i])
+            x, kv = block(x, layer_cache=None if cache is None else cache[i], mask=mask)
             if cache is not None:
                 cache[i] = kv
         if cache is not None:

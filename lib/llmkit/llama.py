@@ -57,6 +57,8 @@ from llmkit.nn import (
     apply_rope,
     attention,
     causal_mask,
+    mask_positions,
+    padded_causal_mask,
     repeat_kv,
     rope_angles,
     rope_frequencies,
@@ -230,15 +232,19 @@ class LlamaAttention(nn.Module):
         cos: torch.Tensor,
         sin: torch.Tensor,
         layer_cache: tuple[torch.Tensor, torch.Tensor] | None = None,
+        mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         """Attend.
 
         Args:
             x: ``(b, t, d_model)``.
             cos, sin: ``(t, head_dim // 2)`` rotation angles of the ``t`` new positions
-                (:func:`~llmkit.nn.rope_angles`).
+                (:func:`~llmkit.nn.rope_angles`), or ``(b, 1, t, head_dim // 2)`` when each
+                row has its own positions (a padded batch).
             layer_cache: this layer's cached ``(k, v)``, each ``(b, g, s_past, head_dim)``
                 (keys already rotated); the new tokens come after them.
+            mask: optional ``(b, 1, t, s)`` bool, ``True`` = may attend, causality included
+                (:func:`~llmkit.nn.padded_causal_mask`); ``None``: the causal mask.
         Returns:
             out ``(b, t, d_model)``; and the new ``(k, v)``, each ``(b, g, s, head_dim)``
             with ``s = s_past + t`` (store it back in the cache).
@@ -254,7 +260,10 @@ class LlamaAttention(nn.Module):
         n_rep = self.n_head // self.n_kv_head
         k_all, v_all = repeat_kv(k, n_rep), repeat_kv(v, n_rep)  # (b, h, s, d)
         p = self.dropout if self.training else 0.0
-        if self.impl == "manual":
+        if mask is not None:  # a padded batch: the mask already holds causality
+            attend = attention if self.impl == "manual" else sdpa_attention
+            y = attend(q, k_all, v_all, mask=mask, dropout_p=p)
+        elif self.impl == "manual":
             mask = causal_mask(q.shape[-2], k.shape[-2], device=x.device)
             y = attention(q, k_all, v_all, mask=mask, dropout_p=p)
         else:
@@ -280,10 +289,11 @@ class LlamaBlock(nn.Module):
         cos: torch.Tensor,
         sin: torch.Tensor,
         layer_cache: tuple[torch.Tensor, torch.Tensor] | None = None,
+        mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         """``x: (b, t, d_model)`` -> ``(x: (b, t, d_model), (k, v))`` (see
         :meth:`LlamaAttention.forward`)."""
-        a, kv = self.attn(self.norm_1(x), cos, sin, layer_cache=layer_cache)
+        a, kv = self.attn(self.norm_1(x), cos, sin, layer_cache=layer_cache, mask=mask)
         x = x + a
         x = x + self.mlp(self.norm_2(x))
         return x, kv
@@ -386,7 +396,12 @@ class Llama(CausalLM):
 
     # -- forward ----------------------------------------------------------------------------
 
-    def forward(self, ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        ids: torch.Tensor,
+        cache: KVCache | None = None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Next-token logits.
 
         Args:
@@ -395,15 +410,29 @@ class Llama(CausalLM):
             cache: optional :class:`~llmkit.nn.KVCache` from :meth:`new_cache`, extended in
                 place: ``ids`` are the positions ``cache.length .. cache.length + t - 1``
                 (use :meth:`forward_with_cache`, which checks its arguments and crops).
+            attention_mask: optional ``(b, cache.length + t)`` padding mask, ``True``/1 =
+                real token (:mod:`llmkit.lm`): padding keys are never attended to and the
+                rotary position of a token is the number of real tokens before it in its row.
         Returns:
-            logits: ``(b, t, vocab_size)``; ``logits[:, i]`` scores the token after ``ids[:, i]``.
+            logits: ``(b, t, vocab_size)``; ``logits[:, i]`` scores the token after ``ids[:, i]``
+            (at padding positions: finite values to be ignored).
         """
         past = 0 if cache is None else cache.length
-        positions = torch.arange(past, past + ids.shape[1], device=ids.device)
-        cos, sin = rope_angles(positions, self.rope_frequencies(ids.device))  # (t, hd // 2)
+        t = ids.shape[1]
+        inv_freq = self.rope_frequencies(ids.device)
+        mask = None
+        if attention_mask is None:
+            positions = torch.arange(past, past + t, device=ids.device)
+            cos, sin = rope_angles(positions, inv_freq)  # (t, hd // 2)
+        else:
+            real = self.check_attention_mask(attention_mask, ids, cache)  # (b, past + t)
+            cos, sin = rope_angles(mask_positions(real, t), inv_freq)  # (b, t, hd // 2)
+            cos, sin = cos[:, None], sin[:, None]  # (b, 1, t, hd // 2): broadcast over heads
+            mask = padded_causal_mask(real, t)  # (b, 1, t, past + t)
         x = self.drop(self.wte(ids))  # (b, t, d_model)
         for i, block in enumerate(self.blocks):
-            x, kv = block(x, cos, sin, layer_cache=None if cache is None else cache[i])
+            layer_cache = None if cache is None else cache[i]
+            x, kv = block(x, cos, sin, layer_cache=layer_cache, mask=mask)
             if cache is not None:
                 cache[i] = kv
         if cache is not None:

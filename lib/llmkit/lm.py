@@ -3,8 +3,18 @@
 the next-token loss, and ``generate``.
 
 A subclass defines ``config`` (with ``vocab_size``, ``block_size`` and ``n_layer``) and
-``forward(ids, cache=None) -> logits``, which extends a given :class:`~llmkit.nn.KVCache` in
-place. Everything here builds on those two.
+``forward(ids, cache=None, attention_mask=None) -> logits``, which extends a given
+:class:`~llmkit.nn.KVCache` in place. Everything here builds on those two.
+
+**Padded batches.** Sequences of different lengths share a batch when they are padded to one
+length and ``attention_mask`` ``(b, t_total)`` says which tokens are real (``True``/1) and
+which are padding (``False``/0); ``t_total`` covers the cached tokens and the new ones.
+Padding keys are never attended to, and positions count real tokens only (GPT's learned
+positions, Llama's rotary angles), so each row's logits at its real positions are those of
+the row alone. Left padding (``[pad, pad, a, b, c]``) suits generation: every row's last
+token is in the last column. :meth:`CausalLM.check_attention_mask` is the one validation of
+the mask (shape, values, a real token in every row), done by ``forward`` when a mask is
+given; :func:`llmkit.decoding.generate_batch` builds on it.
 """
 
 from __future__ import annotations
@@ -30,8 +40,53 @@ class CausalLM(nn.Module):
         """An empty :class:`~llmkit.nn.KVCache` with one slot per layer."""
         return KVCache(self.config.n_layer)
 
+    def check_attention_mask(
+        self, attention_mask: Any, ids: torch.Tensor, cache: KVCache | None = None
+    ) -> torch.Tensor:
+        """Validate a padding mask for ``forward(ids, cache, attention_mask)``.
+
+        Args:
+            attention_mask: ``(b, t_total)`` bool, or integers / floats holding only 0 and 1,
+                ``True``/1 = real token; ``t_total = cache.length + t`` covers the cached
+                tokens and the new ``ids`` ``(b, t)``. Every row needs at least one real
+                token.
+            ids: the new token ids ``(b, t)``.
+            cache: the cache the new tokens extend (``None``: none).
+        Returns:
+            the mask as a bool tensor on ``ids``' device.
+        """
+        if not isinstance(attention_mask, torch.Tensor):
+            raise TypeError(
+                "attention_mask must be a torch.Tensor (True/1 = real token), got "
+                f"{type(attention_mask).__name__}"
+            )
+        past = 0 if cache is None else cache.length
+        want = (ids.shape[0], past + ids.shape[1])
+        if tuple(attention_mask.shape) != want:
+            raise ValueError(
+                f"attention_mask must have shape (batch, cached + new tokens) = {want}, got "
+                f"{tuple(attention_mask.shape)}"
+            )
+        if attention_mask.dtype != torch.bool:
+            if attention_mask.dtype.is_complex or not bool(
+                ((attention_mask == 0) | (attention_mask == 1)).all()
+            ):
+                raise ValueError(
+                    "attention_mask must be bool or hold only 0 and 1 (1 = real token), got "
+                    f"dtype {attention_mask.dtype} with other values"
+                )
+            attention_mask = attention_mask != 0
+        empty = ~attention_mask.any(dim=1)
+        if bool(empty.any()):
+            rows = empty.nonzero().flatten().tolist()
+            raise ValueError(f"attention_mask must have a real token in every row; rows {rows}")
+        return attention_mask.to(ids.device)
+
     def forward_with_cache(
-        self, ids: torch.Tensor, cache: KVCache | None = None
+        self,
+        ids: torch.Tensor,
+        cache: KVCache | None = None,
+        attention_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, KVCache]:
         """Feed new tokens through the model, reusing and extending a KV cache.
 
@@ -43,9 +98,16 @@ class CausalLM(nn.Module):
         this window recomputed, so the result equals running :meth:`forward` on the cropped
         window.
 
+        A padded batch (``attention_mask``) is never cropped: it raises a ``ValueError``
+        instead, since cutting the same number of columns from every row would keep fewer
+        real tokens in the shorter rows than cropping each row alone.
+
         Args:
             ids: new token ids ``(b, t)``.
             cache: the cache of the earlier tokens (``None``: a new, empty one).
+            attention_mask: optional ``(b, cache.length + t)`` padding mask, ``True``/1 =
+                real token (see the module docstring); the caller keeps it, one column per
+                token fed so far.
         Returns:
             logits ``(b, min(t, block_size), vocab_size)`` for the last new positions, and
             the (same, extended) cache.
@@ -59,7 +121,12 @@ class CausalLM(nn.Module):
             raise ValueError(f"cache holds batch size {cache.batch_size}, ids {ids.shape[0]}")
         t, block = ids.shape[1], self.config.block_size
         if cache.length + t <= block:
-            return self.forward(ids, cache), cache
+            return self.forward(ids, cache, attention_mask=attention_mask), cache
+        if attention_mask is not None:
+            raise ValueError(
+                f"a padded batch of {cache.length + t} positions exceeds block_size={block}; "
+                "it is not cropped (crop the prompts or generate fewer tokens)"
+            )
         if cache.length:
             if cache.ids is None:
                 raise ValueError(

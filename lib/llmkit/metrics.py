@@ -29,12 +29,25 @@ numbers are comparable with published ones:
   often all missing.
 
 Both return sacrebleu's 0-100 scale.
+
+Chapter 09 adds the metrics of instruction following, per response:
+
+* :func:`rouge_l` -- ROUGE-L (Lin, 2004): the longest common subsequence (LCS) of the
+  response's and the reference's words, as an F-measure of its precision
+  ``LCS / len(response)`` and recall ``LCS / len(reference)``; :func:`rouge_l_scores`
+  returns all three. Words are those of Google's ``rouge-score`` package
+  (:func:`rouge_tokenize`), whose numbers these equal;
+* :func:`exact_match` -- whether the response equals the reference once both are
+  normalised as SQuAD's evaluation does (Rajpurkar et al., 2016): lowercase, punctuation
+  and the articles *a*, *an*, *the* removed, whitespace collapsed.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
+import re
+import string
 from collections.abc import Sequence
 from typing import Any
 
@@ -51,6 +64,12 @@ __all__ = [
     "accuracy",
     "bleu",
     "chrf",
+    "rouge_tokenize",
+    "lcs_length",
+    "rouge_l_scores",
+    "rouge_l",
+    "normalize_answer",
+    "exact_match",
 ]
 
 
@@ -301,3 +320,104 @@ def chrf(
     validate.integer("word_order", word_order, minimum=0)  # 0: chrF, 2: chrF++
     streams = _reference_streams(hypotheses, references)
     return float(sacrebleu.corpus_chrf(list(hypotheses), streams, word_order=word_order).score)
+
+
+# --------------------------------------------------------------------------- chapter 09
+
+_NON_ALPHANUM = re.compile(r"[^a-z0-9]+")
+_VALID_TOKEN = re.compile(r"^[a-z0-9]+$")
+
+
+def _text(name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, got {type(value).__name__}")
+    return value
+
+
+def rouge_tokenize(text: str) -> list[str]:
+    """The words ROUGE compares, as ``rouge-score``'s default tokenizer makes them (no
+    stemming): lowercase, every run of characters other than ``a-z`` and ``0-9`` becomes a
+    space (so accented letters and other scripts separate words and are dropped), split.
+
+    >>> rouge_tokenize("The cat's hat -- 2 ÉTÉ!")
+    ['the', 'cat', 's', 'hat', '2', 't']
+    """
+    words = _NON_ALPHANUM.sub(" ", _text("text", text).lower()).split()
+    return [w for w in words if _VALID_TOKEN.match(w)]
+
+
+def lcs_length(a: Sequence[Any], b: Sequence[Any]) -> int:
+    """Length of the longest common subsequence of ``a`` and ``b`` (dynamic programming,
+    ``O(len(a) * len(b))`` time, ``O(len(b))`` memory).
+
+    >>> lcs_length("ABCBDAB", "BDCABA")
+    4
+    """
+    prev = [0] * (len(b) + 1)
+    for x in a:
+        cur = [0]
+        for j, y in enumerate(b):
+            cur.append(prev[j] + 1 if x == y else max(prev[j + 1], cur[j]))
+        prev = cur
+    return prev[-1]
+
+
+def rouge_l_scores(prediction: str, reference: str) -> dict[str, float]:
+    """ROUGE-L of one response against one reference: precision, recall and F-measure.
+
+    With ``L`` the LCS length of their words (:func:`rouge_tokenize`):
+    ``precision = L / len(prediction words)``, ``recall = L / len(reference words)``,
+    ``fmeasure = 2 P R / (P + R)`` (0 when both are 0). All three are 0 when either text
+    has no words. These are ``rouge_score.rouge_scorer.RougeScorer(["rougeL"])
+    .score(reference, prediction)["rougeL"]`` (note that package's argument order).
+
+    Returns:
+        ``{"precision", "recall", "fmeasure"}``, each in ``[0, 1]``.
+
+    >>> rouge_l_scores("the cat sat on the mat", "the cat is on the mat")
+    {'precision': 0.8333333333333334, 'recall': 0.8333333333333334, 'fmeasure': 0.8333333333333334}
+    """
+    pred = rouge_tokenize(_text("prediction", prediction))
+    ref = rouge_tokenize(_text("reference", reference))
+    if not pred or not ref:
+        return {"precision": 0.0, "recall": 0.0, "fmeasure": 0.0}
+    lcs = lcs_length(ref, pred)
+    p, r = lcs / len(pred), lcs / len(ref)
+    f = 2 * p * r / (p + r) if p + r > 0 else 0.0
+    return {"precision": p, "recall": r, "fmeasure": f}
+
+
+def rouge_l(prediction: str, reference: str) -> float:
+    """ROUGE-L F-measure of one response against one reference, in ``[0, 1]``
+    (:func:`rouge_l_scores`).
+
+    >>> rouge_l("Paris.", "The capital is Paris")   # LCS 1: P = 1, R = 1/4
+    0.4
+    """
+    return rouge_l_scores(prediction, reference)["fmeasure"]
+
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_PUNCTUATION = frozenset(string.punctuation)
+
+
+def normalize_answer(text: str) -> str:
+    """SQuAD's answer normalisation: lowercase, drop ASCII punctuation, drop the articles
+    *a*, *an*, *the*, collapse whitespace.
+
+    >>> normalize_answer("  The Eiffel   Tower!")
+    'eiffel tower'
+    """
+    text = "".join(c for c in _text("text", text).lower() if c not in _PUNCTUATION)
+    return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+def exact_match(prediction: str, reference: str) -> bool:
+    """Whether ``prediction`` and ``reference`` are equal after :func:`normalize_answer`.
+
+    >>> exact_match("Paris.", "paris"), exact_match("Paris, France", "Paris")
+    (True, False)
+    """
+    return normalize_answer(_text("prediction", prediction)) == normalize_answer(
+        _text("reference", reference)
+    )

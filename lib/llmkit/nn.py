@@ -9,6 +9,9 @@ The pieces of a decoder-only transformer, each small enough to read in one sitti
   :func:`torch.nn.functional.scaled_dot_product_attention` (flash / memory-efficient kernels
   on a GPU). Both give the same outputs (tested to 1e-6 in float64);
 * :func:`causal_mask` -- which key positions each query may attend to;
+  :func:`padded_causal_mask` and :func:`mask_positions` -- the same for a batch of sequences
+  of different lengths padded to one (the ``attention_mask`` of
+  :meth:`llmkit.gpt.GPT.forward` and :meth:`llmkit.llama.Llama.forward`);
 * :class:`KVCache` -- the keys and values of the tokens seen so far, so that generation feeds
   only the new token through the model;
 * :class:`MultiHeadAttention` (one fused QKV projection, heads split with ``einops``),
@@ -42,6 +45,8 @@ from llmkit import validate
 
 __all__ = [
     "causal_mask",
+    "padded_causal_mask",
+    "mask_positions",
     "attention",
     "sdpa_attention",
     "KVCache",
@@ -94,6 +99,57 @@ def causal_mask(
         seq_k = seq_q
     ones = torch.ones(seq_q, seq_k, dtype=torch.bool, device=device)
     return torch.tril(ones, diagonal=seq_k - seq_q)
+
+
+def padded_causal_mask(attention_mask: torch.Tensor, seq_q: int) -> torch.Tensor:
+    """The causal mask of a padded batch: real keys only, never the future.
+
+    Query ``i`` (one of the last ``t = seq_q`` of the ``s`` positions) may attend to key
+    ``j`` if ``j`` is not in its future and ``j`` is a real token. A *padding* query would
+    then have no key at all when it sits before every real token (left padding), and its
+    softmax would be ``0 / 0 = NaN``; so every position may also attend to itself. That
+    changes nothing for a real query (it attends to itself anyway) and keeps the ignored
+    outputs of padding positions finite. Padding keys stay invisible to real queries.
+
+    Args:
+        attention_mask: ``(b, s)`` bool, ``True`` = real token, ``False`` = padding.
+        seq_q: number of query positions ``t <= s`` (the last ``t``; ``t < s`` with a KV
+            cache).
+    Returns:
+        mask: ``(b, 1, t, s)`` bool, ``True`` = may attend (broadcasts over the heads).
+
+    >>> padded_causal_mask(torch.tensor([[False, True, True]]), 3)[0, 0].int()
+    tensor([[1, 0, 0],
+            [0, 1, 0],
+            [0, 1, 1]], dtype=torch.int32)
+    """
+    seq_k = attention_mask.shape[-1]
+    device = attention_mask.device
+    keys = torch.arange(seq_k, device=device)
+    queries = torch.arange(seq_k - seq_q, seq_k, device=device)
+    itself = queries[:, None] == keys[None, :]  # (t, s)
+    allowed = attention_mask[:, None, None, :] & causal_mask(seq_q, seq_k, device=device)
+    return allowed | itself  # (b, 1, t, s)
+
+
+def mask_positions(attention_mask: torch.Tensor, seq_q: int) -> torch.Tensor:
+    """The position of each token counted over the real tokens of its row.
+
+    A real token's position is the number of real tokens before it, so a padded row gets the
+    positions it would have alone (``[pad, pad, a, b] -> [., ., 0, 1]``). A padding token
+    gets the position of the last real token before it, or 0 (its output is ignored).
+
+    Args:
+        attention_mask: ``(b, s)`` bool, ``True`` = real token.
+        seq_q: return the positions of the last ``t = seq_q`` tokens.
+    Returns:
+        ``(b, t)`` int64.
+
+    >>> mask_positions(torch.tensor([[False, False, True, True, False]]), 5)
+    tensor([[0, 0, 0, 1, 1]])
+    """
+    counts = attention_mask.long().cumsum(dim=-1)  # real tokens up to and including j
+    return (counts - 1).clamp(min=0)[:, attention_mask.shape[-1] - seq_q :]
 
 
 def attention(
@@ -593,15 +649,21 @@ class LearnedPositions(nn.Module):
             ``(..., d_model)`` (``(t, d_model)`` for an int).
         """
         if isinstance(positions, int):
-            # the context window: the one check a language model's forward pass keeps (an
-            # int comparison, no device read), since a longer input is an easy mistake
-            if offset + positions > self.max_len:
-                raise ValueError(
-                    f"sequence length {offset + positions} exceeds the context window "
-                    f"(max_len={self.max_len} positions); crop the input"
-                )
+            self.check_length(offset + positions)
             positions = torch.arange(offset, offset + positions, device=self.weight.device)
         return F.embedding(positions, self.weight)
+
+    def check_length(self, length: int) -> None:
+        """Raise a ``ValueError`` if a sequence of ``length`` positions exceeds ``max_len``.
+
+        The context window: the one check a language model's forward pass keeps (an int
+        comparison, no device read), since a longer input is an easy mistake.
+        """
+        if length > self.max_len:
+            raise ValueError(
+                f"sequence length {length} exceeds the context window "
+                f"(max_len={self.max_len} positions); crop the input"
+            )
 
     def extra_repr(self) -> str:
         return f"max_len={self.max_len}, d_model={self.d_model}"
@@ -740,7 +802,8 @@ def apply_rope(
 
     Args:
         x: ``(b, h, t, d)`` queries or keys (any ``(..., t, d)``).
-        cos, sin: ``(t, d // 2)`` from :func:`rope_angles`, broadcast over the leading axes.
+        cos, sin: ``(t, d // 2)`` from :func:`rope_angles`, broadcast over the leading axes
+            (or ``(b, 1, t, d // 2)``: one set of positions per row of a padded batch).
         layout: one of :data:`ROPE_LAYOUTS`.
     Returns:
         ``(b, h, t, d)``, in ``x``'s dtype.

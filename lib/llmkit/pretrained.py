@@ -44,19 +44,21 @@ import copy
 import json
 import os
 import shutil
+import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from llmkit import cache
+from llmkit import cache, decoding, validate
 from llmkit.cache import describe_hardware, models_dir
 from llmkit.checkpoint import load_checkpoint
 from llmkit.device import select_device
 from llmkit.gpt import GPT, GPTConfig
-from llmkit.tokenizers import CharTokenizer
+from llmkit.tokenizers import BPETokenizer, CharTokenizer
 from llmkit.train import (
     History,
     TrainConfig,
@@ -71,6 +73,13 @@ __all__ = [
     "char_gpt",
     "char_gpt_recipe",
     "char_gpt_dir",
+    "ENGLISH_GPT_RECIPES",
+    "ENGLISH_GPT_SPECIAL_TOKENS",
+    "english_gpt",
+    "english_gpt_recipe",
+    "english_gpt_dir",
+    "encode_documents",
+    "english_samples",
     "models_dir",
     "evaluate_lm",
     "describe_hardware",
@@ -228,19 +237,49 @@ class _CorruptCache(Exception):
     pass
 
 
-def _load(
-    path: Path, fingerprint: str, tokenizer: CharTokenizer, device: torch.device
-) -> tuple[GPT, dict[str, Any]]:
-    """Load a finished cache entry; any problem raises :class:`_CorruptCache`."""
+@dataclass(frozen=True)
+class _Kind:
+    """What distinguishes one cached GPT from another in the shared mechanism below."""
+
+    name: str  #: the cache entry's prefix, e.g. ``"char_gpt"``
+    label: str  #: for messages, e.g. ``"character-level GPT"``
+    info_file: str  #: the JSON record in the entry
+    info_format: str  #: its ``"format"`` field
+    unit: str  #: what the validation loss is per, e.g. ``"character"``
+
+
+_CHAR_GPT = _Kind("char_gpt", "character-level GPT", INFO_FILE, _INFO_FORMAT, "character")
+
+
+@dataclass
+class _Prepared:
+    """A model's tokenizer and token streams, ready to train on."""
+
+    tokenizer: Any
+    train_ids: torch.Tensor
+    val_ids: torch.Tensor
+    meta: dict[str, Any] = field(default_factory=dict)  #: added to the info record
+
+
+def _load_entry(
+    kind: _Kind,
+    path: Path,
+    fingerprint: str,
+    load_tokenizer: Callable[[Path], Any],
+    device: torch.device,
+) -> tuple[GPT, Any, dict[str, Any]]:
+    """Load a finished cache entry; any problem raises :class:`_CorruptCache`.
+
+    ``load_tokenizer(file)`` reads the entry's tokenizer and raises if it is not the
+    expected one.
+    """
     try:
-        meta = json.loads((path / INFO_FILE).read_text())
-        if meta.get("format") != _INFO_FORMAT or meta.get("hash") != fingerprint:
-            raise _CorruptCache(f"{INFO_FILE} does not describe this recipe")
+        meta = json.loads((path / kind.info_file).read_text())
+        if meta.get("format") != kind.info_format or meta.get("hash") != fingerprint:
+            raise _CorruptCache(f"{kind.info_file} does not describe this recipe")
         if cache.sha256_file(path / "model.safetensors") != meta["model_sha256"]:
             raise _CorruptCache("model.safetensors does not match its recorded SHA-256")
-        saved = CharTokenizer.load(path / TOKENIZER_FILE)
-        if saved.vocab != tokenizer.vocab:
-            raise _CorruptCache("the saved tokenizer differs from the data's vocabulary")
+        tokenizer = load_tokenizer(path / TOKENIZER_FILE)
         with torch.random.fork_rng(devices=[]):  # the initial weights are overwritten
             model = GPT(GPTConfig.from_dict(meta["model_config"]))
         ckpt = load_checkpoint(path, model)
@@ -251,7 +290,177 @@ def _load(
     except Exception as err:  # noqa: BLE001 - any failure to read means a damaged entry
         raise _CorruptCache(f"{type(err).__name__}: {err}") from err
     meta["history"] = History.from_dict(ckpt.history)
-    return model.to(device).eval(), meta
+    return model.to(device).eval(), tokenizer, meta
+
+
+def _cached_gpt(
+    kind: _Kind,
+    profile: str,
+    recipe: dict[str, Any],
+    fingerprint: str,
+    cache_dir: str | os.PathLike[str] | None,
+    device: torch.device,
+    progress: bool,
+    load_tokenizer: Callable[[Path], Any],
+    prepare: Callable[[Path], _Prepared],
+    describe: Callable[[GPT, Any], dict[str, Any]] | None = None,
+) -> tuple[GPT, Any, dict[str, Any]]:
+    """A GPT trained on first use and cached: the mechanism of every model of this module.
+
+    ``prepare(tokenizer_file)`` returns the tokenizer and the token streams; it may keep a
+    tokenizer it trains in ``tokenizer_file`` (beside the partial run, so an interrupted
+    run resumes with the same one). ``describe(model, tokenizer)`` adds to the record of a
+    model just trained (e.g. samples).
+    """
+    final = cache.entry_path(kind.name, profile, fingerprint, cache_dir)
+
+    def load(path: Path) -> tuple[GPT, Any, dict[str, Any]]:
+        model, tokenizer, meta = _load_entry(kind, path, fingerprint, load_tokenizer, device)
+        meta["cached"] = True
+        meta["path"] = str(path)
+        cache.log(progress, f"loaded the {profile} {kind.label} from {cache.show_path(path)}")
+        return model, tokenizer, meta
+
+    def train_now() -> tuple[GPT, Any, dict[str, Any]]:
+        return _train_and_cache(
+            kind, profile, recipe, fingerprint, final, device, progress, prepare, describe
+        )
+
+    return cache.load_or_train(final, load, train_now, "model")
+
+
+def _train_and_cache(
+    kind: _Kind,
+    profile: str,
+    recipe: dict[str, Any],
+    fingerprint: str,
+    final: Path,
+    device: torch.device,
+    progress: bool,
+    prepare: Callable[[Path], _Prepared],
+    describe: Callable[[GPT, Any], dict[str, Any]] | None,
+) -> tuple[GPT, Any, dict[str, Any]]:
+    partial = final.parent / f"{final.name}.partial"
+    tokenizer_file = final.parent / f"{final.name}.partial-{TOKENIZER_FILE}"
+    data = prepare(tokenizer_file)
+    tokenizer, train_ids, val_ids = data.tokenizer, data.train_ids, data.val_ids
+    seed = int(recipe["seed"])
+    model_config = GPTConfig(vocab_size=tokenizer.vocab_size, **recipe["model"])
+    steps = int(recipe["train"]["max_steps"])
+    train_config = TrainConfig(
+        **recipe["train"],
+        seed=seed,
+        device=str(device),
+        checkpoint_dir=str(partial),
+        checkpoint_interval=max(1, steps // 10),
+        progress=False,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = GPT(model_config)
+    get_batch = lm_batch_fn(
+        {"train": train_ids, "val": val_ids},
+        block_size=model_config.block_size,
+        batch_size=int(recipe["batch_size"]),
+    )
+
+    resume_from = None
+    if partial.exists():
+        try:
+            ckpt = load_checkpoint(partial)
+            if ckpt.model_config != model_config.to_dict() or ckpt.step > steps:
+                raise ValueError("it belongs to another recipe")
+            resume_from = partial
+        except Exception as err:  # noqa: BLE001 - an unusable partial run is started over
+            warnings.warn(f"ignoring the interrupted run in {str(partial)!r} ({err})", stacklevel=4)
+            shutil.rmtree(partial, ignore_errors=True)
+    n_params = model.num_parameters()
+    if resume_from is None:
+        cache.log(
+            progress,
+            f"training the {profile} {kind.label} ({n_params:,} parameters, "
+            f"{steps} steps) on {describe_hardware(device)}; it will be cached in "
+            f"{cache.show_path(final)}",
+        )
+    else:
+        cache.log(progress, f"resuming the {profile} {kind.label} from {cache.show_path(partial)}")
+
+    printed = 0
+    loads: list[float] = []  # the machine's load average, sampled during training
+    every = max(1, steps // 50)
+
+    def report(step: int, history: History) -> None:
+        nonlocal printed
+        if step % every == 0 and hasattr(os, "getloadavg"):
+            loads.append(os.getloadavg()[0])
+        while printed < len(history.val_steps):
+            i = printed
+            train_part = ""
+            if history.val_steps[i] > 0 and history.train_loss:
+                j = min(history.val_steps[i], len(history.train_loss)) - 1
+                recent = history.train_loss[max(0, j - 9) : j + 1]
+                train_part = f"train {sum(recent) / len(recent):.4f}  "
+            cache.log(
+                progress,
+                f"step {history.val_steps[i]:>5}/{steps}  {train_part}"
+                f"val {history.val_loss[i]:.4f}  {history.val_seconds[i]:7.1f} s",
+            )
+            printed += 1
+
+    # train() seeds torch's global generator; the caller's random state is left as it was.
+    cuda = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        history = train(
+            model,
+            train_config,
+            get_batch,
+            resume_from=resume_from,
+            callback=report,
+            model_config=model_config,
+        )
+    report(steps, history)
+    model.eval()
+    began = time.perf_counter()
+    val_loss = evaluate_lm(model, val_ids)
+    last = history.train_loss[-50:]
+    meta: dict[str, Any] = {
+        "format": kind.info_format,
+        "version": FORMAT_VERSION,
+        "profile": profile,
+        "hash": fingerprint,
+        "recipe": recipe,
+        "model_config": model_config.to_dict(),
+        "train_config": train_config.to_dict(),
+        "batch_size": int(recipe["batch_size"]),
+        "seed": seed,
+        "val_loss": val_loss,
+        "train_loss": sum(last) / len(last) if last else None,
+        "steps": history.steps[-1] if history.steps else 0,
+        "tokens_seen": history.tokens_seen[-1] if history.tokens_seen else 0,
+        "train_seconds": history.seconds[-1] if history.seconds else 0.0,
+        "hardware": describe_hardware(device),
+        "cpu_count": os.cpu_count(),
+        "load_average": sum(loads) / len(loads) if loads else None,
+        "device": str(device),
+        "torch_version": torch.__version__,
+        "n_parameters": n_params,
+        "model_sha256": cache.sha256_file(partial / "model.safetensors"),
+        **data.meta,
+    }
+    if describe is not None:
+        meta.update(describe(model, tokenizer))
+    meta["eval_seconds"] = time.perf_counter() - began
+    tokenizer.save(partial / TOKENIZER_FILE)
+    (partial / kind.info_file).write_text(json.dumps(meta, indent=1))
+    cache.publish(partial, final)
+    tokenizer_file.unlink(missing_ok=True)
+    cache.log(
+        progress, f"validation loss {val_loss:.4f} nats per {kind.unit} (whole validation split)"
+    )
+    meta["history"] = history
+    meta["cached"] = False
+    meta["path"] = str(final)
+    return model.eval(), tokenizer, meta
 
 
 def char_gpt(
@@ -299,147 +508,323 @@ def char_gpt(
     recipe = char_gpt_recipe(profile)
     tokenizer, train_ids, val_ids = _data()
     fingerprint = _fingerprint(recipe, tokenizer.vocab)
-    final = cache.entry_path("char_gpt", profile, fingerprint, cache_dir)
 
-    def load(path: Path) -> tuple[GPT, CharTokenizer, dict[str, Any]]:
-        model, meta = _load(path, fingerprint, tokenizer, target)
-        meta["cached"] = True
-        meta["path"] = str(path)
-        where = cache.show_path(path)
-        cache.log(progress, f"loaded the {profile} character-level GPT from {where}")
-        return model, tokenizer, meta
+    def load_tokenizer(file: Path) -> CharTokenizer:
+        saved = CharTokenizer.load(file)
+        if saved.vocab != tokenizer.vocab:
+            raise _CorruptCache("the saved tokenizer differs from the data's vocabulary")
+        return tokenizer
 
-    def train_now() -> tuple[GPT, CharTokenizer, dict[str, Any]]:
-        return _train_and_cache(
-            profile, recipe, fingerprint, final, tokenizer, train_ids, val_ids, target, progress
-        )
+    def prepare(_: Path) -> _Prepared:
+        return _Prepared(tokenizer, train_ids, val_ids)
 
-    return cache.load_or_train(final, load, train_now, "model")
-
-
-def _train_and_cache(
-    profile: str,
-    recipe: dict[str, Any],
-    fingerprint: str,
-    final: Path,
-    tokenizer: CharTokenizer,
-    train_ids: torch.Tensor,
-    val_ids: torch.Tensor,
-    device: torch.device,
-    progress: bool,
-) -> tuple[GPT, CharTokenizer, dict[str, Any]]:
-    partial = final.parent / f"{final.name}.partial"
-    seed = int(recipe["seed"])
-    model_config = GPTConfig(vocab_size=tokenizer.vocab_size, **recipe["model"])
-    steps = int(recipe["train"]["max_steps"])
-    train_config = TrainConfig(
-        **recipe["train"],
-        seed=seed,
-        device=str(device),
-        checkpoint_dir=str(partial),
-        checkpoint_interval=max(1, steps // 10),
-        progress=False,
-    )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = GPT(model_config)
-    get_batch = lm_batch_fn(
-        {"train": train_ids, "val": val_ids},
-        block_size=model_config.block_size,
-        batch_size=int(recipe["batch_size"]),
+    return _cached_gpt(
+        _CHAR_GPT,
+        profile,
+        recipe,
+        fingerprint,
+        cache_dir,
+        target,
+        progress,
+        load_tokenizer,
+        prepare,
     )
 
-    resume_from = None
-    if partial.exists():
-        try:
-            ckpt = load_checkpoint(partial)
-            if ckpt.model_config != model_config.to_dict() or ckpt.step > steps:
-                raise ValueError("it belongs to another recipe")
-            resume_from = partial
-        except Exception as err:  # noqa: BLE001 - an unusable partial run is started over
-            warnings.warn(f"ignoring the interrupted run in {str(partial)!r} ({err})", stacklevel=3)
-            shutil.rmtree(partial, ignore_errors=True)
-    n_params = model.num_parameters()
-    if resume_from is None:
-        cache.log(
-            progress,
-            f"training the {profile} character-level GPT ({n_params:,} parameters, "
-            f"{steps} steps) on {describe_hardware(device)}; it will be cached in "
-            f"{cache.show_path(final)}",
-        )
-    else:
-        cache.log(
-            progress, f"resuming the {profile} character-level GPT from {cache.show_path(partial)}"
-        )
 
-    printed = 0
-    loads: list[float] = []  # the machine's load average, sampled during training
-    every = max(1, steps // 50)
+# ------------------------------------------------------------------------- English GPT
 
-    def report(step: int, history: History) -> None:
-        nonlocal printed
-        if step % every == 0 and hasattr(os, "getloadavg"):
-            loads.append(os.getloadavg()[0])
-        while printed < len(history.val_steps):
-            i = printed
-            train_part = ""
-            if history.val_steps[i] > 0 and history.train_loss:
-                j = min(history.val_steps[i], len(history.train_loss)) - 1
-                recent = history.train_loss[max(0, j - 9) : j + 1]
-                train_part = f"train {sum(recent) / len(recent):.4f}  "
+_ENGLISH_GPT = _Kind(
+    "english_gpt", "English GPT", "english_gpt.json", "llmkit-english-gpt", "token"
+)
+
+#: The special tokens of :func:`english_gpt`'s tokenizer, given the last ids in this order:
+#: the document separator and the notes template's three roles (:mod:`llmkit.chat`).
+ENGLISH_GPT_SPECIAL_TOKENS: tuple[str, ...] = ("<|endoftext|>", "<system>", "<user>", "<assistant>")
+
+#: The course's own English base model (chapters 09-12), per profile. ``tokenizer``: the
+#: BPE vocabulary size (256 bytes + merges + the 4 special tokens); ``data``:
+#: ``train_documents`` (``None``: every training document of
+#: :func:`llmkit.data.load_english_text`; a number: the first ones, for the smoke test);
+#: ``model``, ``batch_size``, ``train``, ``seed``: as in :data:`CHAR_GPT_RECIPES`;
+#: ``samples``: how the recorded samples are generated.
+#:
+#: ``block_size`` 64 (book): the 1,100 instruction examples of chapter 09 rendered in the
+#: notes template (user = instruction, blank line, input; assistant = output) and closed
+#: by ``<|endoftext|>`` are 40 tokens long at the median, 57 at the 90th, 66 at the 95th
+#: and 83 at the 99th percentile (93 at most) with the book's 4,096-token vocabulary; a
+#: model input is one token shorter (``ids[:-1]``), so 64 positions hold 94.5% of them
+#: whole (1,040 of 1,100).
+ENGLISH_GPT_RECIPES: dict[str, dict[str, Any]] = {
+    "smoke": {
+        "tokenizer": {"vocab_size": 384},
+        "data": {"train_documents": 4000},
+        "model": {"block_size": 32, "n_layer": 2, "n_head": 2, "d_model": 32, "dropout": 0.0},
+        "batch_size": 16,
+        "train": {
+            "max_steps": 60,
+            "lr": 3e-3,
+            "warmup_steps": 10,
+            "weight_decay": 0.1,
+            "betas": [0.9, 0.99],
+            "eval_interval": 20,
+            "eval_iters": 4,
+        },
+        "seed": 1337,
+        "samples": {"n": 3, "max_new_tokens": 24, "temperature": 0.8, "top_k": 40, "seed": 0},
+    },
+    "book": {
+        "tokenizer": {"vocab_size": 4096},
+        "data": {"train_documents": None},
+        "model": {"block_size": 64, "n_layer": 4, "n_head": 4, "d_model": 128, "dropout": 0.0},
+        "batch_size": 32,
+        "train": {
+            "max_steps": 1200,
+            "lr": 2e-3,
+            "warmup_steps": 100,
+            "weight_decay": 0.1,
+            "betas": [0.9, 0.99],
+            "eval_interval": 100,
+            "eval_iters": 10,
+        },
+        "seed": 1337,
+        "samples": {"n": 5, "max_new_tokens": 48, "temperature": 0.8, "top_k": 40, "seed": 0},
+    },
+    "full": {
+        "tokenizer": {"vocab_size": 8192},
+        "data": {"train_documents": None},
+        "model": {"block_size": 128, "n_layer": 6, "n_head": 6, "d_model": 384, "dropout": 0.1},
+        "batch_size": 64,
+        "train": {
+            "max_steps": 5000,
+            "lr": 1e-3,
+            "min_lr": 1e-4,
+            "warmup_steps": 200,
+            "weight_decay": 0.1,
+            "betas": [0.9, 0.99],
+            "eval_interval": 250,
+            "eval_iters": 50,
+        },
+        "seed": 1337,
+        "samples": {"n": 5, "max_new_tokens": 64, "temperature": 0.8, "top_k": 40, "seed": 0},
+    },
+}
+
+
+def english_gpt_recipe(profile: str | None = None) -> dict[str, Any]:
+    """A copy of the recipe of :func:`english_gpt` for ``profile`` (default: the current one)."""
+    return copy.deepcopy(ENGLISH_GPT_RECIPES[cache.profile_name(profile)])
+
+
+def _english_fingerprint(recipe: Mapping[str, Any]) -> str:
+    from llmkit import data
+
+    payload = {
+        "format": FORMAT_VERSION,
+        "data": "english-text",
+        "rule": data.ENGLISH_TEXT_RULE,
+        "data_seed": data.ENGLISH_TEXT_SEED,
+        "ud_group": data.UD_EWT_GROUP,
+        "files": {name: data.entry(name).sha256 for name in data.ENGLISH_TEXT_FILES},
+        "special_tokens": list(ENGLISH_GPT_SPECIAL_TOKENS),
+    }
+    return cache.fingerprint({**payload, "recipe": recipe})
+
+
+def english_gpt_dir(
+    profile: str | None = None, *, cache_dir: str | os.PathLike[str] | None = None
+) -> Path:
+    """The cache directory of :func:`english_gpt`'s model for ``profile`` (it may not exist)."""
+    profile = cache.profile_name(profile)
+    digest = _english_fingerprint(ENGLISH_GPT_RECIPES[profile])
+    return cache.entry_path("english_gpt", profile, digest, cache_dir)
+
+
+def _english_data() -> dict[str, list[str]]:
+    from llmkit.data import load_english_text
+
+    return load_english_text()
+
+
+def encode_documents(tokenizer: BPETokenizer, documents: Sequence[str]) -> torch.Tensor:
+    """One token stream of ``documents``, each followed by ``<|endoftext|>``.
+
+    Special-token strings inside a document are encoded as ordinary text. This is how
+    :func:`english_gpt` reads its training and validation text; chapter 09 measures the
+    base model's validation loss the same way:
+    ``evaluate_lm(model, encode_documents(tokenizer, load_english_text()["val"]))``.
+
+    Args:
+        tokenizer: a tokenizer with the special token ``<|endoftext|>``.
+        documents: the texts.
+    Returns:
+        ``(n,)`` int64 token ids.
+    """
+    if "<|endoftext|>" not in tokenizer.special_tokens:
+        raise ValueError("tokenizer must have the special token '<|endoftext|>'")
+    if isinstance(documents, str):
+        raise TypeError("documents must be a sequence of strings, not one string")
+    eot = tokenizer.special_tokens["<|endoftext|>"]
+    ids: list[int] = []
+    for k, doc in enumerate(documents):
+        if not isinstance(doc, str):
+            raise TypeError(f"documents[{k}] must be a str, got {type(doc).__name__}")
+        ids += tokenizer.encode(doc, allowed_special="none")
+        ids.append(eot)
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def _english_prepare(recipe: Mapping[str, Any], progress: bool) -> Callable[[Path], _Prepared]:
+    def prepare(tokenizer_file: Path) -> _Prepared:
+        start = time.perf_counter()
+        text = _english_data()
+        limit = recipe["data"]["train_documents"]
+        train_docs = text["train"] if limit is None else text["train"][: int(limit)]
+        val_docs = text["val"]
+        data_seconds = time.perf_counter() - start
+        vocab_size = int(recipe["tokenizer"]["vocab_size"])
+        tokenizer = None
+        if tokenizer_file.exists():  # an interrupted run: keep its tokenizer
+            try:
+                tokenizer = BPETokenizer.load(tokenizer_file)
+                if tokenizer.vocab_size != vocab_size:
+                    raise ValueError("another vocabulary size")
+            except Exception as err:  # noqa: BLE001 - unusable: train it again
+                warnings.warn(
+                    f"ignoring the tokenizer {str(tokenizer_file)!r} ({err})", stacklevel=2
+                )
+                tokenizer = None
+        start = time.perf_counter()
+        if tokenizer is None:
             cache.log(
                 progress,
-                f"step {history.val_steps[i]:>5}/{steps}  {train_part}"
-                f"val {history.val_loss[i]:.4f}  {history.val_seconds[i]:7.1f} s",
+                f"training a byte-level BPE tokenizer ({vocab_size:,} tokens) on "
+                f"{len(train_docs):,} documents",
             )
-            printed += 1
+            tokenizer = BPETokenizer.train(
+                "<|endoftext|>".join(train_docs), vocab_size, ENGLISH_GPT_SPECIAL_TOKENS
+            )
+            tokenizer_file.parent.mkdir(parents=True, exist_ok=True)
+            tokenizer.save(tokenizer_file)
+        tokenizer_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        train_ids = encode_documents(tokenizer, train_docs)
+        val_ids = encode_documents(tokenizer, val_docs)
+        meta = {
+            "vocab_size": tokenizer.vocab_size,
+            "special_tokens": dict(tokenizer.special_tokens),
+            "train_documents": len(train_docs),
+            "val_documents": len(val_docs),
+            "train_tokens": int(train_ids.numel()),
+            "val_tokens": int(val_ids.numel()),
+            "data_seconds": data_seconds,
+            "tokenizer_seconds": tokenizer_seconds,
+            "encode_seconds": time.perf_counter() - start,
+        }
+        return _Prepared(tokenizer, train_ids, val_ids, meta)
 
-    # train() seeds torch's global generator; the caller's random state is left as it was.
-    cuda = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=cuda):
-        history = train(
-            model,
-            train_config,
-            get_batch,
-            resume_from=resume_from,
-            callback=report,
-            model_config=model_config,
-        )
-    report(steps, history)
-    model.eval()
-    val_loss = evaluate_lm(model, val_ids)
-    last = history.train_loss[-50:]
-    meta: dict[str, Any] = {
-        "format": _INFO_FORMAT,
-        "version": FORMAT_VERSION,
-        "profile": profile,
-        "hash": fingerprint,
-        "recipe": recipe,
-        "model_config": model_config.to_dict(),
-        "train_config": train_config.to_dict(),
-        "batch_size": int(recipe["batch_size"]),
-        "seed": seed,
-        "val_loss": val_loss,
-        "train_loss": sum(last) / len(last) if last else None,
-        "steps": history.steps[-1] if history.steps else 0,
-        "tokens_seen": history.tokens_seen[-1] if history.tokens_seen else 0,
-        "train_seconds": history.seconds[-1] if history.seconds else 0.0,
-        "hardware": describe_hardware(device),
-        "cpu_count": os.cpu_count(),
-        "load_average": sum(loads) / len(loads) if loads else None,
-        "device": str(device),
-        "torch_version": torch.__version__,
-        "n_parameters": n_params,
-        "model_sha256": cache.sha256_file(partial / "model.safetensors"),
-    }
-    tokenizer.save(partial / TOKENIZER_FILE)
-    (partial / INFO_FILE).write_text(json.dumps(meta, indent=1))
-    cache.publish(partial, final)
-    cache.log(progress, f"validation loss {val_loss:.4f} nats (whole validation split)")
-    meta["history"] = history
-    meta["cached"] = False
-    meta["path"] = str(final)
-    return model.eval(), tokenizer, meta
+    return prepare
+
+
+def english_samples(
+    model: GPT,
+    tokenizer: BPETokenizer,
+    n: int = 5,
+    *,
+    max_new_tokens: int = 48,
+    temperature: float = 0.8,
+    top_k: int | None = 40,
+    seed: int = 0,
+) -> list[str]:
+    """``n`` texts sampled from ``model`` after ``<|endoftext|>`` (a new document), each
+    cut at the next ``<|endoftext|>``; the same for the same ``seed``."""
+    validate.positive_int("n", n)
+    validate.positive_int("max_new_tokens", max_new_tokens)
+    eot = tokenizer.special_tokens["<|endoftext|>"]
+    device = next(model.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    prompt = torch.full((n, 1), eot, dtype=torch.long, device=device)
+    out = decoding.generate(
+        model,
+        prompt,
+        max_new_tokens,
+        "sample",
+        temperature=temperature,
+        top_k=top_k,
+        generator=generator,
+        eos_token_id=eot,
+    )
+    texts = []
+    for row in out[:, 1:].tolist():
+        if eot in row:
+            row = row[: row.index(eot)]
+        texts.append(tokenizer.decode(row))
+    return texts
+
+
+def english_gpt(
+    profile: str | None = None,
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+    device: str | torch.device = "auto",
+) -> tuple[GPT, BPETokenizer, dict[str, Any]]:
+    """The course's own English base model (chapters 09-12): trained on first use, cached.
+
+    First use: the documents of :func:`llmkit.data.load_english_text` (Tatoeba's English
+    side, UD EWT's training sentences, sentence polarity's training split; nothing a later
+    chapter evaluates on) train a byte-level :class:`~llmkit.tokenizers.BPETokenizer`
+    with the special tokens :data:`ENGLISH_GPT_SPECIAL_TOKENS`; each split becomes one
+    token stream (:func:`encode_documents`: every document followed by
+    ``<|endoftext|>``), and a :class:`~llmkit.gpt.GPT` is trained on random windows of the
+    training stream (:func:`llmkit.train.lm_batch_fn`) following
+    :data:`ENGLISH_GPT_RECIPES` ``[profile]``. Cached exactly as :func:`char_gpt` is, in
+    ``<cache_dir>/models/english_gpt-<profile>-<hash>/`` (the hash covers the recipe, the
+    special tokens, the SHA-256 of the source files and the text's split rule); the
+    tokenizer is saved in the entry (and, while training, beside the partial run).
+
+    Args:
+        profile, cache_dir, progress, device: as in :func:`char_gpt`.
+    Returns:
+        ``(model, tokenizer, info)``: ``info`` has the keys of :func:`char_gpt`'s
+        (``val_loss`` in nats per *token* over the whole validation stream), plus
+        ``vocab_size``, ``special_tokens``, ``train_documents``, ``val_documents``,
+        ``train_tokens``, ``val_tokens`` (stream lengths), ``data_seconds``,
+        ``tokenizer_seconds``, ``encode_seconds``, ``eval_seconds`` (the validation loss
+        and the samples), ``total_seconds`` (the whole first use in this process) and
+        ``samples`` (texts generated after ``<|endoftext|>`` with the recipe's fixed seed,
+        :func:`english_samples`).
+    """
+    start = time.perf_counter()
+    profile = cache.profile_name(profile)
+    if not isinstance(progress, bool):
+        raise TypeError(f"progress must be a bool, got {progress!r}")
+    target = select_device(device)
+    recipe = english_gpt_recipe(profile)
+    fingerprint = _english_fingerprint(recipe)
+
+    def load_tokenizer(file: Path) -> BPETokenizer:
+        tokenizer = BPETokenizer.load(file)
+        missing = [s for s in ENGLISH_GPT_SPECIAL_TOKENS if s not in tokenizer.special_tokens]
+        if missing or tokenizer.vocab_size != recipe["tokenizer"]["vocab_size"]:
+            raise _CorruptCache("the saved tokenizer is not the recipe's")
+        return tokenizer
+
+    def describe(model: GPT, tokenizer: BPETokenizer) -> dict[str, Any]:
+        samples = english_samples(model, tokenizer, **recipe["samples"])
+        return {"samples": samples, "total_seconds": time.perf_counter() - start}
+
+    return _cached_gpt(
+        _ENGLISH_GPT,
+        profile,
+        recipe,
+        fingerprint,
+        cache_dir,
+        target,
+        progress,
+        load_tokenizer,
+        _english_prepare(recipe, progress),
+        describe,
+    )
 
 
 #: The registry name (:mod:`llmkit.data`) of SmolLM2-135M-Instruct's GGUF file.

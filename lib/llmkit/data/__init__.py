@@ -29,7 +29,9 @@ Loaders (all return plain Python objects; splits are deterministic and documente
 ``load_ud_ewt(split=None)``    ``{"train", "dev", "test"}`` of :class:`Sentence`
 ``load_poem_sentiment()``      ``{"train", "validation", "test"}`` of ``(verse, label)``
 ``load_instruction_data()``    list of ``{"instruction", "input", "output"}``
+``split_instruction_data()``   ``{"train", "val", "test", "removed"}`` without leaks
 ``load_ldnoobw(version)``      list of terms (``"current"`` or C4's ``"c4"``)
+``load_english_text()``        ``{"train", "val"}`` English documents (chapter 09)
 =============================  ==========================================================
 """
 
@@ -48,14 +50,21 @@ from .fetch import (
     sha256_file,
 )
 from .loaders import (
+    ENGLISH_TEXT_FILES,
+    ENGLISH_TEXT_RULE,
+    ENGLISH_TEXT_SEED,
+    ENGLISH_TEXT_SOURCES,
     HH_RLHF_SUBSETS,
+    INSTRUCTION_SPLIT,
     LDNOOBW_VERSIONS,
     POEM_SENTIMENT_LABELS,
     SENTENCE_POLARITY_SEED,
+    UD_EWT_GROUP,
     UD_SPLITS,
     WNUT17_LABELS,
     Sentence,
     Token,
+    load_english_text,
     load_hh_rlhf,
     load_instruction_data,
     load_ldnoobw,
@@ -66,6 +75,7 @@ from .loaders import (
     load_ud_ewt,
     load_wnut17,
     parse_conllu,
+    split_instruction_data,
 )
 from .registry import REGISTRY, Entry, entry, names
 
@@ -93,6 +103,7 @@ __all__ = [
     "POEM_SENTIMENT_LABELS",
     "WNUT17_LABELS",
     "HH_RLHF_SUBSETS",
+    "INSTRUCTION_SPLIT",
     "LDNOOBW_VERSIONS",
     "UD_SPLITS",
     "Token",
@@ -106,5 +117,12 @@ __all__ = [
     "load_ud_ewt",
     "load_poem_sentiment",
     "load_instruction_data",
+    "split_instruction_data",
     "load_ldnoobw",
+    "load_english_text",
+    "ENGLISH_TEXT_SEED",
+    "ENGLISH_TEXT_SOURCES",
+    "UD_EWT_GROUP",
+    "ENGLISH_TEXT_FILES",
+    "ENGLISH_TEXT_RULE",
 ]

@@ -13,6 +13,7 @@ import gzip
 import json
 import random
 import zipfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, overload
 
@@ -36,7 +37,15 @@ __all__ = [
     "load_ud_ewt",
     "load_poem_sentiment",
     "load_instruction_data",
+    "split_instruction_data",
+    "INSTRUCTION_SPLIT",
     "load_ldnoobw",
+    "ENGLISH_TEXT_SEED",
+    "ENGLISH_TEXT_SOURCES",
+    "UD_EWT_GROUP",
+    "ENGLISH_TEXT_FILES",
+    "ENGLISH_TEXT_RULE",
+    "load_english_text",
 ]
 
 SENTENCE_POLARITY_SEED = 1234
@@ -499,6 +508,50 @@ def load_instruction_data() -> list[dict[str, str]]:
     ]
 
 
+INSTRUCTION_SPLIT: tuple[int, int] = (935, 1045)
+"""Where the instruction data is cut, as in *LLMs from scratch* chapter 7: train is
+``data[:935]`` (85%), test ``data[935:1045]`` (10%), validation ``data[1045:]`` (5%)."""
+
+
+def split_instruction_data(
+    data: Sequence[Mapping[str, str]] | None = None,
+) -> dict[str, list[dict[str, str]]]:
+    """Split the instruction data into train / validation / test without leaked instructions.
+
+    The cut is the book's (:data:`INSTRUCTION_SPLIT`): train ``data[:935]``, test
+    ``data[935:1045]``, validation ``data[1045:]``. The book's splits share instructions:
+    18 of the 110 test examples (and 12 of the 55 validation examples) have an instruction
+    that also occurs, as the exact same string, in the training split. Every training
+    example whose instruction occurs in validation or test is then removed, so that no
+    held-out instruction was seen in training. On the course's data that removes 64 of
+    the 935 training examples (871 remain); validation and test are not changed.
+
+    Args:
+        data: the examples, ``{"instruction", "input", "output"}`` each, at least 1,045 of
+            them; default :func:`load_instruction_data`.
+    Returns:
+        ``{"train", "val", "test", "removed"}``: lists of examples in file order;
+        ``removed`` holds the training examples that were dropped.
+    """
+    if data is None:
+        data = load_instruction_data()
+    if isinstance(data, (str, Mapping)) or not isinstance(data, Sequence):
+        raise TypeError(f"data must be a list of examples, got {type(data).__name__}")
+    n_train, n_test = INSTRUCTION_SPLIT
+    if len(data) < n_test:
+        raise ValueError(f"data must hold at least {n_test} examples, got {len(data)}")
+    for k, d in enumerate(data):
+        if not isinstance(d, Mapping) or not isinstance(d.get("instruction"), str):
+            raise ValueError(f"data[{k}] must be a dict with a str 'instruction', got {d!r}")
+    train = [dict(d) for d in data[:n_train]]
+    test = [dict(d) for d in data[n_train:n_test]]
+    val = [dict(d) for d in data[n_test:]]
+    held_out = {d["instruction"] for d in (*val, *test)}
+    kept = [d for d in train if d["instruction"] not in held_out]
+    removed = [d for d in train if d["instruction"] in held_out]
+    return {"train": kept, "val": val, "test": test, "removed": removed}
+
+
 # ---------------------------------------------------------------------------------- LDNOOBW
 
 
@@ -530,3 +583,127 @@ def load_ldnoobw(version: str = "current") -> list[str]:
             f"got {version!r}"
         )
     return [line.strip() for line in _read_text(files[version]).splitlines() if line.strip()]
+
+
+# ------------------------------------------------------------------------------ English text
+
+ENGLISH_TEXT_SEED = 2024
+"""Default seed of :func:`load_english_text`'s validation split and order."""
+
+ENGLISH_TEXT_SOURCES: tuple[str, ...] = ("tatoeba", "ud-ewt", "sentence-polarity")
+"""The sources of :func:`load_english_text`, in the order they are read."""
+
+#: Consecutive sentences of one UD EWT document that make one document of English text.
+UD_EWT_GROUP = 4
+
+#: The registry files :func:`load_english_text` reads (the instruction data for its
+#: decontamination only); bump :data:`ENGLISH_TEXT_RULE` when its rule changes.
+ENGLISH_TEXT_FILES: tuple[str, ...] = (
+    "tatoeba-fra-eng-manythings-2017-09-29",
+    "ud-english-ewt-train",
+    "sentence-polarity-v1.0",
+    "instruction-data-rasbt",
+)
+ENGLISH_TEXT_RULE = 1
+
+
+def _english_documents() -> dict[str, list[str]]:
+    """Every document of :func:`load_english_text` per source, before the split."""
+    tatoeba = list(dict.fromkeys(en.strip() for en, _ in load_tatoeba_fra_eng()))
+    groups: list[list[str]] = []
+    last_doc = None
+    for sentence in load_ud_ewt("train"):
+        sent_id = sentence.sent_id or ""
+        doc = sent_id.rsplit("-", 1)[0]
+        text = (sentence.text or " ".join(sentence.forms)).strip()
+        if not groups or doc != last_doc or len(groups[-1]) == UD_EWT_GROUP:
+            groups.append([])
+        groups[-1].append(text)
+        last_doc = doc
+    polarity = [text.strip() for text, _ in load_sentence_polarity()["train"]]
+    # Decontamination: no document may be one of the instruction data's strings.
+    banned = {s.strip() for ex in load_instruction_data() for s in ex.values() if s.strip()}
+    sources = {
+        "tatoeba": tatoeba,
+        "ud-ewt": list(dict.fromkeys(" ".join(g) for g in groups)),
+        "sentence-polarity": list(dict.fromkeys(polarity)),
+    }
+    return {name: [d for d in docs if d and d not in banned] for name, docs in sources.items()}
+
+
+@overload
+def load_english_text(
+    seed: int = ..., *, by_source: Literal[False] = False
+) -> dict[str, list[str]]: ...
+@overload
+def load_english_text(
+    seed: int = ..., *, by_source: Literal[True]
+) -> dict[str, dict[str, list[str]]]: ...
+
+
+def load_english_text(
+    seed: int = ENGLISH_TEXT_SEED, *, by_source: bool = False
+) -> dict[str, list[str]] | dict[str, dict[str, list[str]]]:
+    """The English text the course's own base model is pretrained on (chapter 09).
+
+    Only text that no later chapter evaluates on: the English side of Tatoeba
+    (:func:`load_tatoeba_fra_eng`), the *training* sentences of UD EWT
+    (:func:`load_ud_ewt`) and the *training* split of sentence polarity
+    (:func:`load_sentence_polarity`, default seed). Neither the instruction data
+    (:func:`load_instruction_data`) nor HH-RLHF is in it.
+
+    Documents (each one string; a model reads them joined with ``<|endoftext|>``):
+
+    * Tatoeba: each distinct English sentence once (the file repeats a sentence for each
+      of its French translations: 142,787 pairs, 98,659 distinct English sentences),
+      stripped, in file order.
+    * UD EWT: groups of up to :data:`UD_EWT_GROUP` (4) consecutive training sentences of
+      the same source document (the ``sent_id`` without its sentence number), their
+      ``# text`` joined with a space; each distinct group once.
+    * Sentence polarity: each distinct training snippet (lower-cased and tokenized, as
+      in the source).
+
+    Decontamination: a document equal to any instruction, input or output of the
+    instruction data (stripped) is dropped.
+
+    Split rule: each source's documents are shuffled with ``random.Random(seed)`` (the
+    sources in the order of :data:`ENGLISH_TEXT_SOURCES`, one generator); the first
+    ``n // 20`` (5%) of each source are the validation part, the rest the training part.
+    Then each part is shuffled with the same generator, so the sources are interleaved.
+    The parts are disjoint as strings (every document is distinct within its source, and
+    a string in two sources would be rare: it is kept only in the first).
+
+    Args:
+        seed: the seed of the split and the order.
+        by_source: return each part per source instead.
+    Returns:
+        ``{"train": [str, ...], "val": [str, ...]}`` (about 113,000 and 5,900
+        documents); with ``by_source=True``, ``{"train": {source: [str, ...]},
+        "val": {source: [...]}}`` in the order of :data:`ENGLISH_TEXT_SOURCES`.
+
+    Licenses: Tatoeba CC BY 2.0 FR; UD EWT CC BY-SA 4.0; sentence polarity CC BY 4.0
+    (see each loader).
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int, got {seed!r}")
+    if not isinstance(by_source, bool):
+        raise TypeError(f"by_source must be a bool, got {by_source!r}")
+    sources = _english_documents()
+    seen: set[str] = set()
+    rng = random.Random(seed)
+    parts: dict[str, dict[str, list[str]]] = {"train": {}, "val": {}}
+    for name in ENGLISH_TEXT_SOURCES:
+        docs = [d for d in sources[name] if d not in seen]
+        seen.update(docs)
+        rng.shuffle(docs)
+        n_val = len(docs) // 20
+        parts["val"][name] = docs[:n_val]
+        parts["train"][name] = docs[n_val:]
+    if by_source:
+        return parts
+    out: dict[str, list[str]] = {}
+    for split in ("train", "val"):
+        docs = [d for name in ENGLISH_TEXT_SOURCES for d in parts[split][name]]
+        rng.shuffle(docs)
+        out[split] = docs
+    return out
