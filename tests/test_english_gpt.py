@@ -251,3 +251,12 @@ def test_english_text_leaves_out_evaluation_data(english):
 def test_char_gpt_book_fingerprint_is_unchanged():
     """The refactoring into one mechanism keeps the cached book model's directory name."""
     assert pre.char_gpt_dir("book").name == "char_gpt-book-995c1acc096c"
+
+
+def test_load_english_text_bad_arguments():
+    from llmkit import data
+
+    with pytest.raises(TypeError, match="seed"):
+        data.load_english_text(seed="1")
+    with pytest.raises(TypeError, match="by_source"):
+        data.load_english_text(by_source=1)

@@ -20,6 +20,7 @@ delete a damaged entry (with a warning) and train. Training writes into
 ``<entry>.partial/`` and :func:`publish` renames it into place in one step, so a half-written
 entry is never loaded; :func:`write_json` does the same for a single file. Each entry records
 where it was trained (:func:`describe_hardware`). Used by :func:`llmkit.pretrained.char_gpt`,
+:func:`llmkit.pretrained.english_gpt`,
 :func:`llmkit.bert_tasks.small_bert` and :func:`llmkit.bert_tasks.run`.
 """
 

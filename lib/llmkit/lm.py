@@ -121,6 +121,8 @@ class CausalLM(nn.Module):
             raise ValueError(f"cache holds batch size {cache.batch_size}, ids {ids.shape[0]}")
         t, block = ids.shape[1], self.config.block_size
         if cache.length + t <= block:
+            if attention_mask is None:
+                return self.forward(ids, cache), cache
             return self.forward(ids, cache, attention_mask=attention_mask), cache
         if attention_mask is not None:
             raise ValueError(

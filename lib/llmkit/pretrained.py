@@ -36,6 +36,17 @@ tenth of the run; an interrupted run resumes from there, exactly. The finished d
 appears in one rename, so a half-written model is never loaded. A cache entry that fails to
 load (a missing or damaged file, weights whose hash does not match) is deleted and the model
 trained again, with a warning.
+
+**The course's English base model** (chapters 09-12): :func:`english_gpt` is cached the
+same way (the same code: :func:`char_gpt` and :func:`english_gpt` differ only in their
+data, tokenizer and recipes, :data:`ENGLISH_GPT_RECIPES`). Its first use trains a
+byte-level BPE tokenizer (with ``<|endoftext|>`` and the notes template's ``<system>``,
+``<user>``, ``<assistant>``) on :func:`llmkit.data.load_english_text`, then a GPT on the
+documents joined by ``<|endoftext|>`` (:func:`encode_documents`); the entry
+``english_gpt-<profile>-<hash>/`` also holds the tokenizer and a few samples::
+
+    model, tokenizer, info = english_gpt()
+    print(info["val_loss"], info["samples"][0])
 """
 
 from __future__ import annotations
