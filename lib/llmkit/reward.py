@@ -177,7 +177,9 @@ class RewardModel(nn.Module):
         nn.init.normal_(self.head.weight, mean=0.0, std=0.02)
         nn.init.zeros_(self.head.bias)
 
-    def features(self, ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def features(
+        self, ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """The pooled vector the head reads, ``(b, width)`` (arguments as :meth:`forward`)."""
         mask = _check_inputs(ids, attention_mask)
         if self.pooling == "cls":
@@ -195,7 +197,9 @@ class RewardModel(nn.Module):
         last = (mask.long() * positions).argmax(dim=1)  # (b,) the last real column
         return hidden[torch.arange(ids.shape[0], device=ids.device), last]
 
-    def forward(self, ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Rewards of a batch.
 
         Args:
