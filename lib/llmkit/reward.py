@@ -523,11 +523,10 @@ def encode_pairs(
     if max_length is not None:
         validate.positive_int("max_length", max_length)
     out = []
+    options = {"keep_first": keep_first, "end_id": end_id}
     for p in pairs:
-        c, c_cut = encode_text(p.chosen_text, tokenizer, max_length, keep_first=keep_first,
-                               end_id=end_id)  # fmt: skip
-        r, r_cut = encode_text(p.rejected_text, tokenizer, max_length, keep_first=keep_first,
-                               end_id=end_id)  # fmt: skip
+        c, c_cut = encode_text(p.chosen_text, tokenizer, max_length, **options)
+        r, r_cut = encode_text(p.rejected_text, tokenizer, max_length, **options)
         out.append(EncodedPair(c, r, c_cut, r_cut))
     return out
 
