@@ -432,3 +432,17 @@ def test_monitor_is_on_by_default_in_train_ppo(tmp_path):
     names = [r.name for r in rl.Monitor().rules]
     for name in ("not_finite", "kl_above", "kl_negative", "ratio_blowup", "entropy_collapse"):
         assert name in names
+
+
+def test_plot_metrics_draws_one_panel_per_metric():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    history = healthy(5)
+    axes = rl.plot_metrics(history, ["score", "kl", "entropy", "ratio_max"], label="run")
+    assert len(axes) == 4
+    xs, ys = axes[1].lines[0].get_data()
+    assert list(xs) == [0, 1, 2, 3, 4] and list(ys) == [h["kl"] for h in history]
+    assert axes[1].get_ylabel() == "KL to reference (nats/response)"
+    with pytest.raises(TypeError, match="history must be a list"):
+        rl.plot_metrics({"score": [1.0]})

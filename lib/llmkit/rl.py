@@ -92,6 +92,8 @@ __all__ = [
     "Monitor",
     "PPOResult",
     "train_ppo",
+    "METRIC_LABELS",
+    "plot_metrics",
 ]
 
 KL_KINDS = ("k1", "k3")
@@ -1288,3 +1290,62 @@ def _config_dict(policy: PolicyWithValue) -> dict | None:
     if hasattr(cfg, "to_dict"):
         return cfg.to_dict()
     return None
+
+
+# ---------------------------------------------------------------------------- plotting
+
+#: What :func:`plot_metrics` draws by default, with each panel's axis label.
+METRIC_LABELS = {
+    "score": "mean score",
+    "kl": "KL to reference (nats/response)",
+    "entropy": "entropy (nats/token)",
+    "clip_fraction": "clip fraction",
+    "ratio_max": "largest ratio new/old",
+    "value_error": "value error (MSE)",
+}
+
+
+def plot_metrics(
+    history: Sequence[Mapping[str, float]],
+    keys: Sequence[str] = tuple(METRIC_LABELS),
+    axes: Any = None,
+    *,
+    label: str | None = None,
+) -> Any:
+    """One panel per metric against the PPO step (the ``history`` of :func:`train_ppo`).
+
+    Args:
+        history: one metrics dict per step.
+        keys: the metrics to draw (labels from :data:`METRIC_LABELS`, else the key).
+        axes: a sequence of ``len(keys)`` matplotlib Axes to draw on (to compare runs);
+            ``None``: a new figure, panels in rows of three.
+        label: the legend entry of this run.
+    Returns:
+        the Axes, flattened.
+    """
+    if not isinstance(history, Sequence) or not all(isinstance(h, Mapping) for h in history):
+        raise TypeError("history must be a list of metric dicts (PPOResult.history)")
+    keys = list(keys)
+    if not keys:
+        raise ValueError("keys must name at least one metric")
+    if axes is None:
+        import matplotlib.pyplot as plt
+
+        cols = min(3, len(keys))
+        rows = -(-len(keys) // cols)
+        _, grid = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.8 * rows), squeeze=False)
+        axes = list(grid.flat)
+        for ax in axes[len(keys) :]:
+            ax.set_visible(False)
+    axes = list(axes)
+    if len(axes) < len(keys):
+        raise ValueError(f"axes must hold at least {len(keys)} Axes, got {len(axes)}")
+    for ax, key in zip(axes, keys, strict=False):
+        steps = [i for i, h in enumerate(history) if key in h]
+        ax.plot(steps, [history[i][key] for i in steps], linewidth=1.2, label=label)
+        ax.set_xlabel("PPO step")
+        ax.set_ylabel(METRIC_LABELS.get(key, key))
+        ax.grid(True, alpha=0.3)
+        if label:
+            ax.legend(fontsize="small")
+    return axes[: len(keys)]
