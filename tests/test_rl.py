@@ -446,3 +446,76 @@ def test_plot_metrics_draws_one_panel_per_metric():
     assert axes[1].get_ylabel() == "KL to reference (nats/response)"
     with pytest.raises(TypeError, match="history must be a list"):
         rl.plot_metrics({"score": [1.0]})
+
+
+def test_the_cord_restores_the_weights_of_the_last_healthy_rollout(tmp_path):
+    """A rule that fires at step 2 leaves the policy (and the checkpoint) with the weights
+    that sampled step 1's rollout: those after one update, not two."""
+    model = tiny_gpt(0)
+    policy = rl.PolicyWithValue(model)
+    seen = []
+
+    def canary(metrics, batch):
+        seen.append({k: v.clone() for k, v in policy.state_dict().items()})
+        return "step 2" if len(seen) == 3 else None
+
+    cfg = rl.PPOConfig(batch_size=8, minibatch_size=8, max_new_tokens=3, lr=1e-2)
+    res = rl.train_ppo(
+        policy,
+        rl.reference_copy(model),
+        [[1], [2, 3]],
+        emit_x,
+        cfg,
+        5,
+        monitor=rl.Monitor([rl.Rule.canary(canary)]),
+        checkpoint_dir=tmp_path / "ck",
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert res.alarm.step == 2 and "step 2" in str(res.alarm)
+    assert not torch.equal(seen[1]["model.wte.weight"], seen[2]["model.wte.weight"])
+    for k, v in policy.state_dict().items():
+        assert torch.equal(v, seen[1][k]), k
+    fresh = rl.PolicyWithValue(tiny_gpt(5))
+    checkpoint.load_checkpoint(res.alarm.checkpoint, fresh)
+    for k, v in fresh.state_dict().items():
+        assert torch.equal(v, seen[1][k]), k
+
+
+def test_update_stops_early_on_approximate_kl():
+    model = tiny_gpt(0)
+    policy = rl.PolicyWithValue(model)
+    ref = rl.reference_copy(model)
+    g = torch.Generator().manual_seed(0)
+    stats = {}
+    for limit in (None, 1e-9):
+        cfg = rl.PPOConfig(
+            batch_size=8,
+            minibatch_size=4,
+            max_new_tokens=3,
+            ppo_epochs=3,
+            lr=1e-2,
+            early_stop_kl=limit,
+        )
+        batch = rl.rollout(policy, ref, [[1], [2, 3]] * 4, emit_x, cfg, g)
+        rl._advantages(batch, 0.1, cfg)
+        opt = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
+        stats[limit] = rl.ppo_update(policy, opt, batch, cfg, g)
+    assert stats[None]["minibatches"] == 6 and stats[None]["early_stopped"] == 0
+    # the first minibatch samples from the sampling policy: ratio 1, approx KL 0; the
+    # second has moved past 1e-9
+    assert stats[1e-9]["minibatches"] == 2 and stats[1e-9]["early_stopped"] == 1
+
+
+def test_policy_with_value_on_llama():
+    from llmkit.llama import Llama, LlamaConfig
+
+    torch.manual_seed(0)
+    model = Llama(
+        LlamaConfig(vocab_size=10, block_size=16, n_layer=1, n_head=2, n_kv_head=1, d_model=16)
+    )
+    policy = rl.PolicyWithValue(model)
+    ids = torch.tensor([[0, 0, 4, 5], [1, 2, 3, 4]])
+    mask = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]])
+    logits, values = policy(ids, attention_mask=mask)
+    torch.testing.assert_close(logits, model(ids, attention_mask=mask))
+    assert torch.equal(values, torch.zeros(2, 4))

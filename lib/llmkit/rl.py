@@ -38,10 +38,13 @@ reference copy* of the starting model keeps it close to where it began::
 the metrics of every step (KL above a limit, a negative KL, ratio blow-ups, entropy
 collapse, a sudden jump of the reward, NaN or inf, and any canary you give) that stop
 training, write the last healthy policy as a checkpoint (:mod:`llmkit.checkpoint`) and say
-which rule fired on what values. :func:`train_ppo` runs one by default. Ziegler et al.'s
-sign-flip bug (the reward's and the KL penalty's sign flipped together, the result fluent
-and maximally bad text, found the next morning) can be reproduced on purpose with
-``PPOConfig(flip=("score", "kl"))``.
+which rule fired on what values. :func:`train_ppo` runs one by default.
+
+**Sign bugs on purpose.** Ziegler et al. (2019) report a refactor that flipped the sign of
+the reward and of the KL penalty, found only after a night of training. ``PPOConfig(flip=
+...)`` flips chosen terms: ``"score"`` (the per-token reward becomes ``-score - beta*KL``),
+``"kl"`` (``score + beta*KL``: the penalty becomes a bonus), both (``-score + beta*KL``), or
+``"advantage"`` (every advantage negated after whitening: PPO descends instead of ascends).
 
 Tensor layout: a batch of ``b`` rollouts is ``ids (b, P + R)``, the prompts left-padded to
 ``P`` columns, the responses right-padded to ``R`` (a row that produced the end-of-sequence
