@@ -497,7 +497,7 @@ def test_update_stops_early_on_approximate_kl():
             early_stop_kl=limit,
         )
         batch = rl.rollout(policy, ref, [[1], [2, 3]] * 4, emit_x, cfg, g)
-        rl._advantages(batch, 0.1, cfg)
+        rl.compute_advantages(batch, 0.1, cfg)
         opt = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
         stats[limit] = rl.ppo_update(policy, opt, batch, cfg, g)
     assert stats[None]["minibatches"] == 6 and stats[None]["early_stopped"] == 0
@@ -519,3 +519,22 @@ def test_policy_with_value_on_llama():
     logits, values = policy(ids, attention_mask=mask)
     torch.testing.assert_close(logits, model(ids, attention_mask=mask))
     assert torch.equal(values, torch.zeros(2, 4))
+
+
+@pytest.mark.parametrize(
+    ("flip", "score_sign", "kl_sign"),
+    [((), 1, -1), (("score",), -1, -1), (("kl",), 1, 1), (("score", "kl"), -1, 1)],
+)
+def test_flips_change_the_signs_of_the_chosen_terms(flip, score_sign, kl_sign):
+    """A row's rewards sum to (+-) score (+-) beta * KL, as the flips say."""
+    model = tiny_gpt(0)
+    policy = rl.PolicyWithValue(model)
+    ref = tiny_gpt(1)  # another model: KL not 0
+    cfg = rl.PPOConfig(batch_size=4, minibatch_size=4, max_new_tokens=3, flip=flip)
+    batch = rl.rollout(
+        policy, ref, [[1], [2, 3]] * 2, emit_x, cfg, torch.Generator().manual_seed(0)
+    )
+    rl.compute_advantages(batch, 0.5, cfg)
+    want = score_sign * batch.scores + kl_sign * 0.5 * batch.kl.sum(1)
+    torch.testing.assert_close(batch.rewards.sum(1), want)
+    assert batch.kl.abs().sum() > 0

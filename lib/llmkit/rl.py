@@ -88,6 +88,7 @@ __all__ = [
     "Rollout",
     "token_logprobs",
     "rollout",
+    "compute_advantages",
     "ppo_update",
     "ppo_step",
     "Rule",
@@ -796,8 +797,13 @@ def rollout(
     )
 
 
-def _advantages(batch: Rollout, beta: float, config: PPOConfig) -> None:
-    """Fill ``kl``, ``rewards``, ``advantages`` and ``returns`` of a rollout in place."""
+def compute_advantages(batch: Rollout, beta: float, config: PPOConfig) -> None:
+    """Fill ``kl``, ``rewards``, ``advantages`` and ``returns`` of a rollout in place.
+
+    Scores clipped to ``config.score_clip`` (if set), :func:`per_token_rewards` with
+    ``beta`` and ``config.kl_kind``, :func:`gae`, whitening over the real tokens (if
+    ``config.whiten_advantages``), and the sign flips of ``config.flip``.
+    """
     scores = batch.scores
     if config.score_clip is not None:
         scores = scores.clamp(-config.score_clip, config.score_clip)
@@ -934,7 +940,7 @@ def ppo_step(
     t0 = time.perf_counter()
     batch = rollout(policy, ref_model, prompts, score_fn, config, generator)
     beta = kl_ctl.value
-    _advantages(batch, beta, config)
+    compute_advantages(batch, beta, config)
     m = batch.response_mask
     seq_kl = batch.kl.sum(1)
     metrics: dict[str, float] = {
