@@ -538,3 +538,16 @@ def test_flips_change_the_signs_of_the_chosen_terms(flip, score_sign, kl_sign):
     want = score_sign * batch.scores + kl_sign * 0.5 * batch.kl.sum(1)
     torch.testing.assert_close(batch.rewards.sum(1), want)
     assert batch.kl.abs().sum() > 0
+
+
+def test_reward_drop_catches_the_flipped_advantage_that_the_defaults_miss(tmp_path):
+    """The flipped run is quiet under the default rules (entropy and KL stay moderate);
+    a rule on the score falling below the first step's stops it."""
+    quiet = toy_run(flip=("advantage",), monitor=True, checkpoint_dir=tmp_path / "a")
+    assert quiet.alarm is None
+    res = toy_run(
+        flip=("advantage",), monitor=rl.Monitor(reward_drop=0.1), checkpoint_dir=tmp_path / "b"
+    )
+    assert res.alarm is not None and res.alarm.rule == "reward_drop"
+    assert "since the first step" in res.alarm.message
+    assert res.history[0]["score"] - res.history[-1]["score"] > 0.1

@@ -1064,6 +1064,25 @@ class Rule:
         return cls("reward_jump", check)
 
     @classmethod
+    def reward_drop(cls, max_drop: float) -> Rule:
+        """The mean score more than ``max_drop`` below the first step's: PPO maximises the
+        reward, so a run whose reward falls is optimising something else (a sign bug)."""
+        max_drop = validate.positive("max_drop", max_drop)
+
+        def check(m, h, r):  # noqa: ANN001, ARG001
+            if not h or "score" not in h[0]:
+                return None
+            drop = h[0]["score"] - m.get("score", 0.0)
+            if drop > max_drop:
+                return (
+                    f"mean score fell {h[0]['score']:.3f} -> {m['score']:.3f} since the first "
+                    f"step ({drop:.3f} > {max_drop:g})"
+                )
+            return None
+
+        return cls("reward_drop", check)
+
+    @classmethod
     def not_finite(cls, phase: str = "rollout") -> Rule:
         """A NaN or infinite metric."""
         validate.one_of("phase", phase, ("rollout", "update"))
@@ -1110,7 +1129,9 @@ class Monitor:
 
     ``Monitor()`` holds the default rules: NaN/inf, ``kl_above(kl_max)``,
     ``kl_negative()``, ``ratio_above(ratio_max)``, ``entropy_collapse(entropy_fraction)``,
-    plus ``reward_jump(reward_jump)`` when given, plus ``canary`` when given. Pass
+    plus ``reward_jump(reward_jump)`` and ``reward_drop(reward_drop)`` when given (their
+    limits are in the reward's units, which only you know), plus ``canary`` when given.
+    ``ratio_max=10`` follows ``trl``'s ``ratio_threshold``. Pass
     ``rules=[...]`` to choose them all yourself.
 
     Args:
@@ -1127,6 +1148,7 @@ class Monitor:
         ratio_max: float = 10.0,
         entropy_fraction: float = 0.1,
         reward_jump: float | None = None,
+        reward_drop: float | None = None,
         canary: Callable[[Mapping[str, float], Rollout], str | None] | None = None,
     ) -> None:
         if rules is None:
@@ -1140,6 +1162,8 @@ class Monitor:
             ]
             if reward_jump is not None:
                 rules.append(Rule.reward_jump(reward_jump))
+            if reward_drop is not None:
+                rules.append(Rule.reward_drop(reward_drop))
             if canary is not None:
                 rules.append(Rule.canary(canary))
         rules = list(rules)
