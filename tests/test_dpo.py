@@ -382,15 +382,18 @@ def test_pad_pairs_and_batches_carry_cached_reference_logprobs():
     g = torch.Generator().manual_seed(5)
     for _ in range(5):
         b = get_batch("train", g)
-        rows = [pairs.index(next(p for p in pairs if p.chosen.ids == r)) for r in
-                [b["ids"][k][b["attention_mask"][k] == 1].tolist() for k in range(2)]]  # fmt: skip
+        rows = [
+            pairs.index(next(p for p in pairs if p.chosen.ids == r))
+            for r in [b["ids"][k][b["attention_mask"][k] == 1].tolist() for k in range(2)]
+        ]
         assert torch.allclose(b["ref_logps"], torch.cat([ref[rows, 0], ref[rows, 1]]))
     assert len(calls) == n_calls  # the reference ran when the batch function was built only
     v1, v2 = get_batch("val"), get_batch("val")
     assert torch.equal(v1["ids"], v2["ids"])
     given_refs = {"train": ref, "val": ref[:3]}
-    assert torch.equal(dpo_batch_fn(pairs, pairs[:3], 2, 0, given_refs)("val")["ref_logps"],
-                       v1["ref_logps"])  # fmt: skip
+    assert torch.equal(
+        dpo_batch_fn(pairs, pairs[:3], 2, 0, given_refs)("val")["ref_logps"], v1["ref_logps"]
+    )
     with pytest.raises(ValueError, match="batch_size"):
         dpo_batch_fn(pairs, pairs[:3], 4, 0, given_refs)
     with pytest.raises(ValueError, match=r"\(3, 2\)"):

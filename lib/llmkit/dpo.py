@@ -124,7 +124,8 @@ def sequence_logprobs(
             padding (right padding changes no real token's logits in a causal model).
             Padding must not be a target.
     Returns:
-        ``(b,)`` float32 sums of log-probabilities (each <= 0), differentiable.
+        ``(b,)`` sums of log-probabilities (each <= 0), differentiable: float32 (float64
+        for a float64 model; half-precision logits are converted to float32 first).
     """
     if not isinstance(model, nn.Module) and not callable(model):
         raise TypeError(f"model must be callable as model(ids), got {type(model).__name__}")
@@ -154,7 +155,9 @@ def sequence_logprobs(
     if bool(empty.any()):
         rows = empty.nonzero().flatten().tolist()
         raise ValueError(f"every row needs a response token among labels[:, 1:]; rows {rows}")
-    logits = _logits(model, ids[:, :-1], None if mask is None else mask[:, :-1]).float()
+    logits = _logits(model, ids[:, :-1], None if mask is None else mask[:, :-1])
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()  # log-probabilities summed over a reply need float32
     y = labels[:, 1:].to(logits.device)
     keep = y != IGNORE_INDEX
     picked = logits.gather(-1, y.clamp(min=0).unsqueeze(-1)).squeeze(-1)  # (b, t-1)
