@@ -28,7 +28,8 @@ from typing import Any
 
 import torch
 
-from .ch03 import _about, _random_gpt
+from llmkit.gpt import GPT, GPTConfig
+
 from .runner import Case, Exercise, Slip
 
 __all__ = ["check_sequence_logprobs", "check_dpo_loss"]
@@ -73,6 +74,37 @@ def _connected(case: Case, got: Any) -> str | None:
 # ------------------------------------------------------------------ sequence_logprobs
 
 
+def _random_gpt(rng: random.Random, block: tuple[int, int] = (4, 10)) -> GPT:
+    """A small float64 GPT with sharp, varied next-token distributions (weights scaled up,
+    random biases), so that a shifted or misplaced log-probability shows."""
+    n_head = rng.randint(1, 2)
+    config = GPTConfig(
+        vocab_size=rng.randint(5, 16),
+        block_size=rng.randint(*block),
+        n_layer=rng.randint(1, 2),
+        n_head=n_head,
+        d_model=n_head * rng.choice([4, 8]),
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(rng.randrange(2**31))
+        model = GPT(config).to(torch.float64).eval()
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if name.endswith("bias"):
+                    p.normal_(0.0, 0.5)
+                elif p.dim() >= 2:
+                    p.mul_(rng.uniform(4.0, 10.0))
+    return model
+
+
+def _about(model: GPT) -> str:
+    c = model.config
+    return (
+        f"a GPT with vocab_size={c.vocab_size}, block_size={c.block_size}, "
+        f"n_layer={c.n_layer}, d_model={c.d_model}"
+    )
+
+
 def _rows(rng: random.Random, b: int, t: int, vocab: int) -> tuple[torch.Tensor, torch.Tensor]:
     ids = torch.zeros(b, t, dtype=torch.long)
     labels = torch.full((b, t), -100, dtype=torch.long)
@@ -87,7 +119,7 @@ def _rows(rng: random.Random, b: int, t: int, vocab: int) -> tuple[torch.Tensor,
 
 
 def _logprob_case(rng: random.Random) -> Case:
-    model = _random_gpt(rng, layers=(1, 2), block=(4, 10))
+    model = _random_gpt(rng)
     c = model.config
     b, t = rng.randint(1, 4), rng.randint(2, c.block_size)
     ids, labels = _rows(rng, b, t, c.vocab_size)
@@ -96,7 +128,7 @@ def _logprob_case(rng: random.Random) -> Case:
 
 def _fixed_logprobs() -> list[Case]:
     rng = random.Random(12)
-    model = _random_gpt(rng, layers=(1, 1), block=(6, 6))
+    model = _random_gpt(rng, block=(6, 6))
     one = Case(
         (model, torch.tensor([[1, 2, 3, 4]]), torch.tensor([[-100, -100, 3, 4]])),
         label=f"{_about(model)}; one row: prompt [1, 2], response [3, 4]",
