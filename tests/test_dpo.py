@@ -239,6 +239,34 @@ def test_sequence_logprobs_matches_direct_computation(side):
         assert torch.allclose(sequence_logprobs(model, ids, labels), want, atol=1e-5)
 
 
+@settings(max_examples=15, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.lists(st.integers(1, 8), min_size=1, max_size=4),
+            st.lists(st.integers(1, 8), min_size=1, max_size=4),
+        ),
+        min_size=1,
+        max_size=3,
+    ),
+    st.sampled_from(["left", "right"]),
+    st.integers(0, 3),
+)
+def test_sequence_logprobs_ignores_padding(rows, side, extra):
+    """Each row's value is the row's alone, whatever the padding around it (a mask given)."""
+    model = tiny_gpt(block=12).eval()
+    rows = [(p + r, [-100] * len(p) + r) for p, r in rows]
+    wide = rows + [
+        (
+            [1] * (max(len(i) for i, _ in rows) + extra),
+            [-100] + [1] * (max(len(i) for i, _ in rows) + extra - 1),
+        )
+    ]
+    ids, labels, mask = padded(wide, side, pad_id=3)
+    got = sequence_logprobs(model, ids, labels, mask)[: len(rows)]
+    assert torch.allclose(got, direct_logprobs(model, rows), atol=1e-4)
+
+
 def test_sequence_logprobs_has_gradients():
     model = tiny_gpt()
     ids, labels, mask = padded(ROWS, "right")

@@ -33,7 +33,8 @@ model with a context of ``n`` tokens takes sequences of ``n + 1`` ids, as in
 \\pi_\\text{ref}(y|x))`, the reward model that the policy implies (up to the prompt's
 :math:`\\beta\\log Z(x)`, which is the same for both responses and cancels in every
 comparison). :func:`preference_metrics` reports their means, how often the chosen
-response's is higher (accuracy) and the mean margin, under the names trl logs.
+response's is higher (accuracy) and the mean margin (trl logs the same four numbers,
+the last two as ``rewards/accuracies`` and ``rewards/margins``).
 
 **Variants** (``loss_type``, ``label_smoothing``):
 
@@ -239,7 +240,7 @@ def dpo_loss(
 def preference_metrics(
     chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor
 ) -> dict[str, float]:
-    """trl's reward metrics of a batch of pairs.
+    """The reward metrics of a batch of pairs (those trl's DPO trainer logs).
 
     Args:
         chosen_rewards, rejected_rewards: ``(b,)`` implicit rewards (from :func:`dpo_loss`).
