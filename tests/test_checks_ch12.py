@@ -94,7 +94,15 @@ def _soft_margin_loss(pc, pr, rc, rr, beta):
     return F.soft_margin_loss(beta * h, torch.ones_like(h)), beta * (pc - rc), beta * (pr - rr)
 
 
+def _decoding_logprobs(model, ids, labels):
+    from llmkit.decoding import sequence_logprob
+
+    start = int((labels[0] != -100).nonzero()[0])  # right for one-row cases only
+    return sequence_logprob(model, ids, start)
+
+
 SHORTCUTS = [
+    ("sequence_logprobs", _decoding_logprobs, "sequence_logprob"),
     ("sequence_logprobs", dpo.sequence_logprobs, "llmkit.dpo"),
     ("sequence_logprobs", _cross_entropy_logprobs, "cross_entropy"),
     ("dpo_loss", lambda *a: dpo.dpo_loss(*a), "llmkit.dpo"),

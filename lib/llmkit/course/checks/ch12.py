@@ -12,7 +12,8 @@ dpo_loss           ``(pc, pr, rc, rr, beta) -> (loss, chosen      ``llmkit.dpo.d
 
 Off limits in both exercises: :mod:`llmkit.dpo`. In ``sequence_logprobs`` also what computes
 the per-token loss for you (``F.cross_entropy``, ``F.nll_loss``, their modules, the
-course's loss helpers): the exercise is to pick each target's log-probability out of
+course's loss helpers and ``llmkit.decoding.sequence_logprob``, which sums a continuation's
+log-probabilities): the exercise is to pick each target's log-probability out of
 ``log_softmax`` with ``gather``. In ``dpo_loss`` also the binary cross-entropy and soft-margin
 losses, which *are* ``-log sigmoid(x)`` under another name; ``F.logsigmoid`` stays allowed,
 a numerically stable building block like ``log_softmax``: the exercise is what goes into it.
@@ -47,6 +48,10 @@ _CROSS_ENTROPY = [
     "llmkit.train:cross_entropy_loss",
     "llmkit.lm:CausalLM.loss",
     "llmkit.sft:target_loss",
+    "llmkit.decoding:sequence_logprob",
+    "llmkit.seq2seq:_masked_cross_entropy",
+    "llmkit.seq2seq:seq2seq_loss",
+    "llmkit.bigram:BigramLM.loss",
 ]
 _BCE = [
     "torch.nn.functional:binary_cross_entropy_with_logits",
