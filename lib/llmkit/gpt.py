@@ -234,7 +234,24 @@ class GPT(CausalLM):
         cache: KVCache | None = None,
         attention_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Next-token logits.
+        """Next-token logits: ``lm_head`` applied to :meth:`hidden_states`.
+
+        Args:
+            ids, cache, attention_mask: as in :meth:`hidden_states`.
+        Returns:
+            logits: ``(b, t, vocab_size)``; ``logits[:, i]`` scores the token after ``ids[:, i]``
+            (at padding positions: finite values to be ignored).
+        """
+        return self.lm_head(self.hidden_states(ids, cache, attention_mask))  # (b, t, vocab_size)
+
+    def hidden_states(
+        self,
+        ids: torch.Tensor,
+        cache: KVCache | None = None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The final hidden states: the last block's output after ``ln_f``, what ``lm_head``
+        reads (the features of a reward model or any other head on the decoder).
 
         Args:
             ids: token ids ``(b, t)``, ``t <= block_size``.
@@ -247,8 +264,8 @@ class GPT(CausalLM):
                 position of a token is the number of real tokens before it in its row. The
                 padded length ``cache.length + t`` must still fit in ``block_size``.
         Returns:
-            logits: ``(b, t, vocab_size)``; ``logits[:, i]`` scores the token after ``ids[:, i]``
-            (at padding positions: finite values to be ignored).
+            ``(b, t, d_model)``; ``[:, i]`` has read the cache and ``ids[:, : i + 1]`` (at padding
+            positions: finite values to be ignored).
         """
         past = 0 if cache is None else cache.length
         t = ids.shape[1]
@@ -267,7 +284,7 @@ class GPT(CausalLM):
                 cache[i] = kv
         if cache is not None:
             cache.append_ids(ids)
-        return self.lm_head(self.ln_f(x))  # (b, t, vocab_size)
+        return self.ln_f(x)  # (b, t, d_model)
 
     def num_parameters(self, non_embedding: bool = False) -> int:
         """Number of parameters, the tied embedding counted once.

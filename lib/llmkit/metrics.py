@@ -44,6 +44,11 @@ Chapter 09 adds the metrics of instruction following, per response:
 * :func:`exact_match` -- whether the response equals the reference once both are
   normalised as SQuAD's evaluation does (Rajpurkar et al., 2016): lowercase, punctuation
   and the articles *a*, *an*, *the* removed, whitespace collapsed.
+
+Chapter 10 adds the uncertainty of a measured mean:
+
+* :func:`bootstrap_interval` -- a percentile bootstrap interval (Efron, 1979) of the mean of
+  per-example scores, e.g. the outcomes of a reward model's pairwise comparisons.
 """
 
 from __future__ import annotations
@@ -78,6 +83,7 @@ __all__ = [
     "rouge_l",
     "normalize_answer",
     "exact_match",
+    "bootstrap_interval",
 ]
 
 
@@ -547,3 +553,45 @@ def exact_match(prediction: str, reference: str) -> bool:
     return normalize_answer(_text("prediction", prediction)) == normalize_answer(
         _text("reference", reference)
     )
+
+
+def bootstrap_interval(
+    values: Sequence[float] | torch.Tensor,
+    n: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float]:
+    """A percentile bootstrap interval of the mean of ``values``.
+
+    Draw ``n`` resamples of the values with replacement (each as large as the original),
+    take each resample's mean, and return the ``(1 - level) / 2`` and ``(1 + level) / 2``
+    quantiles of those means (``torch.quantile``'s linear interpolation). Deterministic for
+    a given ``seed`` (a ``torch.Generator``). With ``n = 0`` the interval is the mean itself.
+
+    Args:
+        values: per-example scores ``(m,)``, ``m >= 1`` (e.g. 1 / 0.5 / 0 per pair).
+        n: resamples (>= 0).
+        seed: seed of the resampling generator.
+        level: the interval's coverage, in ``(0, 1)``.
+    Returns:
+        ``(low, high)`` floats, ``low <= mean <= high`` up to resampling noise.
+    """
+    validate.integer("n", n, minimum=0)
+    validate.integer("seed", seed, minimum=0)
+    level = validate.number("level", level, low=0.0, high=1.0)
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be strictly between 0 and 1, got {level}")
+    v = torch.as_tensor(values, dtype=torch.float64).flatten().cpu()
+    if v.numel() == 0:
+        raise ValueError("values must hold at least one number")
+    if not bool(torch.isfinite(v).all()):
+        raise ValueError("values must be finite")
+    if n == 0:
+        mean = float(v.mean())
+        return mean, mean
+    generator = torch.Generator().manual_seed(seed)
+    rows = torch.randint(0, v.numel(), (n, v.numel()), generator=generator)
+    means = v[rows].mean(dim=1)  # (n,)
+    q = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)
+    low, high = torch.quantile(means, q).tolist()
+    return float(low), float(high)
