@@ -1414,13 +1414,13 @@ SENTIMENT_PPO_RECIPES: dict[str, dict[str, Any]] = {
         "seed": 0,
     },
     "book": {
-        "steps": 60,
+        "steps": 40,
         "ppo": {
             "batch_size": 64,
             "max_new_tokens": 20,
             "minibatch_size": 16,
             "ppo_epochs": 4,
-            "lr": 3e-4,
+            "lr": 1e-4,
             "horizon": 1000.0,
         },
         "prompts": {"split": "validation", "n": None},
@@ -1446,6 +1446,8 @@ SENTIMENT_PPO_RECIPES: dict[str, dict[str, Any]] = {
 }
 
 _SENTIMENT_PPO_FORMAT = 1
+#: (profile, cache_dir) -> (sentiment reward, tf-idf judge), kept for the next run
+_SCORERS: dict[tuple[str, str], tuple[Any, Any]] = {}
 
 
 def sentiment_ppo_recipe(profile: str | None = None) -> dict[str, Any]:
@@ -1620,9 +1622,13 @@ def sentiment_ppo(
         model, tokenizer, _ = pretrained.review_gpt(
             profile, cache_dir=cache_dir, progress=progress, device="cpu"
         )
-        reward = pretrained.sentiment_reward(profile, cache_dir=cache_dir, progress=progress)
-        polarity = load_sentence_polarity()
-        judge = bert_tasks.tfidf_classifier(polarity["train"], polarity["validation"])
+        key = (profile, str(cache_dir))
+        if key not in _SCORERS:  # loaded (and the judge fitted) once per process
+            reward = pretrained.sentiment_reward(profile, cache_dir=cache_dir, progress=progress)
+            polarity = load_sentence_polarity()
+            judge = bert_tasks.tfidf_classifier(polarity["train"], polarity["validation"])
+            _SCORERS[key] = (reward, judge)
+        reward, judge = _SCORERS[key]
         eot = tokenizer.special_tokens["<|endoftext|>"]
         ppo = PPOConfig(
             **recipe["ppo"],
