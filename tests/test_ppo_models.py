@@ -254,3 +254,107 @@ def test_review_sentences_are_the_polarity_texts():
     with pytest.raises(ValueError, match="split"):
         pre.review_sentences("dev")
     assert json.dumps(pre.review_sentences("test")[:2])
+
+
+# ------------------------------------------------------------------ the PPO runner
+
+PPO_RECIPE = {
+    "steps": 2,
+    "ppo": {
+        "batch_size": 4,
+        "max_new_tokens": 4,
+        "minibatch_size": 2,
+        "ppo_epochs": 1,
+        "lr": 1e-3,
+        "horizon": 100.0,
+    },
+    "prompts": {"split": "validation", "n": None},
+    "eval": {"split": "test", "n": 3, "seed": 5},
+    "monitor": {"reward_drop": 100.0, "canary_drop": 1.0},
+    "seed": 0,
+}
+
+
+class _CountReward:
+    """A stand-in reward: the number of 'good' minus 'dull' in each text."""
+
+    def __call__(self, texts):
+        return torch.tensor([t.count("good") - t.count("dull") + 0.0 for t in texts])
+
+
+@pytest.fixture
+def tiny_ppo(small_review, monkeypatch):
+    from llmkit import rl
+
+    monkeypatch.setitem(rl.SENTIMENT_PPO_RECIPES, "smoke", PPO_RECIPE)
+    monkeypatch.setattr(pre, "sentiment_reward", lambda *a, **k: _CountReward())
+    monkeypatch.setattr(pre, "sentiment_reward_dir", lambda *a, **k: Path("count_reward"))
+    monkeypatch.setattr(rl, "_SCORERS", {})
+    real = bert_tasks.tfidf_classifier
+    monkeypatch.setattr(  # a quicker judge: 300 sentences, one C
+        bert_tasks,
+        "tfidf_classifier",
+        lambda train, val, **k: real(train[:300], val[:100], c_values=(10.0,)),
+    )
+    return small_review
+
+
+def test_sentiment_ppo_runs_evaluates_and_caches(tiny_ppo):
+    from llmkit import rl
+
+    r = rl.sentiment_ppo(0.1, adaptive=False, profile="smoke", progress=False)
+    assert r["cached"] is False and r["alarm"] is None and len(r["history"]) == 2
+    assert r["args"] == {
+        "beta": 0.1,
+        "adaptive": False,
+        "target_kl": None,
+        "flip": [],
+        "monitor": True,
+    }
+    before, after = r["eval"]["before"], r["eval"]["after"]
+    assert before["kl"] == 0.0 and before["n"] == 3.0  # the policy is the reference
+    assert 0.0 <= after["judge_positive"] <= 1.0 and after["response_len"] <= 4
+    assert all(0.0 <= h["judge_positive"] <= 1.0 for h in r["history"])
+    assert r["kl_coef"] == 0.1  # fixed beta
+    assert len(r["samples"]) == 3 and r["samples"][0]["before"].startswith(
+        r["samples"][0]["prompt"]
+    )
+    again = rl.sentiment_ppo(0.1, adaptive=False, profile="smoke", progress=False)
+    assert again["cached"] is True and again["history"] == r["history"]
+    assert rl.sentiment_ppo(0.2, profile="smoke", cached_only=True, progress=False) is None
+
+
+def test_sentiment_ppo_monitor_stops_and_keeps_the_last_good_policy(tiny_ppo, monkeypatch):
+    from llmkit import rl
+
+    # a canary limit below zero fires on the first step
+    recipe = {**PPO_RECIPE, "monitor": {"reward_drop": 100.0, "canary_drop": -1.0}}
+    monkeypatch.setitem(rl.SENTIMENT_PPO_RECIPES, "smoke", recipe)
+    r = rl.sentiment_ppo(flip=("score",), profile="smoke", progress=False)
+    assert r["alarm"]["rule"] == "canary" and r["alarm"]["step"] == 0
+    assert "tf-idf judge" in r["alarm"]["message"]
+    assert Path(r["alarm"]["checkpoint"]).is_dir()
+    assert len(r["history"]) == 1
+    # the restored policy is the starting one: the held-out KL is exactly zero
+    assert r["eval"]["after"]["kl"] == 0.0
+
+
+def test_sentiment_ppo_bad_arguments():
+    from llmkit import rl
+
+    with pytest.raises(ValueError, match="beta"):
+        rl.sentiment_ppo(-1.0)
+    with pytest.raises(TypeError, match="flip"):
+        rl.sentiment_ppo(flip="score")
+    with pytest.raises(ValueError, match="flip"):
+        rl.sentiment_ppo(flip=("reward",))
+    with pytest.raises(ValueError, match="target_kl"):
+        rl.sentiment_ppo(target_kl=0)
+    with pytest.raises(ValueError, match="profile"):
+        rl.sentiment_ppo(profile="huge")
+    with pytest.raises(ValueError, match="steps"):
+        rl.sentiment_ppo(steps=0, profile="smoke")
+    for profile in ("smoke", "book", "full"):
+        recipe = rl.sentiment_ppo_recipe(profile)
+        rl.PPOConfig(**recipe["ppo"])  # valid settings
+        assert recipe["eval"]["split"] != recipe["prompts"]["split"]

@@ -551,3 +551,33 @@ def test_reward_drop_catches_the_flipped_advantage_that_the_defaults_miss(tmp_pa
     assert res.alarm is not None and res.alarm.rule == "reward_drop"
     assert "since the first step" in res.alarm.message
     assert res.history[0]["score"] - res.history[-1]["score"] > 0.1
+
+
+def test_ratio_rule_on_minibatch_means_ignores_single_tokens():
+    token_rule = rl.Monitor()
+    mean_rule = rl.Monitor(ratio_stat="mean")
+    one_token = {"ratio_max": 26.0, "ratio_min": 0.3, "ratio_mean_max": 1.1}
+    assert token_rule.check(one_token, phase="update").rule == "ratio_blowup"
+    assert mean_rule.check(one_token, phase="update") is None
+    alarm = mean_rule.check({**one_token, "ratio_mean_max": 12.0}, phase="update")
+    assert alarm.rule == "ratio_blowup" and "12" in alarm.message
+    with pytest.raises(ValueError, match="stat"):
+        rl.Rule.ratio_above(10.0, stat="median")
+
+
+def test_ppo_update_reports_the_largest_minibatch_mean_ratio():
+    torch.manual_seed(0)
+    from llmkit.gpt import GPT, GPTConfig
+
+    model = GPT(GPTConfig(vocab_size=12, block_size=16, n_layer=1, n_head=1, d_model=8))
+    policy = rl.PolicyWithValue(model)
+    ref = rl.reference_copy(policy)
+    config = rl.PPOConfig(batch_size=4, minibatch_size=2, max_new_tokens=3, lr=1e-2)
+    g = torch.Generator().manual_seed(0)
+    batch = rl.rollout(
+        policy, ref, [[1, 2], [3], [4, 5], [6]], lambda p, r: torch.ones(4), config, g
+    )
+    rl.compute_advantages(batch, 0.1, config)
+    opt = torch.optim.Adam(policy.parameters(), lr=config.lr)
+    stats = rl.ppo_update(policy, opt, batch, config, g)
+    assert stats["ratio_min"] <= stats["ratio_mean_max"] <= stats["ratio_max"]

@@ -849,6 +849,7 @@ def ppo_update(
         the statistics averaged over the minibatches done: ``policy_loss``, ``value_loss``,
         ``clip_fraction``, ``approx_kl``, ``ratio_mean``, ``value_error``,
         ``value_clip_fraction``; ``ratio_min``/``ratio_max`` over all of them;
+        ``ratio_mean_max``, the largest minibatch mean of the ratio (``trl``'s statistic);
         ``minibatches`` done and ``early_stopped`` (0 or 1).
     """
     if batch.advantages is None or batch.returns is None:
@@ -859,6 +860,7 @@ def ppo_update(
     policy.eval()  # dropout off: the probabilities of the sampling policy
     sums: dict[str, float] = {}
     ratio_min, ratio_max, done, stopped = math.inf, -math.inf, 0, False
+    ratio_mean_max = -math.inf
     try:
         for _ in range(config.ppo_epochs):
             order = torch.randperm(b, generator=generator).tolist()
@@ -896,6 +898,7 @@ def ppo_update(
                 }
                 ratio_min = min(ratio_min, stats.pop("ratio_min"))
                 ratio_max = max(ratio_max, stats.pop("ratio_max"))
+                ratio_mean_max = max(ratio_mean_max, stats["ratio_mean"])
                 for k, v in stats.items():
                     sums[k] = sums.get(k, 0.0) + v
                 if config.early_stop_kl is not None and ps["approx_kl"] > config.early_stop_kl:
@@ -909,6 +912,7 @@ def ppo_update(
     out_stats.update(
         ratio_min=ratio_min,
         ratio_max=ratio_max,
+        ratio_mean_max=ratio_mean_max,
         minibatches=float(done),
         early_stopped=float(stopped),
     )
@@ -1017,12 +1021,25 @@ class Rule:
         return cls("kl_negative", check)
 
     @classmethod
-    def ratio_above(cls, limit: float = 10.0) -> Rule:
-        """The largest probability ratio new/old in an update above ``limit``, or the
-        smallest below ``1 / limit`` (the clip no longer holds the policy)."""
+    def ratio_above(cls, limit: float = 10.0, stat: str = "token") -> Rule:
+        """Probability ratios new/old in an update beyond ``limit``: the clip no longer
+        holds the policy.
+
+        ``stat="token"``: the largest token ratio above ``limit`` or the smallest below
+        ``1 / limit``. ``stat="mean"``: a minibatch's mean ratio above ``limit``, the
+        statistic of ``trl``'s ``ratio_threshold`` (single tokens whose probability grows
+        twentyfold inside one update occur in healthy runs of small models; the clip gives
+        them no gradient beyond ``1 + clip``).
+        """
         limit = validate.number("limit", limit, low=1.0)
+        validate.one_of("stat", stat, ("token", "mean"))
 
         def check(m, h, r):  # noqa: ANN001, ARG001
+            if stat == "mean":
+                mean = m.get("ratio_mean_max", 1.0)
+                if mean > limit:
+                    return f"a minibatch's mean ratio {mean:.3g} > {limit:g}"
+                return None
             hi, lo = m.get("ratio_max", 1.0), m.get("ratio_min", 1.0)
             if hi > limit or lo < 1.0 / limit:
                 return f"ratio in [{lo:.3g}, {hi:.3g}], outside [1/{limit:g}, {limit:g}]"
@@ -1135,12 +1152,15 @@ class Monitor:
     ``kl_negative()``, ``ratio_above(ratio_max)``, ``entropy_collapse(entropy_fraction)``,
     plus ``reward_jump(reward_jump)`` and ``reward_drop(reward_drop)`` when given (their
     limits are in the reward's units, which only you know), plus ``canary`` when given.
-    ``ratio_max=10`` follows ``trl``'s ``ratio_threshold``. Pass
+    ``ratio_max=10`` follows ``trl``'s ``ratio_threshold``, which applies it to a
+    minibatch's mean ratio (``ratio_stat="mean"``); the default checks every token
+    (``ratio_stat="token"``, :meth:`Rule.ratio_above`), which is stricter. Pass
     ``rules=[...]`` to choose them all yourself.
 
     Args:
         rules: the rules (``None``: the defaults built from the other arguments).
         kl_max, ratio_max, entropy_fraction, reward_jump: the defaults' limits.
+        ratio_stat: ``"token"`` or ``"mean"``, as :meth:`Rule.ratio_above`'s ``stat``.
         canary: a user test, ``(metrics, rollout) -> message | None``.
     """
 
@@ -1154,6 +1174,7 @@ class Monitor:
         reward_jump: float | None = None,
         reward_drop: float | None = None,
         canary: Callable[[Mapping[str, float], Rollout], str | None] | None = None,
+        ratio_stat: str = "token",
     ) -> None:
         if rules is None:
             rules = [
@@ -1161,7 +1182,7 @@ class Monitor:
                 Rule.not_finite("update"),
                 Rule.kl_above(kl_max),
                 Rule.kl_negative(),
-                Rule.ratio_above(ratio_max),
+                Rule.ratio_above(ratio_max, ratio_stat),
                 Rule.entropy_collapse(entropy_fraction),
             ]
             if reward_jump is not None:
@@ -1414,13 +1435,13 @@ SENTIMENT_PPO_RECIPES: dict[str, dict[str, Any]] = {
         "seed": 0,
     },
     "book": {
-        "steps": 60,
+        "steps": 40,
         "ppo": {
             "batch_size": 64,
             "max_new_tokens": 20,
             "minibatch_size": 16,
             "ppo_epochs": 4,
-            "lr": 3e-4,
+            "lr": 2e-4,
             "horizon": 1000.0,
         },
         "prompts": {"split": "validation", "n": None},
@@ -1446,6 +1467,8 @@ SENTIMENT_PPO_RECIPES: dict[str, dict[str, Any]] = {
 }
 
 _SENTIMENT_PPO_FORMAT = 1
+#: (profile, cache_dir) -> (sentiment reward, tf-idf judge), kept for the next run
+_SCORERS: dict[tuple[str, str], tuple[Any, Any]] = {}
 
 
 def sentiment_ppo_recipe(profile: str | None = None) -> dict[str, Any]:
@@ -1551,7 +1574,8 @@ def sentiment_ppo(
         adaptive: adapt ``beta`` to ``target_kl`` (:class:`KLController`) or keep it fixed.
         target_kl: nats per response (used when ``adaptive``).
         flip: sign flips (:data:`FLIPS`; :class:`PPOConfig`) to reproduce sign bugs.
-        monitor: run the course's :class:`Monitor`: the default rules, ``reward_drop`` and a
+        monitor: run the course's :class:`Monitor`: the default rules (the ratio rule on
+            minibatch means, ``ratio_stat="mean"``, as ``trl``), ``reward_drop`` and a
             canary (the judge's mean P(positive) on the step's samples more than
             ``canary_drop`` below the first step's). When it fires, training stops, the last
             healthy policy is restored, written to
@@ -1600,6 +1624,8 @@ def sentiment_ppo(
         "reward": pretrained.sentiment_reward_dir(profile, cache_dir=cache_dir).name,
         "judge": "tfidf_classifier on sentence-polarity train/validation",
     }
+    if monitor:  # the monitor's rules (unmonitored runs do not depend on them)
+        payload["monitor_rules"] = "defaults with ratio_stat='mean', reward_drop, canary"
     file = cache.entry_path(
         "sentiment_ppo", profile, cache.fingerprint(payload), cache_dir, ".json"
     )
@@ -1620,9 +1646,13 @@ def sentiment_ppo(
         model, tokenizer, _ = pretrained.review_gpt(
             profile, cache_dir=cache_dir, progress=progress, device="cpu"
         )
-        reward = pretrained.sentiment_reward(profile, cache_dir=cache_dir, progress=progress)
-        polarity = load_sentence_polarity()
-        judge = bert_tasks.tfidf_classifier(polarity["train"], polarity["validation"])
+        key = (profile, str(cache_dir))
+        if key not in _SCORERS:  # loaded (and the judge fitted) once per process
+            reward = pretrained.sentiment_reward(profile, cache_dir=cache_dir, progress=progress)
+            polarity = load_sentence_polarity()
+            judge = bert_tasks.tfidf_classifier(polarity["train"], polarity["validation"])
+            _SCORERS[key] = (reward, judge)
+        reward, judge = _SCORERS[key]
         eot = tokenizer.special_tokens["<|endoftext|>"]
         ppo = PPOConfig(
             **recipe["ppo"],
@@ -1665,7 +1695,7 @@ def sentiment_ppo(
 
         watch: Monitor | bool = False
         if monitor:
-            watch = Monitor(reward_drop=limits["reward_drop"], canary=canary)
+            watch = Monitor(reward_drop=limits["reward_drop"], canary=canary, ratio_stat="mean")
         checkpoint = file.parent / f"{file.stem}-last_good"
         g = torch.Generator().manual_seed(recipe["seed"])
         cache.log(
