@@ -47,6 +47,12 @@ documents joined by ``<|endoftext|>`` (:func:`encode_documents`); the entry
 
     model, tokenizer, info = english_gpt()
     print(info["val_loss"], info["samples"][0])
+
+**Chapters 10-12's sentiment task**: :func:`sentiment_reward` is chapter 05's MiniLM
+sentence-polarity classifier with its weights cached, used as a reward (texts ->
+positive-minus-negative logits); :func:`review_gpt` is the English GPT further trained on
+the movie reviews of sentence polarity's training split (cached like the others), the
+policy of chapter 11; :func:`review_prompts` cuts held-out review sentences into prompts.
 """
 
 from __future__ import annotations

@@ -46,6 +46,11 @@ the reward and of the KL penalty, found only after a night of training. ``PPOCon
 ``"kl"`` (``score + beta*KL``: the penalty becomes a bonus), both (``-score + beta*KL``), or
 ``"advantage"`` (every advantage negated after whitening: PPO descends instead of ascends).
 
+**Chapter 11's experiment** (:func:`sentiment_ppo`): the review model of
+:func:`llmkit.pretrained.review_gpt` trained to write positive reviews against
+:func:`llmkit.pretrained.sentiment_reward`, evaluated before and after on fixed held-out
+prompts, and cached as JSON so that chapter 12 can read the runs without training.
+
 Tensor layout: a batch of ``b`` rollouts is ``ids (b, P + R)``, the prompts left-padded to
 ``P`` columns, the responses right-padded to ``R`` (a row that produced the end-of-sequence
 token stops there). Per-token quantities (log-probabilities, values, rewards, advantages)
