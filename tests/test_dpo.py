@@ -603,3 +603,31 @@ def test_hh_dpo_smoke_path_trains_once_then_loads(monkeypatch, tmp_path):
     assert record["mean_tokens"] <= 600
     again = dpo.hh_dpo("smoke", cache_dir=str(tmp_path), progress=False)
     assert len(calls) == 1 and again["after"] == record["after"]
+
+
+# ------------------------------------------------------------- the sentiment task's frontier
+
+
+def test_sentiment_pairs_choose_the_higher_score_and_kl_is_zero_at_the_reference():
+    from llmkit import rl
+
+    torch.set_num_threads(1)
+    model = tiny_gpt(seed=2)
+    prompts = [[1, 2, 3], [4, 5], [6], [7, 1, 2]]
+
+    def score(p, r):  # a reward that likes the token 8
+        return torch.tensor([float(sum(t == 8 for t in resp)) for resp in r])
+
+    config = rl.PPOConfig(batch_size=1, minibatch_size=1, max_new_tokens=5)
+    pairs, stats = dpo.sentiment_pairs(model, prompts, score, config, torch.Generator())
+    assert stats["pairs"] + stats["ties"] == len(prompts) and len(pairs) == stats["pairs"]
+    for pair in pairs:
+        c = [t for t, y in zip(pair.chosen.ids, pair.chosen.labels, strict=True) if y != -100]
+        r = [t for t, y in zip(pair.rejected.ids, pair.rejected.labels, strict=True) if y != -100]
+        assert c.count(8) > r.count(8)
+        n_prompt = len(pair.chosen.ids) - len(c)
+        assert pair.chosen.ids[:n_prompt] == pair.rejected.ids[:n_prompt]
+    same = dpo.reward_and_kl(model, copy.deepcopy(model), prompts, score, config, seed=3)
+    assert same["kl"] == pytest.approx(0.0, abs=1e-5) and same["n"] == 4
+    again = dpo.reward_and_kl(model, copy.deepcopy(model), prompts, score, config, seed=3)
+    assert again == same  # the held-out samples are fixed by the seed

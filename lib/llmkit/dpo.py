@@ -89,6 +89,10 @@ __all__ = [
     "hh_dpo_recipe",
     "hh_preferences",
     "hh_dpo",
+    "SENTIMENT_DPO_RECIPES",
+    "sentiment_pairs",
+    "reward_and_kl",
+    "sentiment_dpo",
 ]
 
 LOSS_TYPES = ("sigmoid", "ipo")
@@ -1100,6 +1104,226 @@ def hh_dpo(
         cache.write_json(partial / "record.json", record)
         cache.publish(partial, final)
         cache.log(progress, f"cached in {cache.show_path(final)}")
+        return load(final)
+
+    return cache.load_or_train(final, load, train_now, "DPO run")
+
+
+# ------------------------------------- chapter 11's sentiment task: DPO's reward-KL frontier
+
+#: :func:`sentiment_dpo`'s sizes per profile: ``n_prompts`` training prompts (the first of
+#: :func:`llmkit.pretrained.review_prompts`'s validation split, as PPO's), two samples of
+#: the reference each; ``steps`` DPO steps of ``batch_size`` pairs at learning rate ``lr``.
+#: Sampling (``max_new_tokens``, temperature 1) and the held-out prompts and their seed are
+#: :func:`llmkit.rl.sentiment_ppo`'s, so that both methods are measured the same way.
+SENTIMENT_DPO_RECIPES: dict[str, dict[str, Any]] = {
+    "smoke": dict(n_prompts=16, steps=4, batch_size=4, lr=1e-4, seed=0),
+    "book": dict(n_prompts=512, steps=120, batch_size=32, lr=1e-4, seed=0),
+    "full": dict(n_prompts=2048, steps=500, batch_size=64, lr=5e-5, seed=0),
+}
+
+_SENTIMENT_DPO_FORMAT = 1
+
+
+def sentiment_pairs(
+    reference: nn.Module,
+    prompts: Sequence[Sequence[int]],
+    score: Callable[[list[list[int]], list[list[int]]], torch.Tensor],
+    config: Any,
+    generator: torch.Generator,
+) -> tuple[list[PreferencePair], dict[str, float]]:
+    """Preference pairs labelled by a reward: two samples of ``reference`` per prompt, the
+    one with the higher score chosen (ties left out), as in the DPO paper's IMDb task.
+
+    Args:
+        reference: the model to sample from (a GPT or Llama).
+        prompts: lists of token ids.
+        score: ``(prompts, responses) -> (b,)`` scores (the reward).
+        config: the :class:`llmkit.rl.PPOConfig` whose sampling settings are used.
+        generator: for sampling.
+    Returns:
+        ``(pairs, stats)``: :class:`PreferencePair` list (labels on the response tokens) and
+        ``{"pairs", "ties", "mean_score", "mean_gap"}`` (the gap: chosen - rejected score).
+    """
+    from llmkit import rl
+
+    sampler = rl.PolicyWithValue(reference)
+    pairs: list[PreferencePair] = []
+    cfg = rl.PPOConfig(**{**config.to_dict(), "batch_size": len(prompts), "flip": ()})
+    a = rl.rollout(sampler, reference, prompts, score, cfg, generator)
+    b = rl.rollout(sampler, reference, prompts, score, cfg, generator)
+    ties, gaps = 0, []
+    for k, p in enumerate(a.prompts):
+        sa, sb = float(a.scores[k]), float(b.scores[k])
+        if sa == sb:
+            ties += 1
+            continue
+        win, lose = a.responses[k], b.responses[k]
+        if sb > sa:
+            win, lose = lose, win
+        pairs.append(
+            PreferencePair(
+                SFTExample(list(p) + list(win), [IGNORE_INDEX] * len(p) + list(win)),
+                SFTExample(list(p) + list(lose), [IGNORE_INDEX] * len(p) + list(lose)),
+            )
+        )
+        gaps.append(abs(sa - sb))
+    stats = {
+        "pairs": float(len(pairs)),
+        "ties": float(ties),
+        "mean_score": float(torch.cat([a.scores, b.scores]).mean()),
+        "mean_gap": float(sum(gaps) / max(1, len(gaps))),
+    }
+    return pairs, stats
+
+
+def reward_and_kl(
+    policy: nn.Module,
+    reference: nn.Module,
+    prompts: Sequence[Sequence[int]],
+    score: Callable[[list[list[int]], list[list[int]]], torch.Tensor],
+    config: Any,
+    seed: int,
+) -> dict[str, float]:
+    """One sample of ``policy`` per prompt: its mean reward and its mean sequence KL to the
+    reference, :math:`\\sum_t \\log\\pi(y_t|\\cdot) - \\log\\pi_\\text{ref}(y_t|\\cdot)` over the
+    response's tokens (the measurement of :func:`llmkit.rl.sentiment_ppo`'s evaluation).
+
+    Returns:
+        ``{"score", "kl", "positive", "n"}`` (``positive``: share of scores > 0).
+    """
+    from llmkit import rl
+
+    cfg = rl.PPOConfig(**{**config.to_dict(), "batch_size": len(prompts), "flip": ()})
+    g = torch.Generator().manual_seed(seed)
+    batch = rl.rollout(rl.PolicyWithValue(policy), reference, prompts, score, cfg, g)
+    m = batch.response_mask
+    seq_kl = ((batch.logprobs - batch.ref_logprobs) * m).sum(1)
+    return {
+        "score": float(batch.scores.mean()),
+        "kl": float(seq_kl.mean()),
+        "positive": float((batch.scores > 0).float().mean()),
+        "n": float(len(prompts)),
+    }
+
+
+def sentiment_dpo(
+    beta: float = 0.1,
+    profile: str | None = None,
+    *,
+    cache_dir: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """DPO on chapter 11's sentiment task, trained once per ``beta`` and cached (JSON).
+
+    The policy and the reference start as :func:`llmkit.pretrained.review_gpt`; the reward
+    is :func:`llmkit.pretrained.sentiment_reward`. Pairs: :func:`sentiment_pairs` on the
+    recipe's training prompts; training: :func:`llmkit.train.train` with the DPO loss
+    (:func:`dpo_batch_fn`, the reference's log-probabilities computed once), AdamW without
+    weight decay; evaluation: :func:`reward_and_kl` on :func:`llmkit.rl.sentiment_ppo`'s
+    held-out prompts with its seed, before and after.
+
+    Args:
+        beta: DPO's :math:`\\beta > 0`.
+        profile: ``"smoke"``, ``"book"`` or ``"full"`` (:data:`SENTIMENT_DPO_RECIPES`);
+            ``None``: the current profile.
+        cache_dir, progress: as in :func:`hh_dpo`.
+    Returns:
+        ``{"beta", "recipe", "pairs" (stats), "before", "after", "train_loss",
+        "train_seconds", "load_average", "path"}``.
+    """
+    import os
+    import time
+    from pathlib import Path
+
+    from llmkit import cache, pretrained, rl, train
+
+    beta = validate.positive("beta", beta)
+    name = cache.profile_name(profile)
+    recipe = dict(SENTIMENT_DPO_RECIPES[name])
+    ppo_recipe = rl.sentiment_ppo_recipe(name)
+    upstream = [
+        pretrained.review_gpt_dir(name, cache_dir=cache_dir).name,
+        pretrained.sentiment_reward_dir(name, cache_dir=cache_dir).name,
+    ]
+    payload = {"format": _SENTIMENT_DPO_FORMAT, "beta": beta, **recipe, "upstream": upstream}
+    payload["sampling"] = {"max_new_tokens": ppo_recipe["ppo"]["max_new_tokens"]}
+    payload["eval"] = ppo_recipe["eval"]
+    final = cache.entry_path("sentiment_dpo", name, cache.fingerprint(payload), cache_dir, ".json")
+
+    def load(path: Path) -> dict[str, Any]:
+        import json
+
+        record = json.loads(path.read_text())
+        record["path"] = str(path)
+        return record
+
+    def train_now() -> dict[str, Any]:
+        model, tokenizer, _ = pretrained.review_gpt(name, cache_dir=cache_dir, progress=progress)
+        model.cpu()
+        reward = pretrained.sentiment_reward(name, cache_dir=cache_dir, progress=progress)
+        eot = tokenizer.special_tokens["<|endoftext|>"]
+        config = rl.PPOConfig(
+            batch_size=1,
+            minibatch_size=1,
+            max_new_tokens=ppo_recipe["ppo"]["max_new_tokens"],
+            eos_token_id=eot,
+            pad_id=eot,
+        )
+
+        def score(p: list[list[int]], r: list[list[int]]) -> torch.Tensor:
+            out = []
+            for prompt, resp in zip(p, r, strict=True):
+                resp = list(resp)
+                if eot in resp:
+                    resp = resp[: resp.index(eot)]
+                out.append(tokenizer.decode([t for t in prompt if t != eot] + resp))
+            return reward(out)
+
+        import copy
+
+        ref = copy.deepcopy(model).eval()
+        for p in ref.parameters():
+            p.requires_grad_(False)
+        prompts = pretrained.review_prompts(tokenizer, "validation", n=recipe["n_prompts"])
+        held_out = pretrained.review_prompts(
+            tokenizer, ppo_recipe["eval"]["split"], n=ppo_recipe["eval"]["n"]
+        )
+        g = torch.Generator().manual_seed(recipe["seed"])
+        pairs, stats = sentiment_pairs(ref, prompts, score, config, g)
+        before = reward_and_kl(model, ref, held_out, score, config, ppo_recipe["eval"]["seed"])
+        cache.log(
+            progress,
+            f"DPO beta {beta:g}: {len(pairs)} pairs; before: score {before['score']:+.3f}",
+        )
+        get_batch = dpo_batch_fn(pairs, pairs[: recipe["batch_size"]], recipe["batch_size"],
+                                 eot, ref)  # fmt: skip
+        tc = train.TrainConfig(
+            max_steps=recipe["steps"], lr=recipe["lr"], warmup_steps=max(1, recipe["steps"] // 10),
+            weight_decay=0.0, eval_interval=0, seed=recipe["seed"], progress=False,
+            device="cpu", log_interval=1,
+        )  # fmt: skip
+        load_start = os.getloadavg()[0]
+        start = time.perf_counter()
+        hist = train.train(model, tc, get_batch, dpo_loss_fn(beta))
+        seconds = time.perf_counter() - start
+        after = reward_and_kl(model, ref, held_out, score, config, ppo_recipe["eval"]["seed"])
+        cache.log(
+            progress,
+            f"DPO beta {beta:g}: after {recipe['steps']} steps ({seconds:.0f} s): score "
+            f"{after['score']:+.3f}, KL {after['kl']:.2f} nats",
+        )
+        record = {
+            "beta": beta,
+            "recipe": recipe,
+            "pairs": stats,
+            "before": before,
+            "after": after,
+            "train_loss": list(hist.train_loss),
+            "train_seconds": seconds,
+            "load_average": [load_start, os.getloadavg()[0]],
+        }
+        cache.write_json(final, record)
         return load(final)
 
     return cache.load_or_train(final, load, train_now, "DPO run")
