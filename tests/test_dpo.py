@@ -631,3 +631,22 @@ def test_sentiment_pairs_choose_the_higher_score_and_kl_is_zero_at_the_reference
     assert same["kl"] == pytest.approx(0.0, abs=1e-5) and same["n"] == 4
     again = dpo.reward_and_kl(model, copy.deepcopy(model), prompts, score, config, seed=3)
     assert again == same  # the held-out samples are fixed by the seed
+
+
+def test_cache_pairs_keeps_the_order_of_pairs_of_different_lengths():
+    model = tiny_llama(seed=1)
+    top = dpo.TopBlocks(model, 2)
+    pairs = []
+    for k, p in enumerate(toy_pairs(7, 4)):
+        cut = 7 - (k % 3)  # lengths 7, 6, 5, 7, ...: the sort reorders them
+        pairs.append(
+            PreferencePair(
+                SFTExample(p.chosen.ids[:cut], p.chosen.labels[:cut]),
+                SFTExample(p.rejected.ids[: 12 - cut], p.rejected.labels[: 12 - cut]),
+            )
+        )
+    cached = dpo.cache_pairs(top, pairs, batch_size=3)
+    torch.testing.assert_close(cached.ref_logps, reference_logprobs(model, pairs, 0))
+    for (c, r), p in zip(cached.states, pairs, strict=True):
+        assert c.shape[0] == len(p.chosen) and r.shape[0] == len(p.rejected)
+        torch.testing.assert_close(c, top.trunk(torch.tensor([p.chosen.ids]))[0])

@@ -824,27 +824,31 @@ def cache_pairs(
     device = _device(top.model)
     was_training = top.training
     top.eval()
-    states: list[tuple[torch.Tensor, torch.Tensor]] = []
-    refs = []
+    # pairs of similar lengths share a forward pass, so little of it is spent on padding;
+    # the results are stored back in the order of ``pairs``
+    order = sorted(
+        range(len(pairs)), key=lambda i: max(len(pairs[i].chosen), len(pairs[i].rejected))
+    )
+    states: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(pairs)
+    ref = torch.zeros(len(pairs), 2)
     try:
         for i in range(0, len(pairs), batch_size):
-            chunk = pairs[i : i + batch_size]
+            index = order[i : i + batch_size]
+            chunk = [pairs[j] for j in index]
             batch = pad_pairs(chunk, pad_id=0)
             hidden = top.trunk(batch["ids"].to(device))
             logps = states_logprobs(top, hidden, batch["labels"].to(device)).cpu()
             b = len(chunk)
-            refs.append(torch.stack([logps[:b], logps[b:]], dim=1))
-            for k, p in enumerate(chunk):
-                states.append(
-                    (
-                        hidden[k, : len(p.chosen)].cpu().clone(),
-                        hidden[b + k, : len(p.rejected)].cpu().clone(),
-                    )
+            ref[index] = torch.stack([logps[:b], logps[b:]], dim=1)
+            for k, (j, p) in enumerate(zip(index, chunk, strict=True)):
+                states[j] = (
+                    hidden[k, : len(p.chosen)].cpu().clone(),
+                    hidden[b + k, : len(p.rejected)].cpu().clone(),
                 )
     finally:
         top.train(was_training)
     labels = [(list(p.chosen.labels), list(p.rejected.labels)) for p in pairs]
-    return CachedPairs(states, labels, torch.cat(refs))
+    return CachedPairs([s for s in states if s is not None], labels, ref)
 
 
 def cached_batch_fn(
