@@ -647,6 +647,8 @@ def test_cache_pairs_keeps_the_order_of_pairs_of_different_lengths():
         )
     cached = dpo.cache_pairs(top, pairs, batch_size=3)
     torch.testing.assert_close(cached.ref_logps, reference_logprobs(model, pairs, 0))
+    before = dpo.evaluate_cached(top, cached, batch_size=3)  # the same batches: exact zeros
+    assert before["rewards/margin"] == 0.0 and before["rewards/accuracy"] == 0.0
     for (c, r), p in zip(cached.states, pairs, strict=True):
         assert c.shape[0] == len(p.chosen) and r.shape[0] == len(p.rejected)
         torch.testing.assert_close(c, top.trunk(torch.tensor([p.chosen.ids]))[0])

@@ -807,6 +807,13 @@ class CachedPairs:
         return {"hidden": hidden, "labels": lab, "ref_logps": torch.cat([ref[:, 0], ref[:, 1]])}
 
 
+def _length_order(lengths: Sequence[int]) -> list[int]:
+    """Indices sorted by length (stable): :func:`cache_pairs` and :func:`evaluate_cached`
+    batch pairs in this order, so that both pass the same padded batches (and an untrained
+    top reproduces the reference's log-probabilities exactly)."""
+    return sorted(range(len(lengths)), key=lambda i: lengths[i])
+
+
 @torch.no_grad()
 def cache_pairs(
     top: TopBlocks, pairs: Sequence[PreferencePair], batch_size: int = 8
@@ -826,9 +833,7 @@ def cache_pairs(
     top.eval()
     # pairs of similar lengths share a forward pass, so little of it is spent on padding;
     # the results are stored back in the order of ``pairs``
-    order = sorted(
-        range(len(pairs)), key=lambda i: max(len(pairs[i].chosen), len(pairs[i].rejected))
-    )
+    order = _length_order([max(len(p.chosen), len(p.rejected)) for p in pairs])
     states: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(pairs)
     ref = torch.zeros(len(pairs), 2)
     try:
@@ -905,16 +910,18 @@ def evaluate_cached(
     device = _device(top.model)
     was_training = top.training
     top.eval()
-    out = []
+    order = _length_order([max(len(c), len(r)) for c, r in pairs.labels])
+    pol = torch.zeros(len(pairs), 2)
     try:
         for i in range(0, len(pairs), batch_size):
-            batch = pairs.batch(range(i, min(i + batch_size, len(pairs))))
+            index = order[i : i + batch_size]
+            batch = pairs.batch(index)
             logps = states_logprobs(top, batch["hidden"].to(device), batch["labels"]).cpu()
             b = logps.shape[0] // 2
-            out.append(torch.stack([logps[:b], logps[b:]], dim=1))
+            pol[index] = torch.stack([logps[:b], logps[b:]], dim=1)
     finally:
         top.train(was_training)
-    pol, ref = torch.cat(out), pairs.ref_logps
+    ref = pairs.ref_logps
     loss, rc, rr = dpo_loss(pol[:, 0], pol[:, 1], ref[:, 0], ref[:, 1], beta)
     metrics = {"loss": float(loss), **preference_metrics(rc, rr)}
     metrics["logps/chosen"] = float(pol[:, 0].mean())
