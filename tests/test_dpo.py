@@ -470,3 +470,185 @@ def test_dpo_loss_fn_validates_once():
     with pytest.raises(ValueError, match="loss_type"):
         dpo_loss_fn(loss_type="kto")
     assert dpo.LOSS_TYPES == ("sigmoid", "ipo")
+
+
+# ------------------------------------------ top blocks on cached trunk states (hh_dpo's path)
+
+
+def tiny_llama(seed: int = 0):
+    from llmkit.llama import Llama, LlamaConfig
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=9, block_size=16, n_layer=4, n_head=4, n_kv_head=2, d_model=16, hidden=24
+    )
+    return Llama(config).eval()
+
+
+@pytest.mark.parametrize("n_frozen", [0, 2, 3])
+def test_states_logprobs_match_the_whole_model(n_frozen):
+    model = tiny_llama()
+    pairs = toy_pairs(5, 0)
+    batch = pad_pairs(pairs, pad_id=0)
+    top = dpo.TopBlocks(model, n_frozen)
+    with torch.no_grad():
+        want = sequence_logprobs(model, batch["ids"], batch["labels"])
+        got = dpo.states_logprobs(top, top.trunk(batch["ids"]), batch["labels"])
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    cached = dpo.cache_pairs(top, pairs, batch_size=2)
+    torch.testing.assert_close(cached.ref_logps, reference_logprobs(model, pairs, 0))
+    b = cached.batch([3, 1])
+    assert b["hidden"].shape[:2] == b["labels"].shape and b["ref_logps"].shape == (4,)
+    assert b["labels"][0, : len(pairs[3].chosen)].tolist() == pairs[3].chosen.labels
+
+
+def test_top_blocks_own_only_the_top():
+    model = tiny_llama()
+    top = dpo.TopBlocks(model, 3)
+    owned = {id(p) for p in top.parameters()}
+    assert owned == {id(p) for m in (model.blocks[3], model.norm_f) for p in m.parameters()}
+    assert id(model.wte.weight) not in owned
+    with pytest.raises(ValueError, match="n_frozen"):
+        dpo.TopBlocks(model, 4)
+    with pytest.raises(TypeError, match="Llama"):
+        dpo.TopBlocks(tiny_gpt(), 1)
+
+
+def test_cached_dpo_trains_the_top_and_matches_the_full_evaluation():
+    torch.set_num_threads(1)
+    model = tiny_llama(seed=3)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    top = dpo.TopBlocks(model, 2)
+    for p in top.parameters():
+        p.requires_grad_(True)
+    frozen = copy.deepcopy(model)
+    train_pairs, held_out = toy_pairs(128, 0), toy_pairs(64, 1)
+    tr, va = dpo.cache_pairs(top, train_pairs), dpo.cache_pairs(top, held_out)
+    before = dpo.evaluate_cached(top, va, beta=0.5)
+    assert before["loss"] == pytest.approx(math.log(2), abs=1e-6)
+    assert before["rewards/accuracy"] == 0.0 and before["rewards/margin"] == 0.0
+    config = TrainConfig(
+        max_steps=40, lr=3e-3, warmup_steps=0, eval_interval=0, progress=False, device="cpu"
+    )
+    train(top, config, dpo.cached_batch_fn(tr, va, 16), dpo.cached_dpo_loss_fn(0.5))
+    after = dpo.evaluate_cached(top, va, beta=0.5)
+    assert after["rewards/accuracy"] > 0.8 and after["loss"] < before["loss"]
+    # the same numbers from the whole (partly trained) model, without any cache
+    full = evaluate_pairs(model, held_out, 0, reference_logprobs(frozen, held_out, 0), 0.5)
+    for key in after:
+        assert after[key] == pytest.approx(full[key], rel=1e-4, abs=1e-4)
+    assert torch.equal(model.wte.weight, frozen.wte.weight)  # the embedding stayed frozen
+    assert torch.equal(model.blocks[0].attn.q_proj.weight, frozen.blocks[0].attn.q_proj.weight)
+
+
+def test_last_exchange():
+    from llmkit.reward import preference_pair
+
+    h, a = "\n\nHuman: ", "\n\nAssistant: "
+    pair = preference_pair(h + "Hi" + a + "Hello" + h + "Why?" + a + "Because.", h + "Hi" + a
+                           + "Hello" + h + "Why?" + a + "No.")  # fmt: skip
+    assert dpo.last_exchange(pair) == {"prompt": "Why?", "chosen": "Because.", "rejected": "No."}
+    same = preference_pair(h + "Hi" + a + "Yes", h + "Hi" + a + "Yes")
+    assert dpo.last_exchange(same) is None
+    earlier = preference_pair(h + "Hi" + a + "A" + h + "B" + a + "C", h + "Hi" + a + "X")
+    assert dpo.last_exchange(earlier) is None
+    with pytest.raises(TypeError, match="PreferencePair"):
+        dpo.last_exchange(("a", "b", "c"))
+
+
+def test_hh_dpo_recipes():
+    assert set(dpo.HH_DPO_RECIPES) == {"smoke", "book", "full"}
+    for r in dpo.HH_DPO_RECIPES.values():
+        assert 0 <= r["n_frozen"] < 30 and r["batch_size"] <= min(r["n_train"], r["n_val"])
+        assert r["max_tokens"] <= 256
+    with pytest.raises(ValueError, match="profile"):
+        dpo.hh_dpo_recipe("fast")
+
+
+def test_hh_dpo_smoke_path_trains_once_then_loads(monkeypatch, tmp_path):
+    """hh_dpo end to end on the real pairs, with a character tokenizer and a tiny Llama in
+    SmolLM2's place (the real one costs a minute: the notebooks run it in the smoke profile)."""
+    from llmkit import pretrained, reward
+    from llmkit.chat import CHATML_DEFAULT_SYSTEM
+    from llmkit.llama import Llama, LlamaConfig
+
+    torch.set_num_threads(1)
+    pairs = reward.load_pairs("helpful-base")
+    text = "".join(p.prefix + p.chosen + p.rejected for s in pairs.values() for p in s)
+    tokenizer = CharTokenizer.train(
+        text + CHATML_DEFAULT_SYSTEM + "systemuserassistant\n", ["<|im_start|>", "<|im_end|>"]
+    )
+    calls = []
+
+    def fake_smollm2(**_):
+        calls.append(1)
+        torch.manual_seed(0)
+        cfg = LlamaConfig(
+            vocab_size=tokenizer.vocab_size, block_size=128, n_layer=3, n_head=2, d_model=8
+        )
+        return Llama(cfg).eval(), tokenizer, {}
+
+    monkeypatch.setattr(pretrained, "smollm2", fake_smollm2)
+    recipe = dict(
+        dpo.HH_DPO_RECIPES["smoke"], n_frozen=1, n_train=4, n_val=4, steps=2, max_tokens=600
+    )
+    monkeypatch.setitem(dpo.HH_DPO_RECIPES, "smoke", recipe)
+    record = dpo.hh_dpo("smoke", cache_dir=str(tmp_path), progress=False)
+    assert record["before"]["rewards/margin"] == 0.0
+    assert record["history"]["eval_steps"] == [0, 2]
+    assert record["after"] == {k: record["history"][k][-1] for k in record["after"]}
+    assert len(record["history"]["train_loss"]) == 2
+    assert record["history"]["train_loss"][0] == pytest.approx(math.log(2), abs=1e-5)
+    assert record["mean_tokens"] <= 600
+    again = dpo.hh_dpo("smoke", cache_dir=str(tmp_path), progress=False)
+    assert len(calls) == 1 and again["after"] == record["after"]
+
+
+# ------------------------------------------------------------- the sentiment task's frontier
+
+
+def test_sentiment_pairs_choose_the_higher_score_and_kl_is_zero_at_the_reference():
+    from llmkit import rl
+
+    torch.set_num_threads(1)
+    model = tiny_gpt(seed=2)
+    prompts = [[1, 2, 3], [4, 5], [6], [7, 1, 2]]
+
+    def score(p, r):  # a reward that likes the token 8
+        return torch.tensor([float(sum(t == 8 for t in resp)) for resp in r])
+
+    config = rl.PPOConfig(batch_size=1, minibatch_size=1, max_new_tokens=5)
+    pairs, stats = dpo.sentiment_pairs(model, prompts, score, config, torch.Generator())
+    assert stats["pairs"] + stats["ties"] == len(prompts) and len(pairs) == stats["pairs"]
+    for pair in pairs:
+        c = [t for t, y in zip(pair.chosen.ids, pair.chosen.labels, strict=True) if y != -100]
+        r = [t for t, y in zip(pair.rejected.ids, pair.rejected.labels, strict=True) if y != -100]
+        assert c.count(8) > r.count(8)
+        n_prompt = len(pair.chosen.ids) - len(c)
+        assert pair.chosen.ids[:n_prompt] == pair.rejected.ids[:n_prompt]
+    same = dpo.reward_and_kl(model, copy.deepcopy(model), prompts, score, config, seed=3)
+    assert same["kl"] == pytest.approx(0.0, abs=1e-5) and same["n"] == 4
+    again = dpo.reward_and_kl(model, copy.deepcopy(model), prompts, score, config, seed=3)
+    assert again == same  # the held-out samples are fixed by the seed
+
+
+def test_cache_pairs_keeps_the_order_of_pairs_of_different_lengths():
+    model = tiny_llama(seed=1)
+    top = dpo.TopBlocks(model, 2)
+    pairs = []
+    for k, p in enumerate(toy_pairs(7, 4)):
+        cut = 7 - (k % 3)  # lengths 7, 6, 5, 7, ...: the sort reorders them
+        pairs.append(
+            PreferencePair(
+                SFTExample(p.chosen.ids[:cut], p.chosen.labels[:cut]),
+                SFTExample(p.rejected.ids[: 12 - cut], p.rejected.labels[: 12 - cut]),
+            )
+        )
+    cached = dpo.cache_pairs(top, pairs, batch_size=3)
+    torch.testing.assert_close(cached.ref_logps, reference_logprobs(model, pairs, 0))
+    before = dpo.evaluate_cached(top, cached, batch_size=3)  # the same batches: exact zeros
+    assert before["rewards/margin"] == 0.0 and before["rewards/accuracy"] == 0.0
+    for (c, r), p in zip(cached.states, pairs, strict=True):
+        assert c.shape[0] == len(p.chosen) and r.shape[0] == len(p.rejected)
+        torch.testing.assert_close(c, top.trunk(torch.tensor([p.chosen.ids]))[0])

@@ -77,6 +77,22 @@ __all__ = [
     "dpo_loss_fn",
     "pair_logprobs",
     "evaluate_pairs",
+    "last_exchange",
+    "TopBlocks",
+    "states_logprobs",
+    "CachedPairs",
+    "cache_pairs",
+    "cached_batch_fn",
+    "cached_dpo_loss_fn",
+    "evaluate_cached",
+    "HH_DPO_RECIPES",
+    "hh_dpo_recipe",
+    "hh_preferences",
+    "hh_dpo",
+    "SENTIMENT_DPO_RECIPES",
+    "sentiment_pairs",
+    "reward_and_kl",
+    "sentiment_dpo",
 ]
 
 LOSS_TYPES = ("sigmoid", "ipo")
@@ -624,3 +640,701 @@ def evaluate_pairs(
     out["logps/chosen"] = float(pol[:, 0].mean())
     out["logps/rejected"] = float(pol[:, 1].mean())
     return out
+
+
+# ------------------------------------------- DPO of a pretrained Llama on hh-rlhf (top blocks)
+
+
+def last_exchange(pair: Any) -> dict[str, str] | None:
+    """An hh-rlhf pair (:class:`llmkit.reward.PreferencePair`) cut to its last exchange.
+
+    Returns:
+        ``{"prompt", "chosen", "rejected"}``: the last human message before the two answers
+        and the two final answers (stripped), or ``None`` when the pair is not one that
+        differs in its last answer only, has no human turn before it, or has an empty or
+        identical answer.
+    """
+    from llmkit import reward
+
+    if not isinstance(pair, reward.PreferencePair):
+        raise TypeError(f"pair must be a llmkit.reward.PreferencePair, got {type(pair).__name__}")
+    if not pair.differs_in_last_answer:
+        return None
+    turns = reward.split_turns(pair.prefix)
+    if not turns or not turns[-1].startswith(reward.TURN_MARKERS[0]):
+        return None
+    prompt = turns[-1][len(reward.TURN_MARKERS[0]) :].strip()
+    chosen = pair.chosen[len(reward.TURN_MARKERS[1]) :].strip()
+    rejected = pair.rejected[len(reward.TURN_MARKERS[1]) :].strip()
+    if not prompt or not chosen or not rejected or chosen == rejected:
+        return None
+    return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+
+
+class TopBlocks(nn.Module):
+    """The last blocks of a :class:`~llmkit.llama.Llama`, its final norm and its output head,
+    run on the hidden states that the frozen blocks below them computed once.
+
+    Training only the top of a model costs a fraction of a full step, and when the lower
+    blocks are frozen their outputs are the same for the policy and the reference: computed
+    once per sequence (:meth:`trunk`), they are reused at every step.
+
+    Args:
+        model: the Llama (its modules are shared, not copied: training this trains it).
+        n_frozen: how many blocks from the bottom stay frozen, ``0 .. n_layer - 1``.
+    """
+
+    def __init__(self, model: nn.Module, n_frozen: int) -> None:
+        super().__init__()
+        from llmkit.llama import Llama
+
+        if not isinstance(model, Llama):
+            raise TypeError(f"model must be a llmkit.llama.Llama, got {type(model).__name__}")
+        n_layer = len(model.blocks)
+        validate.integer("n_frozen", n_frozen, minimum=0)
+        if n_frozen >= n_layer:
+            raise ValueError(f"n_frozen must be in 0 .. {n_layer - 1}, got {n_frozen}")
+        self.n_frozen = n_frozen
+        self.blocks = nn.ModuleList(list(model.blocks)[n_frozen:])
+        self.norm_f = model.norm_f
+        self._model = [model]  # not a submodule: the embedding and the head stay frozen
+
+    @property
+    def model(self) -> nn.Module:
+        """The whole Llama these blocks belong to."""
+        return self._model[0]
+
+    def _angles(self, t: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        from llmkit.nn import rope_angles
+
+        positions = torch.arange(t, device=device)
+        return rope_angles(positions, self.model.rope_frequencies(device))
+
+    @torch.no_grad()
+    def trunk(self, ids: torch.Tensor) -> torch.Tensor:
+        """``ids (b, t)`` (right-padded) -> the frozen blocks' output ``(b, t, d_model)``."""
+        ids = _check_int("ids", ids)
+        cos, sin = self._angles(ids.shape[1], ids.device)
+        x = self.model.wte(ids)
+        for block in list(self.model.blocks)[: self.n_frozen]:
+            x, _ = block(x, cos, sin)
+        return x
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        """``hidden (b, t, d_model)`` from :meth:`trunk` -> the final hidden states
+        ``(b, t, d_model)`` (after ``norm_f``; apply :meth:`logits` to the rows needed)."""
+        cos, sin = self._angles(hidden.shape[1], hidden.device)
+        x = hidden
+        for block in self.blocks:
+            x, _ = block(x, cos, sin)
+        return self.norm_f(x)
+
+    def logits(self, states: torch.Tensor) -> torch.Tensor:
+        """``(..., d_model)`` final hidden states -> ``(..., vocab)`` logits (the frozen head)."""
+        return self.model.lm_head(states)
+
+
+def states_logprobs(top: TopBlocks, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """:func:`sequence_logprobs` of the whole Llama, computed from the trunk's states.
+
+    The output head runs on the response positions only (the prompt's logits are never
+    needed), which saves most of its cost.
+
+    Args:
+        top: the :class:`TopBlocks`.
+        hidden: ``(b, t, d_model)`` :meth:`TopBlocks.trunk` of the right-padded ``ids``.
+        labels: ``(b, t)`` aligned with those ids (see the module docstring).
+    Returns:
+        ``(b,)`` sums of the response tokens' log-probabilities.
+    """
+    labels = _check_int("labels", labels)
+    if hidden.dim() != 3 or hidden.shape[:2] != labels.shape:
+        raise ValueError(
+            f"hidden must have shape (b, t, d) with (b, t) = {tuple(labels.shape)}, "
+            f"got {tuple(hidden.shape)}"
+        )
+    states = top(hidden[:, :-1])  # (b, t-1, d): position i predicts token i + 1
+    y = labels[:, 1:].to(states.device)
+    keep = y != IGNORE_INDEX
+    rows = keep.nonzero()[:, 0]
+    logits = top.logits(states[keep]).float()  # (n_targets, V)
+    target = y[keep]
+    token_logps = logits.gather(-1, target.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(
+        logits, dim=-1
+    )
+    out = torch.zeros(labels.shape[0], dtype=token_logps.dtype, device=states.device)
+    return out.index_add(0, rows, token_logps)
+
+
+def _pad_states(
+    states: Sequence[torch.Tensor], labels: Sequence[Sequence[int]]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(s.shape[0] for s in states)
+    hidden = states[0].new_zeros((len(states), width, states[0].shape[1]))
+    lab = torch.full((len(states), width), IGNORE_INDEX, dtype=torch.long)
+    for r, (s, y) in enumerate(zip(states, labels, strict=True)):
+        hidden[r, : s.shape[0]] = s
+        lab[r, : len(y)] = torch.tensor(list(y), dtype=torch.long)
+    return hidden, lab
+
+
+@dataclass
+class CachedPairs:
+    """Preference pairs with their trunk states and their reference log-probabilities.
+
+    Attributes:
+        states: per pair, ``(chosen (t_w, d), rejected (t_l, d))`` trunk outputs.
+        labels: per pair, ``(chosen labels, rejected labels)`` (aligned, as in
+            :class:`PreferencePair`).
+        ref_logps: ``(n, 2)`` the reference's log-probabilities (chosen, rejected).
+    """
+
+    states: list[tuple[torch.Tensor, torch.Tensor]]
+    labels: list[tuple[list[int], list[int]]]
+    ref_logps: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.states)
+
+    def batch(self, index: Sequence[int]) -> dict[str, torch.Tensor]:
+        """Pairs ``index`` as ``{"hidden" (2B, T, d), "labels" (2B, T), "ref_logps" (2B,)}``,
+        chosen rows first (as :func:`pad_pairs`)."""
+        index = [int(i) for i in index]
+        states = [self.states[i][0] for i in index] + [self.states[i][1] for i in index]
+        labels = [self.labels[i][0] for i in index] + [self.labels[i][1] for i in index]
+        hidden, lab = _pad_states(states, labels)
+        ref = self.ref_logps[index]
+        return {"hidden": hidden, "labels": lab, "ref_logps": torch.cat([ref[:, 0], ref[:, 1]])}
+
+
+def _length_order(lengths: Sequence[int]) -> list[int]:
+    """Indices sorted by length (stable): :func:`cache_pairs` and :func:`evaluate_cached`
+    batch pairs in this order, so that both pass the same padded batches (and an untrained
+    top reproduces the reference's log-probabilities exactly)."""
+    return sorted(range(len(lengths)), key=lambda i: lengths[i])
+
+
+@torch.no_grad()
+def cache_pairs(
+    top: TopBlocks, pairs: Sequence[PreferencePair], batch_size: int = 8
+) -> CachedPairs:
+    """Run the frozen trunk once over every pair, and the (still untrained) top to get the
+    reference's log-probabilities: the only full forward passes DPO needs here.
+
+    Args:
+        top: the :class:`TopBlocks` before training (then it *is* the reference).
+        pairs: :class:`PreferencePair` list.
+        batch_size: pairs per forward pass.
+    """
+    pairs = _check_pairs("pairs", pairs)
+    validate.positive_int("batch_size", batch_size)
+    device = _device(top.model)
+    was_training = top.training
+    top.eval()
+    # pairs of similar lengths share a forward pass, so little of it is spent on padding;
+    # the results are stored back in the order of ``pairs``
+    order = _length_order([max(len(p.chosen), len(p.rejected)) for p in pairs])
+    states: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(pairs)
+    ref = torch.zeros(len(pairs), 2)
+    try:
+        for i in range(0, len(pairs), batch_size):
+            index = order[i : i + batch_size]
+            chunk = [pairs[j] for j in index]
+            batch = pad_pairs(chunk, pad_id=0)
+            hidden = top.trunk(batch["ids"].to(device))
+            logps = states_logprobs(top, hidden, batch["labels"].to(device)).cpu()
+            b = len(chunk)
+            ref[index] = torch.stack([logps[:b], logps[b:]], dim=1)
+            for k, (j, p) in enumerate(zip(index, chunk, strict=True)):
+                states[j] = (
+                    hidden[k, : len(p.chosen)].cpu().clone(),
+                    hidden[b + k, : len(p.rejected)].cpu().clone(),
+                )
+    finally:
+        top.train(was_training)
+    labels = [(list(p.chosen.labels), list(p.rejected.labels)) for p in pairs]
+    return CachedPairs([s for s in states if s is not None], labels, ref)
+
+
+def cached_batch_fn(
+    train_pairs: CachedPairs, val_pairs: CachedPairs, batch_size: int
+) -> Callable[[str, torch.Generator | None], dict[str, torch.Tensor]]:
+    """A ``get_batch(split, generator)`` for :func:`llmkit.train.train` over
+    :class:`CachedPairs`: ``batch_size`` distinct pairs, :meth:`CachedPairs.batch`'s dict."""
+    validate.positive_int("batch_size", batch_size)
+    splits = {"train": train_pairs, "val": val_pairs}
+    for name, pairs in splits.items():
+        if not isinstance(pairs, CachedPairs):
+            raise TypeError(f"{name}_pairs must be CachedPairs, got {type(pairs).__name__}")
+        if batch_size > len(pairs):
+            raise ValueError(f"batch_size={batch_size} is more than the {len(pairs)} {name} pairs")
+
+    def get_batch(split: str, generator: torch.Generator | None = None) -> dict:
+        validate.one_of("split", split, ("train", "val"))
+        if generator is None and split == "val":
+            generator = torch.Generator().manual_seed(0)
+        pick = torch.randperm(len(splits[split]), generator=generator)[:batch_size]
+        return splits[split].batch(pick.tolist())
+
+    return get_batch
+
+
+def cached_dpo_loss_fn(
+    beta: float = 0.1, label_smoothing: float = 0.0, loss_type: str = "sigmoid"
+) -> Callable[[nn.Module, Mapping[str, torch.Tensor]], torch.Tensor]:
+    """:func:`dpo_loss_fn` for :class:`TopBlocks` on :func:`cached_batch_fn`'s batches."""
+    dpo_loss(*[torch.zeros(1)] * 4, beta, label_smoothing, loss_type)  # validates
+
+    def loss_fn(top: nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        if not isinstance(top, TopBlocks):
+            raise TypeError(f"the model must be TopBlocks, got {type(top).__name__}")
+        logps = states_logprobs(top, batch["hidden"], batch["labels"])
+        ref = batch["ref_logps"].to(logps.device)
+        b = logps.shape[0] // 2
+        loss, _, _ = dpo_loss(
+            logps[:b], logps[b:], ref[:b], ref[b:], beta, label_smoothing, loss_type
+        )
+        return loss
+
+    return loss_fn
+
+
+@torch.no_grad()
+def evaluate_cached(
+    top: TopBlocks, pairs: CachedPairs, beta: float = 0.1, batch_size: int = 8
+) -> dict[str, float]:
+    """:func:`evaluate_pairs` for :class:`TopBlocks` on :class:`CachedPairs` (same keys)."""
+    if not isinstance(pairs, CachedPairs):
+        raise TypeError(f"pairs must be CachedPairs, got {type(pairs).__name__}")
+    validate.positive_int("batch_size", batch_size)
+    device = _device(top.model)
+    was_training = top.training
+    top.eval()
+    order = _length_order([max(len(c), len(r)) for c, r in pairs.labels])
+    pol = torch.zeros(len(pairs), 2)
+    try:
+        for i in range(0, len(pairs), batch_size):
+            index = order[i : i + batch_size]
+            batch = pairs.batch(index)
+            logps = states_logprobs(top, batch["hidden"].to(device), batch["labels"]).cpu()
+            b = logps.shape[0] // 2
+            pol[index] = torch.stack([logps[:b], logps[b:]], dim=1)
+    finally:
+        top.train(was_training)
+    ref = pairs.ref_logps
+    loss, rc, rr = dpo_loss(pol[:, 0], pol[:, 1], ref[:, 0], ref[:, 1], beta)
+    metrics = {"loss": float(loss), **preference_metrics(rc, rr)}
+    metrics["logps/chosen"] = float(pol[:, 0].mean())
+    metrics["logps/rejected"] = float(pol[:, 1].mean())
+    return metrics
+
+
+#: The sizes of :func:`hh_dpo` per profile.
+HH_DPO_RECIPES: dict[str, dict[str, Any]] = {
+    "smoke": dict(
+        subset="helpful-base", n_train=8, n_val=8, max_tokens=96, n_frozen=28, steps=4,
+        batch_size=2, lr=1e-5, beta=0.1, eval_every=2, seed=0,
+    ),
+    "book": dict(
+        subset="helpful-base", n_train=160, n_val=64, max_tokens=256, n_frozen=26, steps=80,
+        batch_size=4, lr=3e-5, beta=0.1, eval_every=20, seed=0,
+    ),
+    "full": dict(
+        subset="helpful-base", n_train=2000, n_val=200, max_tokens=256, n_frozen=0,
+        steps=1000, batch_size=8, lr=5e-6, beta=0.1, eval_every=100, seed=0,
+    ),
+}  # fmt: skip
+
+_HH_DPO_FORMAT = 1
+
+
+def hh_dpo_recipe(profile: str | None = None) -> dict[str, Any]:
+    """:data:`HH_DPO_RECIPES` of ``profile`` (``None``: the current profile)."""
+    from llmkit import cache
+
+    return dict(HH_DPO_RECIPES[cache.profile_name(profile)])
+
+
+def hh_preferences(
+    tokenizer: Any, subset: str, split: str, n: int, max_tokens: int
+) -> tuple[list[PreferencePair], list[dict[str, str]]]:
+    """The first ``n`` hh-rlhf pairs of ``split`` cut to their last exchange
+    (:func:`last_exchange`), in SmolLM2's chat template with its default system prompt,
+    leaving out every pair with a sequence over ``max_tokens`` tokens (none is cut).
+
+    Returns:
+        ``(encoded pairs, their {"prompt", "chosen", "rejected"} texts)``, in file order.
+    """
+    from llmkit import reward
+
+    validate.one_of("split", split, ("train", "test"))
+    validate.positive_int("n", n)
+    validate.integer("max_tokens", max_tokens, minimum=2)
+    encoded, texts = [], []
+    for pair in reward.load_pairs(subset)[split]:
+        ex = last_exchange(pair)
+        if ex is None:
+            continue
+        enc = encode_preferences([ex], tokenizer, "chatml", max_tokens, "drop")
+        if enc:
+            encoded.append(enc[0])
+            texts.append(ex)
+        if len(encoded) == n:
+            break
+    if len(encoded) < n:
+        raise ValueError(f"only {len(encoded)} {split} pairs fit max_tokens={max_tokens}")
+    return encoded, texts
+
+
+def hh_dpo(
+    profile: str | None = None,
+    *,
+    cache_dir: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """DPO of SmolLM2-135M-Instruct (:func:`llmkit.pretrained.smollm2`) on hh-rlhf pairs,
+    trained once and cached (a JSON record, and the trained blocks' weights).
+
+    The pairs are the last exchange of helpful-base pairs (:func:`hh_preferences`): train
+    pairs from the course's train split, held-out pairs from its test split
+    (:func:`llmkit.reward.load_pairs`). Only the top ``30 - n_frozen`` blocks and the final
+    norm are trained (:class:`TopBlocks`; the embedding, tied to the output head, stays
+    frozen); the trunk below runs once per sequence (:func:`cache_pairs`), which also gives
+    the reference's log-probabilities. Training is :func:`llmkit.train.train` with AdamW
+    (no weight decay), ``lr`` warmed up over a tenth of the steps then cosine-decayed, the
+    DPO loss (:func:`cached_dpo_loss_fn`), and the held-out metrics
+    (:func:`evaluate_cached`) every ``eval_every`` steps.
+
+    Args:
+        profile: ``"smoke"``, ``"book"`` or ``"full"`` (:data:`HH_DPO_RECIPES`); ``None``:
+            the current profile.
+        cache_dir: the cache root (default ``$LLMKIT_CACHE`` or ``~/.cache/llmkit``).
+        progress: print what it does.
+    Returns:
+        the record: ``recipe``; ``n_trainable`` parameters; ``before`` and ``after``
+        (:func:`evaluate_cached` on the held-out pairs; ``before`` is the reference, whose
+        implicit rewards are 0); ``ref_logp_accuracy`` (how often the reference alone gives
+        the chosen answer the higher log-probability); ``history`` (``steps``,
+        ``train_loss``, and per evaluation ``eval_steps`` and each metric as a list);
+        ``mean_tokens`` per sequence; ``cache_seconds`` (trunk and reference),
+        ``train_seconds``, ``load_average`` (1-minute, at the start and the end of
+        training), ``hardware``; ``path`` (the cache entry, not stored).
+    """
+    import os
+    import tempfile
+    import time
+    from pathlib import Path
+
+    from llmkit import cache, pretrained, train
+
+    name = cache.profile_name(profile)
+    recipe = hh_dpo_recipe(name)
+    digest = cache.fingerprint({"format": _HH_DPO_FORMAT, **recipe})
+    final = cache.entry_path("hh_dpo", name, digest, cache_dir)
+
+    def load(path: Path) -> dict[str, Any]:
+        import json
+
+        record = json.loads((path / "record.json").read_text())
+        if not (path / "top_blocks.pt").exists():
+            raise FileNotFoundError("top_blocks.pt")
+        record["path"] = str(path)
+        return record
+
+    def train_now() -> dict[str, Any]:
+        r = recipe
+        cache.log(progress, f"DPO of SmolLM2-135M-Instruct on hh-rlhf ({name} profile)")
+        model, tokenizer, _ = pretrained.smollm2()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        top = TopBlocks(model, r["n_frozen"])
+        for p in top.parameters():
+            p.requires_grad_(True)
+        train_pairs, _ = hh_preferences(
+            tokenizer, r["subset"], "train", r["n_train"], r["max_tokens"]
+        )
+        val_pairs, _ = hh_preferences(tokenizer, r["subset"], "test", r["n_val"], r["max_tokens"])
+        start = time.perf_counter()
+        train_cached = cache_pairs(top, train_pairs)
+        val_cached = cache_pairs(top, val_pairs)
+        cache_seconds = time.perf_counter() - start
+        lengths = [len(s) for p in train_pairs + val_pairs for s in (p.chosen, p.rejected)]
+        cache.log(
+            progress,
+            f"trunk and reference over {len(lengths)} sequences "
+            f"({sum(lengths) / len(lengths):.0f} tokens each): {cache_seconds:.0f} s",
+        )
+        before = evaluate_cached(top, val_cached, r["beta"])
+        ref = val_cached.ref_logps
+        history: dict[str, list] = {"eval_steps": [0], **{k: [v] for k, v in before.items()}}
+
+        def callback(step: int, _: Any) -> None:
+            if step % r["eval_every"] == 0 or step == r["steps"]:
+                m = evaluate_cached(top, val_cached, r["beta"])
+                history["eval_steps"].append(step)
+                for k, v in m.items():
+                    history[k].append(v)
+                cache.log(
+                    progress,
+                    f"step {step:4d}: held-out accuracy {m['rewards/accuracy']:.3f}, "
+                    f"margin {m['rewards/margin']:+.3f}, chosen log p {m['logps/chosen']:.1f}",
+                )
+
+        config = train.TrainConfig(
+            max_steps=r["steps"], lr=r["lr"], warmup_steps=max(1, r["steps"] // 10),
+            weight_decay=0.0, eval_interval=0, seed=r["seed"], progress=False,
+            device=str(_device(model)), log_interval=1,
+        )  # fmt: skip
+        load_start = os.getloadavg()[0]
+        start = time.perf_counter()
+        hist = train.train(
+            top,
+            config,
+            cached_batch_fn(train_cached, val_cached, r["batch_size"]),
+            cached_dpo_loss_fn(r["beta"]),
+            callback=callback,
+        )
+        train_seconds = time.perf_counter() - start
+        after = {k: history[k][-1] for k in before}
+        record = {
+            "recipe": recipe,
+            "n_trainable": sum(p.numel() for p in top.parameters()),
+            "before": before,
+            "after": after,
+            "ref_logp_accuracy": float((ref[:, 0] > ref[:, 1]).double().mean()),
+            "history": {"steps": list(hist.steps), "train_loss": list(hist.train_loss)} | history,
+            "mean_tokens": sum(lengths) / len(lengths),
+            "cache_seconds": cache_seconds,
+            "train_seconds": train_seconds,
+            "load_average": [load_start, os.getloadavg()[0]],
+            "hardware": cache.describe_hardware(str(_device(model))),
+        }
+        final.parent.mkdir(parents=True, exist_ok=True)
+        partial = Path(tempfile.mkdtemp(prefix=final.name + ".", dir=final.parent))
+        torch.save({k: v.cpu() for k, v in top.state_dict().items()}, partial / "top_blocks.pt")
+        cache.write_json(partial / "record.json", record)
+        cache.publish(partial, final)
+        cache.log(progress, f"cached in {cache.show_path(final)}")
+        return load(final)
+
+    return cache.load_or_train(final, load, train_now, "DPO run")
+
+
+# ------------------------------------- chapter 11's sentiment task: DPO's reward-KL frontier
+
+#: :func:`sentiment_dpo`'s sizes per profile: ``n_prompts`` training prompts (the first of
+#: :func:`llmkit.pretrained.review_prompts`'s validation split, as PPO's), two samples of
+#: the reference each; ``steps`` DPO steps of ``batch_size`` pairs at learning rate ``lr``.
+#: Sampling (``max_new_tokens``, temperature 1) and the held-out prompts and their seed are
+#: :func:`llmkit.rl.sentiment_ppo`'s, so that both methods are measured the same way.
+SENTIMENT_DPO_RECIPES: dict[str, dict[str, Any]] = {
+    "smoke": dict(n_prompts=16, steps=4, batch_size=4, lr=1e-4, seed=0),
+    "book": dict(n_prompts=512, steps=120, batch_size=32, lr=1e-4, seed=0),
+    "full": dict(n_prompts=2048, steps=500, batch_size=64, lr=5e-5, seed=0),
+}
+
+_SENTIMENT_DPO_FORMAT = 1
+
+
+def sentiment_pairs(
+    reference: nn.Module,
+    prompts: Sequence[Sequence[int]],
+    score: Callable[[list[list[int]], list[list[int]]], torch.Tensor],
+    config: Any,
+    generator: torch.Generator,
+) -> tuple[list[PreferencePair], dict[str, float]]:
+    """Preference pairs labelled by a reward: two samples of ``reference`` per prompt, the
+    one with the higher score chosen (ties left out), as in the DPO paper's IMDb task.
+
+    Args:
+        reference: the model to sample from (a GPT or Llama).
+        prompts: lists of token ids.
+        score: ``(prompts, responses) -> (b,)`` scores (the reward).
+        config: the :class:`llmkit.rl.PPOConfig` whose sampling settings are used.
+        generator: for sampling.
+    Returns:
+        ``(pairs, stats)``: :class:`PreferencePair` list (labels on the response tokens) and
+        ``{"pairs", "ties", "mean_score", "mean_gap"}`` (the gap: chosen - rejected score).
+    """
+    from llmkit import rl
+
+    sampler = rl.PolicyWithValue(reference)
+    pairs: list[PreferencePair] = []
+    cfg = rl.PPOConfig(**{**config.to_dict(), "batch_size": len(prompts), "flip": ()})
+    a = rl.rollout(sampler, reference, prompts, score, cfg, generator)
+    b = rl.rollout(sampler, reference, prompts, score, cfg, generator)
+    ties, gaps = 0, []
+    for k, p in enumerate(a.prompts):
+        sa, sb = float(a.scores[k]), float(b.scores[k])
+        if sa == sb:
+            ties += 1
+            continue
+        win, lose = a.responses[k], b.responses[k]
+        if sb > sa:
+            win, lose = lose, win
+        pairs.append(
+            PreferencePair(
+                SFTExample(list(p) + list(win), [IGNORE_INDEX] * len(p) + list(win)),
+                SFTExample(list(p) + list(lose), [IGNORE_INDEX] * len(p) + list(lose)),
+            )
+        )
+        gaps.append(abs(sa - sb))
+    stats = {
+        "pairs": float(len(pairs)),
+        "ties": float(ties),
+        "mean_score": float(torch.cat([a.scores, b.scores]).mean()),
+        "mean_gap": float(sum(gaps) / max(1, len(gaps))),
+    }
+    return pairs, stats
+
+
+def reward_and_kl(
+    policy: nn.Module,
+    reference: nn.Module,
+    prompts: Sequence[Sequence[int]],
+    score: Callable[[list[list[int]], list[list[int]]], torch.Tensor],
+    config: Any,
+    seed: int,
+) -> dict[str, float]:
+    """One sample of ``policy`` per prompt: its mean reward and its mean sequence KL to the
+    reference, :math:`\\sum_t \\log\\pi(y_t|\\cdot) - \\log\\pi_\\text{ref}(y_t|\\cdot)` over the
+    response's tokens (the measurement of :func:`llmkit.rl.sentiment_ppo`'s evaluation).
+
+    Returns:
+        ``{"score", "kl", "positive", "n"}`` (``positive``: share of scores > 0).
+    """
+    from llmkit import rl
+
+    cfg = rl.PPOConfig(**{**config.to_dict(), "batch_size": len(prompts), "flip": ()})
+    g = torch.Generator().manual_seed(seed)
+    batch = rl.rollout(rl.PolicyWithValue(policy), reference, prompts, score, cfg, g)
+    m = batch.response_mask
+    seq_kl = ((batch.logprobs - batch.ref_logprobs) * m).sum(1)
+    return {
+        "score": float(batch.scores.mean()),
+        "kl": float(seq_kl.mean()),
+        "positive": float((batch.scores > 0).float().mean()),
+        "n": float(len(prompts)),
+    }
+
+
+def sentiment_dpo(
+    beta: float = 0.1,
+    profile: str | None = None,
+    *,
+    cache_dir: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """DPO on chapter 11's sentiment task, trained once per ``beta`` and cached (JSON).
+
+    The policy and the reference start as :func:`llmkit.pretrained.review_gpt`; the reward
+    is :func:`llmkit.pretrained.sentiment_reward`. Pairs: :func:`sentiment_pairs` on the
+    recipe's training prompts; training: :func:`llmkit.train.train` with the DPO loss
+    (:func:`dpo_batch_fn`, the reference's log-probabilities computed once), AdamW without
+    weight decay; evaluation: :func:`reward_and_kl` on :func:`llmkit.rl.sentiment_ppo`'s
+    held-out prompts with its seed, before and after.
+
+    Args:
+        beta: DPO's :math:`\\beta > 0`.
+        profile: ``"smoke"``, ``"book"`` or ``"full"`` (:data:`SENTIMENT_DPO_RECIPES`);
+            ``None``: the current profile.
+        cache_dir, progress: as in :func:`hh_dpo`.
+    Returns:
+        ``{"beta", "recipe", "pairs" (stats), "before", "after", "train_loss",
+        "train_seconds", "load_average", "path"}``.
+    """
+    import os
+    import time
+    from pathlib import Path
+
+    from llmkit import cache, pretrained, rl, train
+
+    beta = validate.positive("beta", beta)
+    name = cache.profile_name(profile)
+    recipe = dict(SENTIMENT_DPO_RECIPES[name])
+    ppo_recipe = rl.sentiment_ppo_recipe(name)
+    upstream = [
+        pretrained.review_gpt_dir(name, cache_dir=cache_dir).name,
+        pretrained.sentiment_reward_dir(name, cache_dir=cache_dir).name,
+    ]
+    payload = {"format": _SENTIMENT_DPO_FORMAT, "beta": beta, **recipe, "upstream": upstream}
+    payload["sampling"] = {"max_new_tokens": ppo_recipe["ppo"]["max_new_tokens"]}
+    payload["eval"] = ppo_recipe["eval"]
+    final = cache.entry_path("sentiment_dpo", name, cache.fingerprint(payload), cache_dir, ".json")
+
+    def load(path: Path) -> dict[str, Any]:
+        import json
+
+        record = json.loads(path.read_text())
+        record["path"] = str(path)
+        return record
+
+    def train_now() -> dict[str, Any]:
+        model, tokenizer, _ = pretrained.review_gpt(name, cache_dir=cache_dir, progress=progress)
+        model.cpu()
+        reward = pretrained.sentiment_reward(name, cache_dir=cache_dir, progress=progress)
+        eot = tokenizer.special_tokens["<|endoftext|>"]
+        config = rl.PPOConfig(
+            batch_size=1,
+            minibatch_size=1,
+            max_new_tokens=ppo_recipe["ppo"]["max_new_tokens"],
+            eos_token_id=eot,
+            pad_id=eot,
+        )
+
+        def score(p: list[list[int]], r: list[list[int]]) -> torch.Tensor:
+            out = []
+            for prompt, resp in zip(p, r, strict=True):
+                resp = list(resp)
+                if eot in resp:
+                    resp = resp[: resp.index(eot)]
+                out.append(tokenizer.decode([t for t in prompt if t != eot] + resp))
+            return reward(out)
+
+        import copy
+
+        ref = copy.deepcopy(model).eval()
+        for p in ref.parameters():
+            p.requires_grad_(False)
+        prompts = pretrained.review_prompts(tokenizer, "validation", n=recipe["n_prompts"])
+        held_out = pretrained.review_prompts(
+            tokenizer, ppo_recipe["eval"]["split"], n=ppo_recipe["eval"]["n"]
+        )
+        g = torch.Generator().manual_seed(recipe["seed"])
+        pairs, stats = sentiment_pairs(ref, prompts, score, config, g)
+        before = reward_and_kl(model, ref, held_out, score, config, ppo_recipe["eval"]["seed"])
+        cache.log(
+            progress,
+            f"DPO beta {beta:g}: {len(pairs)} pairs; before: score {before['score']:+.3f}",
+        )
+        get_batch = dpo_batch_fn(pairs, pairs[: recipe["batch_size"]], recipe["batch_size"],
+                                 eot, ref)  # fmt: skip
+        tc = train.TrainConfig(
+            max_steps=recipe["steps"], lr=recipe["lr"], warmup_steps=max(1, recipe["steps"] // 10),
+            weight_decay=0.0, eval_interval=0, seed=recipe["seed"], progress=False,
+            device="cpu", log_interval=1,
+        )  # fmt: skip
+        load_start = os.getloadavg()[0]
+        start = time.perf_counter()
+        hist = train.train(model, tc, get_batch, dpo_loss_fn(beta))
+        seconds = time.perf_counter() - start
+        after = reward_and_kl(model, ref, held_out, score, config, ppo_recipe["eval"]["seed"])
+        cache.log(
+            progress,
+            f"DPO beta {beta:g}: after {recipe['steps']} steps ({seconds:.0f} s): score "
+            f"{after['score']:+.3f}, KL {after['kl']:.2f} nats",
+        )
+        record = {
+            "beta": beta,
+            "recipe": recipe,
+            "pairs": stats,
+            "before": before,
+            "after": after,
+            "train_loss": list(hist.train_loss),
+            "train_seconds": seconds,
+            "load_average": [load_start, os.getloadavg()[0]],
+        }
+        cache.write_json(final, record)
+        return load(final)
+
+    return cache.load_or_train(final, load, train_now, "DPO run")
