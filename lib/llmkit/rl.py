@@ -160,8 +160,9 @@ class PolicyWithValue(nn.Module):
 
     The value head is ``nn.Linear(d_model, 1)`` on the model's final hidden state (what the
     language-model head reads), initialised to zero weights and bias: at the start every
-    value is exactly 0, so the first advantages are the rewards-to-go themselves and the
-    head cannot disturb the policy's first update.
+    value is exactly 0, so the first advantages are the rewards-to-go (discounted by
+    ``gamma * lam`` per token, :func:`gae`) and the head cannot disturb the policy's first
+    update.
 
     Args:
         model: a :class:`~llmkit.gpt.GPT` or :class:`~llmkit.llama.Llama` (anything with
@@ -304,8 +305,9 @@ def per_token_rewards(
 
     ``rewards[i, t] = -beta * kl_penalty(logp, ref_logp)[i, t]`` on every real token, and
     ``scores[i]`` is added on the **last real token** of row ``i`` (padding may be on either
-    side); padding gets 0. The sum of a row's rewards is the KL-regularised objective of
-    Ziegler et al. (2019): ``score - beta * KL(policy || reference)``.
+    side); padding gets 0. The sum of a row's rewards is a one-sample estimate of the
+    KL-regularised objective of Ziegler et al. (2019): ``score - beta * KL(policy ||
+    reference)``.
 
     Args:
         scores: ``(b,)``, the reward model's score of each response.
@@ -403,8 +405,11 @@ def ppo_policy_loss(
         mask: ``(b, R)``, true on real tokens (``None``: all).
     Returns:
         the loss (0-d) and statistics (floats): ``clip_fraction`` (share of real tokens
-        where the clipped term is taken), ``approx_kl`` (mean ``(ratio - 1) - log ratio``,
-        an estimate of ``KL(old || new)``), ``ratio_mean``, ``ratio_min``, ``ratio_max``.
+        where the clipped term is taken), ``approx_kl`` (mean ``(1 / ratio - 1) + log
+        ratio``: never negative, about ``(log ratio)^2 / 2`` for small changes, so an
+        approximation of the KL between the sampling policy and the new one; the unbiased
+        estimate of ``KL(old || new)`` from tokens sampled by ``old`` would be
+        ``(ratio - 1) - log ratio``), ``ratio_mean``, ``ratio_min``, ``ratio_max``.
     """
     logp = _float("logp", logp)
     for name, x in (("old_logp", old_logp), ("advantages", advantages)):
@@ -480,7 +485,9 @@ class KLController:
     Adaptive (``target`` given): after a step that measured ``kl`` (nats per response)
     over ``n`` rollouts, ``e = clip(kl / target - 1, -0.2, 0.2)`` and
     ``beta <- beta * (1 + e * n / horizon)``: above the target beta grows, below it shrinks,
-    by at most 20 % per ``horizon`` rollouts.
+    by at most 20 % per ``horizon`` rollouts. This is the proportional controller of
+    Ziegler et al. in the form of their released code (``lm-human-preferences``), which
+    ``trl`` copies: the gain per step is ``n / horizon``.
 
     Args:
         init: the starting ``beta``, ``>= 0``.
@@ -1158,9 +1165,11 @@ class Monitor:
     plus ``reward_jump(reward_jump)`` and ``reward_drop(reward_drop)`` when given (their
     limits are in the reward's units, which only you know), plus ``canary`` when given.
     ``ratio_max=10`` follows ``trl``'s ``ratio_threshold``, which applies it to a
-    minibatch's mean ratio (``ratio_stat="mean"``); the default checks every token
-    (``ratio_stat="token"``, :meth:`Rule.ratio_above`), which is stricter. Pass
-    ``rules=[...]`` to choose them all yourself.
+    minibatch's mean ratio (``ratio_stat="mean"``); the default checks every token in both
+    directions (``ratio_stat="token"``, :meth:`Rule.ratio_above`), which is much stricter:
+    replayed on chapter 11's healthy book run, it fires at the first update, where one
+    token's probability fell 30-fold. Pass ``ratio_stat="mean"`` for small models and
+    large learning rates, or ``rules=[...]`` to choose them all yourself.
 
     Args:
         rules: the rules (``None``: the defaults built from the other arguments).
