@@ -363,6 +363,7 @@ def healthy(n=20):
             entropy=2.0 - 0.03 * i,
             ratio_max=1.3,
             ratio_min=0.8,
+            ratio_mean_max=1.05,
             approx_kl=0.01,
         )
         for i in range(n)
@@ -378,7 +379,7 @@ def test_monitor_stays_quiet_on_a_healthy_stream():
     [
         (7, {"kl": 45.0}, "kl_above", "KL 45.000 nats > limit 30"),
         (5, {"kl": -3.0}, "kl_negative", "KL -3.000 nats < -0.5"),
-        (9, {"ratio_max": 80.0}, "ratio_blowup", "80"),
+        (9, {"ratio_mean_max": 80.0}, "ratio_blowup", "80"),
         (4, {"entropy": 0.05}, "entropy_collapse", "entropy 0.050"),
         (6, {"score": 4.0}, "reward_jump", "jumped 0.350 -> 4.000"),
         (3, {"kl": float("nan")}, "not_finite", "nan"),
@@ -554,8 +555,8 @@ def test_reward_drop_catches_the_flipped_advantage_that_the_defaults_miss(tmp_pa
 
 
 def test_ratio_rule_on_minibatch_means_ignores_single_tokens():
-    token_rule = rl.Monitor()
-    mean_rule = rl.Monitor(ratio_stat="mean")
+    token_rule = rl.Monitor(ratio_stat="token")
+    mean_rule = rl.Monitor()  # the default: minibatch means, as trl
     one_token = {"ratio_max": 26.0, "ratio_min": 0.3, "ratio_mean_max": 1.1}
     assert token_rule.check(one_token, phase="update").rule == "ratio_blowup"
     assert mean_rule.check(one_token, phase="update") is None
