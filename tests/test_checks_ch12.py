@@ -102,6 +102,21 @@ def _soft_margin_loss(pc, pr, rc, rr, beta):
     return F.soft_margin_loss(beta * h, torch.ones_like(h)), beta * (pc - rc), beta * (pr - rr)
 
 
+def _aten_nll_logprobs(model, ids, labels):
+    """nll_loss's aten op, called directly (no torch.nn.functional on the way)."""
+    logp = model(ids).log_softmax(-1)[:, :-1]
+    b, n, v = logp.shape
+    flat = torch.ops.aten.nll_loss_forward(logp.reshape(-1, v), labels[:, 1:].reshape(-1),
+                                           None, 0, -100)[0]  # fmt: skip
+    return -flat.reshape(b, n).sum(1)
+
+
+def _nll_loss2d_logprobs(model, ids, labels):
+    logp = model(ids).log_softmax(-1)[:, :-1].permute(0, 2, 1).unsqueeze(-1).contiguous()
+    out = torch._C._nn.nll_loss2d(logp, labels[:, 1:].unsqueeze(-1), None, 0, -100)
+    return -out.squeeze(-1).sum(1)
+
+
 def _decoding_logprobs(model, ids, labels):
     from llmkit.decoding import sequence_logprob
 
@@ -113,6 +128,8 @@ SHORTCUTS = [
     ("sequence_logprobs", _decoding_logprobs, "sequence_logprob"),
     ("sequence_logprobs", dpo.sequence_logprobs, "llmkit.dpo"),
     ("sequence_logprobs", _cross_entropy_logprobs, "cross_entropy"),
+    ("sequence_logprobs", _aten_nll_logprobs, "nll_loss_forward"),
+    ("sequence_logprobs", _nll_loss2d_logprobs, "nll_loss2d"),
     ("dpo_loss", lambda *a: dpo.dpo_loss(*a), "llmkit.dpo"),
     ("dpo_loss", _bce_loss, "binary_cross_entropy_with_logits"),
     ("dpo_loss", _soft_margin_loss, "soft_margin_loss"),
@@ -127,6 +144,11 @@ def test_library_versions_are_off_limits(exercise, shortcut, label):
 
 def test_shortcuts_compute_the_right_values():
     """The shortcuts above fail for being shortcuts, not for wrong values."""
+    model, ids, labels = ch12._fixed_logprobs()[1].args
+    for shortcut in (_aten_nll_logprobs, _nll_loss2d_logprobs):
+        torch.testing.assert_close(
+            shortcut(model, ids, labels), dpo.sequence_logprobs(model, ids, labels)
+        )
     torch.manual_seed(0)
     pc, pr, rc, rr = (-5 * torch.rand(4, dtype=torch.float64) for _ in range(4))
     want = dpo.dpo_loss(pc, pr, rc, rr, 0.3)[0]

@@ -12,14 +12,18 @@ dpo_loss           ``(pc, pr, rc, rr, beta) -> (loss, chosen      ``llmkit.dpo.d
 
 Off limits in both exercises: :mod:`llmkit.dpo`. In ``sequence_logprobs`` also what computes
 the per-token loss for you (``F.cross_entropy``, ``F.nll_loss``, their modules, the
-course's loss helpers and ``llmkit.decoding.sequence_logprob``, which sums a continuation's
-log-probabilities): the exercise is to pick each target's log-probability out of
+``torch._C._nn`` and ``torch.ops.aten`` ops under them, the course's loss helpers and
+``llmkit.decoding.sequence_logprob``, which sums a continuation's log-probabilities): the
+exercise is to pick each target's log-probability out of
 ``log_softmax`` with ``gather``. In ``dpo_loss`` also the binary cross-entropy and soft-margin
 losses, which *are* ``-log sigmoid(x)`` under another name; ``F.logsigmoid`` stays allowed,
 a numerically stable building block like ``log_softmax``: the exercise is what goes into it.
 
 The models are small random GPTs (:class:`llmkit.gpt.GPT`, float64) whose every weight
-matters; ``ids`` are padded on the right with 0.
+matters, one of them so confident that ``softmax(...).log()`` gives ``-inf``; ``ids`` are
+padded on the right with 0. The DPO cases include a pair at ``beta * h = -1780``, where
+``log(sigmoid(x))`` gives ``inf`` even in float64. Both results must carry the reference's
+gradient (to the model's weights; to the policy's log-probabilities).
 """
 
 from __future__ import annotations
@@ -43,6 +47,9 @@ _CROSS_ENTROPY = [
     "torch._C._nn:cross_entropy_loss",
     "torch._C._nn:nll_loss",
     "torch._C._nn:nll_loss_nd",
+    "torch._C._nn:nll_loss2d",
+    "torch.ops:aten.nll_loss_forward",  # the aten ops under nll_loss, reachable directly
+    "torch.ops:aten.nll_loss2d_forward",
     "torch.nn:CrossEntropyLoss",
     "torch.nn:NLLLoss",
     "llmkit.train:cross_entropy_loss",
