@@ -145,6 +145,23 @@ def _bce_module(rc, rr):
     return torch.nn.BCEWithLogitsLoss()(rc - rr, torch.ones_like(rc))
 
 
+def _bce_torch(rc, rr):  # the same loss, without torch.nn.functional
+    return torch.binary_cross_entropy_with_logits(rc - rr, torch.ones_like(rc), None, None, 1)
+
+
+def _bce_aten(rc, rr):
+    ones = torch.ones_like(rc)
+    return torch.ops.aten.binary_cross_entropy_with_logits(rc - rr, ones, None, None, 1)
+
+
+def _soft_margin_c(rc, rr):
+    return torch._C._nn.soft_margin_loss(rc - rr, torch.ones_like(rc), 1)
+
+
+def _bce_on_sigmoid_c(rc, rr):
+    return torch._C._nn.binary_cross_entropy(torch.sigmoid(rc - rr), torch.ones_like(rc), None, 1)
+
+
 def _soft_margin(rc, rr):
     return F.soft_margin_loss(rc - rr, torch.ones_like(rc))
 
@@ -172,7 +189,11 @@ def _library_turns(c, r):
 
 SHORTCUTS = [
     ("bradley_terry_loss", _bce, "binary_cross_entropy_with_logits"),
-    ("bradley_terry_loss", _bce_module, "binary_cross_entropy_with_logits"),
+    ("bradley_terry_loss", _bce_module, "BCEWithLogitsLoss"),
+    ("bradley_terry_loss", _bce_torch, "binary_cross_entropy_with_logits"),
+    ("bradley_terry_loss", _bce_aten, "binary_cross_entropy_with_logits"),
+    ("bradley_terry_loss", _soft_margin_c, "soft_margin_loss"),
+    ("bradley_terry_loss", _bce_on_sigmoid_c, "binary_cross_entropy"),
     ("bradley_terry_loss", _soft_margin, "soft_margin_loss"),
     ("bradley_terry_loss", _bce_on_sigmoid, "binary_cross_entropy"),
     ("bradley_terry_loss", _library_loss, "llmkit.reward"),
@@ -190,3 +211,30 @@ def test_library_versions_are_off_limits(exercise, shortcut, label):
     rc, rr = torch.tensor([0.5, -1.0]), torch.tensor([0.0, 2.0])
     if exercise == "bradley_terry_loss":
         torch.testing.assert_close(shortcut(rc, rr), loss(rc, rr))
+
+
+def _detached_loss(rc, rr):
+    return torch.tensor(loss(rc, rr).item())  # the right value, no gradient
+
+
+def _value_without_gradient(rc, rr):
+    return loss(rc.detach(), rr.detach()) + 0.0 * (rc + rr).sum()  # the value, a zero gradient
+
+
+@pytest.mark.parametrize(
+    ("wrong", "message"),
+    [
+        (_detached_loss, "carries no gradient to the rewards"),
+        (_value_without_gradient, "not the right gradient"),
+    ],
+)
+def test_a_loss_without_the_right_gradient_fails(wrong, message):
+    with pytest.raises(AssertionError, match=message):
+        ch10.check_bradley_terry_loss(wrong, seed=0)
+
+
+def test_a_swapped_margin_is_named_where_its_value_is_right():
+    """At equal rewards the swapped loss has the right value (ln 2); its gradient differs
+    and the message names the slip."""
+    with pytest.raises(AssertionError, match="right value here but not the right gradient"):
+        ch10.check_bradley_terry_loss(with_(loss, "swapped"), seed=0)

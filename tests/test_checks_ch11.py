@@ -142,3 +142,22 @@ SHORTCUTS = [
 def test_llmkit_rl_is_off_limits(exercise, shortcut):
     with pytest.raises(AssertionError, match="must be written without .*llmkit.rl"):
         getattr(ch11, f"check_{exercise}")(shortcut, seed=0)
+
+
+def _value_without_gradient(logp, old, adv, clip, mask):
+    """The right value from a detached logp, made to carry a (zero) gradient."""
+    return loss(logp.detach(), old, adv, clip, mask) + 0.0 * logp.sum()
+
+
+def _clip_on_the_detached_side(logp, old, adv, clip, mask):
+    """The clipped term from a detached ratio: right value, gradient lost where it is
+    the larger one."""
+    ratio = torch.exp(logp - old)
+    clipped = -adv * torch.clamp(ratio.detach(), 1 - clip, 1 + clip)
+    return torch.maximum(-adv * ratio, clipped)[mask].mean()
+
+
+@pytest.mark.parametrize("wrong", [_value_without_gradient, _clip_on_the_detached_side])
+def test_a_loss_with_the_wrong_gradient_fails(wrong):
+    with pytest.raises(AssertionError, match="not the right gradient with respect to logp"):
+        ch11.check_ppo_policy_loss(wrong, seed=0)

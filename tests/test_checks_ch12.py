@@ -15,9 +15,12 @@ from llmkit.course.checks import ch12
 # off limits.
 
 
-def logprobs(model, ids, labels, shift=True, every=False, mean=False, detach=False):
+def logprobs(model, ids, labels, shift=True, every=False, mean=False, detach=False, naive=False):
     logits = model(ids)
-    logp = logits - logits.logsumexp(-1, keepdim=True)  # log_softmax, written differently
+    if naive:
+        logp = logits.softmax(-1).log()
+    else:
+        logp = logits - logits.logsumexp(-1, keepdim=True)  # log_softmax, written differently
     y = ids if every else labels
     if shift:
         logp, y = logp[:, :-1], y[:, 1:]
@@ -29,11 +32,14 @@ def logprobs(model, ids, labels, shift=True, every=False, mean=False, detach=Fal
 
 
 def loss(pc, pr, rc, rr, beta, outside=False, sign=1.0, swap=False, total=False,
-         detach=False):  # fmt: skip
+         detach=False, naive=False):  # fmt: skip
     chosen, rejected = pc - rc, pr - rr
     h = (pc - pr) - sign * (rc - rr)
     h = -h if swap else h
-    per_pair = beta * torch.log1p(torch.exp(-h)) if outside else torch.log1p(torch.exp(-beta * h))
+    if naive:  # log(1 + exp(-x)): overflows to inf at x = -1780
+        per_pair = torch.log1p(torch.exp(-beta * h))
+    else:  # softplus(-x) = -log sigmoid(x), written out stably
+        per_pair = beta * F.softplus(-h) if outside else F.softplus(-beta * h)
     value = per_pair.sum() if total else per_pair.mean()
     value = value.detach() if detach else value
     return value, beta * chosen, beta * rejected
@@ -47,6 +53,8 @@ SLIPS = [
     ("sequence_logprobs", with_(logprobs, shift=False), "predict the token at t \\+ 1"),
     ("sequence_logprobs", with_(logprobs, every=True), "response tokens only"),
     ("sequence_logprobs", with_(logprobs, mean=True), "not their mean"),
+    ("sequence_logprobs", with_(logprobs, naive=True), "use log_softmax"),
+    ("dpo_loss", with_(loss, naive=True), "log\\(sigmoid\\(x\\)\\) breaks"),
     ("dpo_loss", with_(loss, outside=True), "beta scales h inside"),
     ("dpo_loss", with_(loss, sign=-1.0), "subtract the reference"),
     ("dpo_loss", with_(loss, swap=True), "h is chosen minus rejected"),
@@ -94,6 +102,21 @@ def _soft_margin_loss(pc, pr, rc, rr, beta):
     return F.soft_margin_loss(beta * h, torch.ones_like(h)), beta * (pc - rc), beta * (pr - rr)
 
 
+def _aten_nll_logprobs(model, ids, labels):
+    """nll_loss's aten op, called directly (no torch.nn.functional on the way)."""
+    logp = model(ids).log_softmax(-1)[:, :-1]
+    b, n, v = logp.shape
+    flat = torch.ops.aten.nll_loss_forward(logp.reshape(-1, v), labels[:, 1:].reshape(-1),
+                                           None, 0, -100)[0]  # fmt: skip
+    return -flat.reshape(b, n).sum(1)
+
+
+def _nll_loss2d_logprobs(model, ids, labels):
+    logp = model(ids).log_softmax(-1)[:, :-1].permute(0, 2, 1).unsqueeze(-1).contiguous()
+    out = torch._C._nn.nll_loss2d(logp, labels[:, 1:].unsqueeze(-1), None, 0, -100)
+    return -out.squeeze(-1).sum(1)
+
+
 def _decoding_logprobs(model, ids, labels):
     from llmkit.decoding import sequence_logprob
 
@@ -105,6 +128,8 @@ SHORTCUTS = [
     ("sequence_logprobs", _decoding_logprobs, "sequence_logprob"),
     ("sequence_logprobs", dpo.sequence_logprobs, "llmkit.dpo"),
     ("sequence_logprobs", _cross_entropy_logprobs, "cross_entropy"),
+    ("sequence_logprobs", _aten_nll_logprobs, "nll_loss_forward"),
+    ("sequence_logprobs", _nll_loss2d_logprobs, "nll_loss2d"),
     ("dpo_loss", lambda *a: dpo.dpo_loss(*a), "llmkit.dpo"),
     ("dpo_loss", _bce_loss, "binary_cross_entropy_with_logits"),
     ("dpo_loss", _soft_margin_loss, "soft_margin_loss"),
@@ -119,9 +144,35 @@ def test_library_versions_are_off_limits(exercise, shortcut, label):
 
 def test_shortcuts_compute_the_right_values():
     """The shortcuts above fail for being shortcuts, not for wrong values."""
+    model, ids, labels = ch12._fixed_logprobs()[1].args
+    for shortcut in (_aten_nll_logprobs, _nll_loss2d_logprobs):
+        torch.testing.assert_close(
+            shortcut(model, ids, labels), dpo.sequence_logprobs(model, ids, labels)
+        )
     torch.manual_seed(0)
     pc, pr, rc, rr = (-5 * torch.rand(4, dtype=torch.float64) for _ in range(4))
     want = dpo.dpo_loss(pc, pr, rc, rr, 0.3)[0]
     assert torch.allclose(_bce_loss(pc, pr, rc, rr, 0.3)[0], want)
     assert torch.allclose(_soft_margin_loss(pc, pr, rc, rr, 0.3)[0], want)
     assert torch.allclose(loss(pc, pr, rc, rr, 0.3)[0], want)
+
+
+def _logprobs_without_gradient(model, ids, labels):
+    """The right values computed under no_grad, made to carry a (zero) gradient."""
+    with torch.no_grad():
+        value = logprobs(model, ids, labels)
+    return value + 0.0 * model(ids).sum()
+
+
+def _loss_without_gradient(pc, pr, rc, rr, beta):
+    value, chosen, rejected = loss(pc.detach(), pr.detach(), rc, rr, beta)
+    return value + 0.0 * (pc.sum() + pr.sum()), chosen, rejected
+
+
+@pytest.mark.parametrize(
+    ("exercise", "wrong"),
+    [("sequence_logprobs", _logprobs_without_gradient), ("dpo_loss", _loss_without_gradient)],
+)
+def test_a_right_value_with_the_wrong_gradient_fails(exercise, wrong):
+    with pytest.raises(AssertionError, match="not the right gradient"):
+        getattr(ch12, f"check_{exercise}")(wrong, seed=0)

@@ -14,7 +14,9 @@ from llmkit.course.checks.runner import (
     Case,
     CheckFailed,
     Exercise,
+    Slip,
     compare,
+    gradient_after,
     wrapper_source,
 )
 
@@ -283,3 +285,19 @@ def test_a_substituted_helper_keeps_the_students_type_and_falls_back():
         raise TypeError("a bool mask, please")
 
     assert _stand_in(refuses, lambda mask: "mine", None, Guard())(0.5) == "mine"
+
+
+def test_gradient_after_compares_the_gradient_with_the_reference():
+    after = gradient_after(
+        "torch:square", lambda case: case.args, slips=[Slip("torch:neg", "the slip's hint")]
+    )
+    x = torch.tensor([1.0, -2.0], requires_grad=True)
+    case = Case((x,))
+    assert after(case, x * x) is None  # the reference's value and gradient
+    assert "carries no gradient" in after(case, x.detach().square())[0]
+    problem, hint = after(case, x.detach().square() + 0.0 * x)  # the value, gradient 0
+    assert "right value here but not the right gradient" in problem
+    assert "detach" in hint
+    # the value of square, the gradient of neg (-1 everywhere): the slip is named
+    assert after(case, x.detach().square() - x + x.detach())[1] == "the slip's hint"
+    assert after(case, [1.0]) is None  # not a tensor: the value check speaks

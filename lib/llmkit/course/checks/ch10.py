@@ -16,12 +16,15 @@ Off limits in every exercise: :mod:`llmkit.reward` (which computes all three). I
 ``binary_cross_entropy_with_logits`` (with targets 1, it is exactly
 ``mean(-logsigmoid(x))``), ``soft_margin_loss`` (``mean(log(1 + exp(-y x)))``, the same
 with ``y = 1``) and ``binary_cross_entropy`` (on ``sigmoid(x)``; it clamps the log at -100),
-as functions of ``torch.nn.functional`` and through their ``nn`` modules.
+as functions of ``torch.nn.functional``, through their ``nn`` modules and through the
+routes that skip ``torch.nn.functional`` (``torch.binary_cross_entropy_with_logits``,
+``torch._C._nn``, ``torch.ops.aten``).
 ``F.logsigmoid`` and ``F.softplus`` stay allowed: they are the numerically stable building
 block the exercise is about, not the loss. ``margin_ranking_loss`` stays allowed too: it
 is a hinge, not the Bradley-Terry loss, and gives other values.
 
-Rewards are float32 ``(b,)`` tensors; the loss cases include margins of +-100 and -200
+Rewards are float32 ``(b,)`` tensors (in the loss cases they require grad, and the loss
+must carry the reference's gradient to them); the loss cases include margins of +-100 and -200
 (where ``log(sigmoid(x))`` gives ``inf`` and a clamped log gives 100). The accuracy cases
 draw rewards from a few values, so that ties are common. The transcripts are HH-RLHF-like,
 turns opened by ``"\\n\\nHuman:"`` or ``"\\n\\nAssistant:"``, starting with a turn marker.
@@ -33,7 +36,7 @@ import random
 
 import torch
 
-from .runner import Case, Exercise, Slip
+from .runner import Case, Exercise, Slip, gradient_after
 
 __all__ = [
     "HUMAN",
@@ -50,25 +53,37 @@ _TORCH_LOSSES = [
     "torch.nn.functional:binary_cross_entropy_with_logits",
     "torch.nn.functional:binary_cross_entropy",
     "torch.nn.functional:soft_margin_loss",
+    # the same losses reached without torch.nn.functional (torch.ops.aten routes included)
+    "torch:binary_cross_entropy_with_logits",
+    "torch._C._nn:binary_cross_entropy",
+    "torch._C._nn:soft_margin_loss",
+    "torch.nn:BCEWithLogitsLoss",
+    "torch.nn:BCELoss",
+    "torch.nn:SoftMarginLoss",
 ]
 
 
 # ------------------------------------------------------------------ bradley_terry_loss
 
 
-def _rewards(values: list[float]) -> torch.Tensor:
-    return torch.tensor(values, dtype=torch.float32)
+def _rewards(values: list[float], grad: bool = False) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.float32, requires_grad=grad)
+
+
+def _loss_args(chosen: list[float], rejected: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rewards as a reward model gives them: with gradients to train it."""
+    return _rewards(chosen, grad=True), _rewards(rejected, grad=True)
 
 
 def _fixed_loss() -> list[Case]:
     return [
-        Case((_rewards([0.0]), _rewards([0.0])), label="one pair, equal rewards"),
-        Case((_rewards([1.0, -2.0, 3.5]), _rewards([1.0, -2.0, 3.5])), label="equal rewards"),
-        Case((_rewards([2.0]), _rewards([-1.0])), label="one pair, margin +3"),
-        Case((_rewards([0.5, 1.0, -0.25, 4.0]), _rewards([1.5, -1.0, 0.0, 2.0]))),
-        Case((_rewards([100.0]), _rewards([0.0])), label="margin +100"),
-        Case((_rewards([0.0, 1.0]), _rewards([100.0, 0.0])), label="margins -100 and +1"),
-        Case((_rewards([-100.0, 3.0]), _rewards([100.0, 3.0])), label="margins -200 and 0"),
+        Case(_loss_args([0.0], [0.0]), label="one pair, equal rewards"),
+        Case(_loss_args([1.0, -2.0, 3.5], [1.0, -2.0, 3.5]), label="equal rewards"),
+        Case(_loss_args([2.0], [-1.0]), label="one pair, margin +3"),
+        Case(_loss_args([0.5, 1.0, -0.25, 4.0], [1.5, -1.0, 0.0, 2.0])),
+        Case(_loss_args([100.0], [0.0]), label="margin +100"),
+        Case(_loss_args([0.0, 1.0], [100.0, 0.0]), label="margins -100 and +1"),
+        Case(_loss_args([-100.0, 3.0], [100.0, 3.0]), label="margins -200 and 0"),
     ]
 
 
@@ -77,7 +92,27 @@ def _loss_case(rng: random.Random) -> Case:
     scale = rng.choice([0.5, 2.0, 10.0])
     chosen = [rng.gauss(0.0, scale) for _ in range(b)]
     rejected = [rng.gauss(0.0, scale) for _ in range(b)]
-    return Case((_rewards(chosen), _rewards(rejected)))
+    return Case(_loss_args(chosen, rejected))
+
+
+_BT_SLIPS = [
+    Slip(
+        f"{_REF}:bt_log_of_sigmoid",
+        "log(sigmoid(x)) breaks at large margins: sigmoid(-100) rounds to 0 in float32 "
+        "and its log to -inf (log(1 + exp(-x)) overflows the same way); use "
+        "F.logsigmoid(x), which computes log sigmoid(x) without rounding to 0 first",
+    ),
+    Slip(
+        f"{_REF}:bt_sign_swapped",
+        "the margin is r_chosen - r_rejected: the loss is small when the chosen answer "
+        "has the higher reward",
+    ),
+    Slip(f"{_REF}:bt_sum", "take the mean over the pairs, not the sum"),
+    Slip(
+        f"{_REF}:bt_no_minus",
+        "a loss is the negative log-likelihood: -log sigmoid(...), which is >= 0",
+    ),
+]
 
 
 BRADLEY_TERRY_LOSS = Exercise(
@@ -89,26 +124,18 @@ BRADLEY_TERRY_LOSS = Exercise(
     cases=30,
     rtol=1e-5,
     atol=1e-5,
+    after=gradient_after(
+        f"{_REF}:bradley_terry_loss",
+        lambda case: case.args,
+        what="your loss",
+        wrt="the rewards",
+        hint="build it from the rewards with torch operations (no .item(), .detach() or "
+        "torch.tensor(...) of a number): the reward model trains through its gradient",
+        slips=_BT_SLIPS,
+    ),
     hint="the loss is the mean over pairs of -log sigmoid(r_chosen - r_rejected), a 0-d "
     "float tensor; ln 2 = 0.693 when the rewards are equal",
-    slips=[
-        Slip(
-            f"{_REF}:bt_log_of_sigmoid",
-            "log(sigmoid(x)) breaks at large margins: sigmoid(-100) rounds to 0 in float32 "
-            "and its log to -inf (log(1 + exp(-x)) overflows the same way); use "
-            "F.logsigmoid(x), which computes log sigmoid(x) without rounding to 0 first",
-        ),
-        Slip(
-            f"{_REF}:bt_sign_swapped",
-            "the margin is r_chosen - r_rejected: the loss is small when the chosen answer "
-            "has the higher reward",
-        ),
-        Slip(f"{_REF}:bt_sum", "take the mean over the pairs, not the sum"),
-        Slip(
-            f"{_REF}:bt_no_minus",
-            "a loss is the negative log-likelihood: -log sigmoid(...), which is >= 0",
-        ),
-    ],
+    slips=_BT_SLIPS,
 )
 
 

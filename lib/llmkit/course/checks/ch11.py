@@ -18,7 +18,8 @@ float32 ``(b, R)`` (``scores`` ``(b,)``), masks bool ``(b, R)`` with at least on
 token per row. In ``per_token_rewards`` the padding may come before the real tokens, after
 them, or both; in ``gae`` and ``ppo_policy_loss`` it comes after them (right padding).
 Padding positions hold arbitrary numbers, never zeros, so that code that reads them gives
-another answer.
+another answer. In ``ppo_policy_loss``, ``logp`` requires grad and the loss must carry the
+reference's gradient to it (a value computed from a detached ``logp`` fails).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import random
 
 import torch
 
-from .runner import Case, Exercise, Slip
+from .runner import Case, Exercise, Slip, gradient_after
 
 __all__ = ["check_per_token_rewards", "check_gae", "check_ppo_policy_loss"]
 
@@ -229,14 +230,25 @@ def _loss_case(rng: random.Random) -> Case:
     return Case(_loss_args(logp, old, adv, rng.choice([0.1, 0.2, 0.3]), mask))
 
 
-def _differentiable(case: Case, got: object) -> tuple[str, str] | None:
-    if isinstance(got, torch.Tensor) and not got.requires_grad:
-        return (
-            "your loss carries no gradient to logp",
-            "build it from logp with torch operations (no .item(), .detach() or "
-            "torch.tensor(...) of a number): training needs its gradient",
-        )
-    return None
+_PPO_SLIPS = [
+    Slip(
+        f"{_REF}:loss_min",
+        "PPO takes the pessimistic bound: min of the two surrogates, so max of their "
+        "negations (with min, a ratio far outside the clip still gets pushed further)",
+    ),
+    Slip(
+        f"{_REF}:loss_clip_advantage",
+        "clip the probability ratio to [1 - clip, 1 + clip], not the advantage",
+    ),
+    Slip(
+        f"{_REF}:loss_no_mask",
+        "average over the real tokens only: padding is not part of any response",
+    ),
+    Slip(
+        f"{_REF}:loss_ratio_inverted",
+        "the ratio is new over old: exp(logp - old_logp)",
+    ),
+]
 
 
 PPO_POLICY_LOSS = Exercise(
@@ -248,28 +260,18 @@ PPO_POLICY_LOSS = Exercise(
     cases=30,
     rtol=1e-5,
     atol=1e-6,
-    after=_differentiable,
+    after=gradient_after(
+        f"{_REF}:ppo_policy_loss",
+        lambda case: case.args[:1],
+        what="your loss",
+        wrt="logp",
+        hint="build it from logp with torch operations (no .item(), .detach() or "
+        "torch.tensor(...) of a number): training needs its gradient",
+        slips=_PPO_SLIPS,
+    ),
     hint="ratio = exp(logp - old_logp); per token max(-A * ratio, -A * clamp(ratio, 1 - clip, "
     "1 + clip)); the mean over the real tokens, as a 0-d tensor",
-    slips=[
-        Slip(
-            f"{_REF}:loss_min",
-            "PPO takes the pessimistic bound: min of the two surrogates, so max of their "
-            "negations (with min, a ratio far outside the clip still gets pushed further)",
-        ),
-        Slip(
-            f"{_REF}:loss_clip_advantage",
-            "clip the probability ratio to [1 - clip, 1 + clip], not the advantage",
-        ),
-        Slip(
-            f"{_REF}:loss_no_mask",
-            "average over the real tokens only: padding is not part of any response",
-        ),
-        Slip(
-            f"{_REF}:loss_ratio_inverted",
-            "the ratio is new over old: exp(logp - old_logp)",
-        ),
-    ],
+    slips=_PPO_SLIPS,
 )
 
 

@@ -12,14 +12,18 @@ dpo_loss           ``(pc, pr, rc, rr, beta) -> (loss, chosen      ``llmkit.dpo.d
 
 Off limits in both exercises: :mod:`llmkit.dpo`. In ``sequence_logprobs`` also what computes
 the per-token loss for you (``F.cross_entropy``, ``F.nll_loss``, their modules, the
-course's loss helpers and ``llmkit.decoding.sequence_logprob``, which sums a continuation's
-log-probabilities): the exercise is to pick each target's log-probability out of
+``torch._C._nn`` and ``torch.ops.aten`` ops under them, the course's loss helpers and
+``llmkit.decoding.sequence_logprob``, which sums a continuation's log-probabilities): the
+exercise is to pick each target's log-probability out of
 ``log_softmax`` with ``gather``. In ``dpo_loss`` also the binary cross-entropy and soft-margin
 losses, which *are* ``-log sigmoid(x)`` under another name; ``F.logsigmoid`` stays allowed,
 a numerically stable building block like ``log_softmax``: the exercise is what goes into it.
 
 The models are small random GPTs (:class:`llmkit.gpt.GPT`, float64) whose every weight
-matters; ``ids`` are padded on the right with 0.
+matters, one of them so confident that ``softmax(...).log()`` gives ``-inf``; ``ids`` are
+padded on the right with 0. The DPO cases include a pair at ``beta * h = -1780``, where
+``log(sigmoid(x))`` gives ``inf`` even in float64. Both results must carry the reference's
+gradient (to the model's weights; to the policy's log-probabilities).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import torch
 
 from llmkit.gpt import GPT, GPTConfig
 
-from .runner import Case, Exercise, Slip
+from .runner import Case, Exercise, Slip, gradient_after
 
 __all__ = ["check_sequence_logprobs", "check_dpo_loss"]
 
@@ -43,6 +47,9 @@ _CROSS_ENTROPY = [
     "torch._C._nn:cross_entropy_loss",
     "torch._C._nn:nll_loss",
     "torch._C._nn:nll_loss_nd",
+    "torch._C._nn:nll_loss2d",
+    "torch.ops:aten.nll_loss_forward",  # the aten ops under nll_loss, reachable directly
+    "torch.ops:aten.nll_loss2d_forward",
     "torch.nn:CrossEntropyLoss",
     "torch.nn:NLLLoss",
     "llmkit.train:cross_entropy_loss",
@@ -66,14 +73,14 @@ _BCE = [
 ]
 
 
-def _connected(case: Case, got: Any) -> str | None:
-    first = got[0] if isinstance(got, tuple | list) and got else got
-    if isinstance(first, torch.Tensor) and first.grad_fn is None:
-        return (
-            "the result has no gradient: DPO trains through it, so compute it with tensor "
-            "operations, without .detach(), .item() or torch.no_grad()"
-        )
-    return None
+def _first(result: Any) -> Any:
+    return result[0] if isinstance(result, tuple | list) and result else result
+
+
+_NO_GRADIENT = (
+    "DPO trains through it: compute it with tensor operations, without .detach(), .item() "
+    "or torch.no_grad()"
+)
 
 
 # ------------------------------------------------------------------ sequence_logprobs
@@ -146,7 +153,36 @@ def _fixed_logprobs() -> list[Case]:
         ),
         label=f"{_about(model)}; two rows, the first padded with two 0s",
     )
-    return [one, padded, _logprob_case(random.Random(1))]
+    sharp = _random_gpt(random.Random(5), block=(6, 6))
+    with torch.no_grad():
+        sharp.lm_head.weight.mul_(400.0)  # logits thousands apart: softmax rounds to 0
+    confident = Case(
+        (sharp, torch.tensor([[1, 2, 3, 4, 1, 2]]), torch.tensor([[-100, -100, 3, 4, 1, 2]])),
+        label=f"a very confident {_about(sharp)} (logits thousands apart); prompt [1, 2]",
+    )
+    return [one, padded, _logprob_case(random.Random(1)), confident]
+
+
+_LOGPROB_SLIPS = [
+    Slip(
+        f"{_REF}:logprobs_log_of_softmax",
+        "softmax(...).log() rounds small probabilities to 0 first (then log gives -inf; in "
+        "float32 below about -104 already): use log_softmax, which stays finite",
+    ),
+    Slip(
+        f"{_REF}:logprobs_not_shifted",
+        "the logits at position t predict the token at t + 1: score labels[:, 1:] "
+        "with the log-probabilities at [:, :-1]",
+    ),
+    Slip(
+        f"{_REF}:logprobs_every_token",
+        "count the response tokens only: the prompt and the padding have label -100",
+    ),
+    Slip(
+        f"{_REF}:logprobs_mean",
+        "the log-probability of a sequence is the sum over its tokens, not their mean",
+    ),
+]
 
 
 SEQUENCE_LOGPROBS = Exercise(
@@ -161,22 +197,15 @@ SEQUENCE_LOGPROBS = Exercise(
     "sum each row over the positions whose label is not -100",
     crash_hint="labels equal to -100 are not token ids: replace them by a valid index before "
     "gather (labels.clamp(min=0)) and leave those positions out of the sum",
-    slips=[
-        Slip(
-            f"{_REF}:logprobs_not_shifted",
-            "the logits at position t predict the token at t + 1: score labels[:, 1:] "
-            "with the log-probabilities at [:, :-1]",
-        ),
-        Slip(
-            f"{_REF}:logprobs_every_token",
-            "count the response tokens only: the prompt and the padding have label -100",
-        ),
-        Slip(
-            f"{_REF}:logprobs_mean",
-            "the log-probability of a sequence is the sum over its tokens, not their mean",
-        ),
-    ],
-    after=_connected,
+    slips=_LOGPROB_SLIPS,
+    after=gradient_after(
+        f"{_REF}:sequence_logprobs",
+        lambda case: list(case.args[0].parameters()),
+        what="your result",
+        wrt="the model's weights",
+        hint=_NO_GRADIENT,
+        slips=_LOGPROB_SLIPS,
+    ),
 )
 
 
@@ -219,7 +248,44 @@ def _fixed_loss() -> list[Case]:
                 1.0,
             )
         ),
+        # the policy far more sure of the rejected reply than the reference: beta * h = -1780,
+        # where sigmoid rounds to 0 even in float64 (log(sigmoid) gives inf, not 1780)
+        Case(
+            (
+                t(-900.0, -5.0, grad=True),
+                t(-10.0, -6.0, grad=True),
+                t(-10.0, -5.0),
+                t(-900.0, -6.0),
+                1.0,
+            ),
+            label="one pair far apart (beta * h = -1780) and one with h = 0",
+        ),
     ]
+
+
+_DPO_SLIPS = [
+    Slip(
+        f"{_REF}:loss_log_of_sigmoid",
+        "log(sigmoid(x)) breaks when the policy is far from the reference: sigmoid(-1780) "
+        "rounds to 0 (in float32 already below -104) and its log to -inf (log(1 + exp(-x)) "
+        "overflows the same way); use F.logsigmoid(x)",
+    ),
+    Slip(
+        f"{_REF}:loss_beta_outside",
+        "beta scales h inside the sigmoid: -logsigmoid(beta * h), not -beta * logsigmoid(h)",
+    ),
+    Slip(
+        f"{_REF}:loss_reference_added",
+        "subtract the reference: h = (pc - pr) - (rc - rr), the policy's log-ratio minus "
+        "the reference's",
+    ),
+    Slip(
+        f"{_REF}:loss_swapped",
+        "the loss must fall when the chosen reply gains on the rejected one: h is chosen "
+        "minus rejected",
+    ),
+    Slip(f"{_REF}:loss_sum", "average the per-pair losses over the batch, do not sum them"),
+]
 
 
 DPO_LOSS = Exercise(
@@ -232,24 +298,16 @@ DPO_LOSS = Exercise(
     hint="rewards: beta * (policy - reference) log-probabilities of each reply; h = (chosen "
     "policy - chosen reference) - (rejected policy - rejected reference); loss: the mean of "
     "-logsigmoid(beta * h) over the pairs",
-    slips=[
-        Slip(
-            f"{_REF}:loss_beta_outside",
-            "beta scales h inside the sigmoid: -logsigmoid(beta * h), not -beta * logsigmoid(h)",
-        ),
-        Slip(
-            f"{_REF}:loss_reference_added",
-            "subtract the reference: h = (pc - pr) - (rc - rr), the policy's log-ratio minus "
-            "the reference's",
-        ),
-        Slip(
-            f"{_REF}:loss_swapped",
-            "the loss must fall when the chosen reply gains on the rejected one: h is chosen "
-            "minus rejected",
-        ),
-        Slip(f"{_REF}:loss_sum", "average the per-pair losses over the batch, do not sum them"),
-    ],
-    after=_connected,
+    slips=_DPO_SLIPS,
+    after=gradient_after(
+        f"{_REF}:dpo_loss",
+        lambda case: case.args[:2],
+        pick=_first,
+        what="your loss",
+        wrt="the policy's log-probabilities",
+        hint=_NO_GRADIENT,
+        slips=_DPO_SLIPS,
+    ),
 )
 
 

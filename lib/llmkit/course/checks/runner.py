@@ -76,6 +76,7 @@ __all__ = [
     "find_exercise",
     "wrapper_source",
     "REFERENCE_PACKAGE",
+    "gradient_after",
 ]
 
 #: The package of the checks' reference implementations (out of reach during a call).
@@ -830,6 +831,88 @@ class Exercise:
             if self._differs(got, wrong, case) is None:
                 return slip.hint
         return None
+
+
+def gradient_after(
+    reference: str,
+    inputs: Callable[[Case], Sequence[Any]],
+    *,
+    pick: Callable[[Any], Any] = lambda result: result,
+    what: str = "your result",
+    wrt: str = "its inputs",
+    hint: str = "compute it from the inputs with torch operations (no .item(), .detach(), "
+    "torch.no_grad() or torch.tensor(...) of a number): training needs its gradient",
+    slips: Sequence[Slip] = (),
+    rtol: float = 1e-4,
+    atol: float = 1e-6,
+) -> Callable[[Case, Any], tuple[str, str] | None]:
+    """An ``after`` check for a result that training differentiates: ``pick(result)`` must
+    carry a gradient, and the gradient of its sum with respect to ``inputs(case)`` (tensors
+    that require grad, or a model's parameters) must equal the reference's.
+
+    A right value with a wrong gradient (a detached term, ``0 * x`` added to a value
+    computed without gradients) trains nothing, or the wrong thing. ``reference`` is the
+    exercise's reference as a ``"module:name"`` path, resolved only when the check runs
+    (after the student's call, outside the guard). On a mismatch, the hint is that of the
+    first of ``slips`` (usually the exercise's own) whose gradient the student's matches:
+    on a case where a slip gives the right value (a swapped sign at equal rewards), its
+    gradient still tells it apart.
+    """
+    import torch
+
+    def after(case: Case, got: Any) -> tuple[str, str] | None:
+        out = pick(got)
+        if not isinstance(out, torch.Tensor):
+            return None  # the value check says what is wrong
+        if out.grad_fn is None:
+            return f"{what} carries no gradient to {wrt}", hint
+        tensors = [x for x in inputs(case) if isinstance(x, torch.Tensor) and x.requires_grad]
+        try:
+            mine = torch.autograd.grad(out.sum(), tensors, retain_graph=True, allow_unused=True)
+        except RuntimeError as exc:
+            return f"the gradient of {what} could not be computed ({exc})", hint
+
+        def gradients(path: str) -> list[Any]:
+            value = pick(resolve(path)(*case.args, **case.kwargs))
+            grads = torch.autograd.grad(value.sum(), tensors, allow_unused=True)
+            return [
+                torch.zeros_like(x) if g is None else g for g, x in zip(grads, tensors, strict=True)
+            ]
+
+        def largest(a: Sequence[Any], b: Sequence[Any]) -> float:
+            return max(
+                float((x.double() - y.double()).abs().max()) for x, y in zip(a, b, strict=True)
+            )
+
+        def same(a: Sequence[Any], b: Sequence[Any]) -> bool:
+            return all(
+                x.shape == y.shape and torch.allclose(x.double(), y.double(), rtol=rtol, atol=atol)
+                for x, y in zip(a, b, strict=True)
+            )
+
+        mine = [torch.zeros_like(x) if g is None else g for g, x in zip(mine, tensors, strict=True)]
+        theirs = gradients(reference)
+        if same(mine, theirs):
+            return None
+        found = (
+            "every term must be computed from the inputs that training moves: a part "
+            "computed under .detach() or torch.no_grad() (and made to carry a gradient "
+            "with 0 * x) has the value but trains nothing, or the wrong thing"
+        )
+        for slip in slips:
+            try:
+                if same(mine, gradients(slip.fn)):
+                    found = slip.hint
+                    break
+            except Exception:  # noqa: BLE001 - a slip that does not apply to this case
+                continue
+        return (
+            f"{what} has the right value here but not the right gradient with respect to "
+            f"{wrt} (largest difference {largest(mine, theirs):.3g})",
+            found,
+        )
+
+    return after
 
 
 # ----------------------------------------------------------------- registry, wrappers

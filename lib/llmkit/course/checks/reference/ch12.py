@@ -22,9 +22,12 @@ def sequence_logprobs(model: nn.Module, ids: torch.Tensor, labels: torch.Tensor)
     return reference(model, ids, labels)
 
 
-def _token_logps(model: nn.Module, ids: torch.Tensor, labels: torch.Tensor, shift: bool = True):
+def _token_logps(
+    model: nn.Module, ids: torch.Tensor, labels: torch.Tensor, shift: bool = True, naive=False
+):
     """``(logp, y)``: log-probabilities ``(b, n)`` of the tokens ``y`` they score."""
-    logp = model(ids).log_softmax(-1)
+    logits = model(ids)
+    logp = logits.softmax(-1).log() if naive else logits.log_softmax(-1)
     if shift:
         logp, y = logp[:, :-1], labels[:, 1:]
     else:
@@ -37,6 +40,12 @@ def logprobs_not_shifted(model: nn.Module, ids: torch.Tensor, labels: torch.Tens
     """Scores ``labels[:, t]`` with the logits at ``t`` (which predict token ``t + 1``)."""
     picked, y = _token_logps(model, ids, labels, shift=False)
     return (picked * (y != IGNORE)).sum(1)
+
+
+def logprobs_log_of_softmax(model: nn.Module, ids: torch.Tensor, labels: torch.Tensor):
+    """``softmax(...).log()``: a probability that rounds to 0 gives ``-inf``."""
+    picked, y = _token_logps(model, ids, labels, naive=True)
+    return torch.where(y != IGNORE, picked, 0.0).sum(1)
 
 
 def logprobs_every_token(model: nn.Module, ids: torch.Tensor, labels: torch.Tensor):
@@ -69,13 +78,23 @@ def dpo_loss(
     )
 
 
-def _loss(pc, pr, rc, rr, beta, *, outside=False, ref_sign=1.0, swap=False, total=False):
+def _loss(
+    pc, pr, rc, rr, beta, *, outside=False, ref_sign=1.0, swap=False, total=False, naive=False
+):
     h = (pc - pr) - ref_sign * (rc - rr)
     if swap:
         h = -h
-    losses = -beta * F.logsigmoid(h) if outside else -F.logsigmoid(beta * h)
+    if naive:
+        losses = -torch.log(torch.sigmoid(beta * h))
+    else:
+        losses = -beta * F.logsigmoid(h) if outside else -F.logsigmoid(beta * h)
     loss = losses.sum() if total else losses.mean()
     return loss, beta * (pc - rc).detach(), beta * (pr - rr).detach()
+
+
+def loss_log_of_sigmoid(pc, pr, rc, rr, beta):
+    """``-log(sigmoid(beta * h))``: ``inf`` once ``sigmoid`` rounds to 0."""
+    return _loss(pc, pr, rc, rr, beta, naive=True)
 
 
 def loss_beta_outside(pc, pr, rc, rr, beta):
