@@ -36,6 +36,7 @@ from llmkit.dpo import (
     sequence_logprobs,
 )
 from llmkit.gpt import GPT, GPTConfig
+from llmkit.reward import pairwise_accuracy
 from llmkit.sft import SFTExample, encode_conversation
 from llmkit.tokenizers import CharTokenizer
 from llmkit.train import TrainConfig, train
@@ -152,10 +153,12 @@ def test_metrics():
         {
             "rewards/chosen": 1.0,
             "rewards/rejected": 1.0,
-            "rewards/accuracy": 1 / 3,  # ties are not counted as right
+            "rewards/accuracy": 1.5 / 3,  # a tie counts one half, as reward.pairwise_accuracy
             "rewards/margin": 0.0,
         }
     )
+    c, r = torch.tensor([0.5, -1.0, 2.0, 2.0]), torch.tensor([0.5, 1.0, 3.0, 1.0])
+    assert preference_metrics(c, r)["rewards/accuracy"] == pairwise_accuracy(c, r) == 0.375
 
 
 @pytest.mark.parametrize(
@@ -450,7 +453,7 @@ def test_toy_dpo_recovers_the_preference(loss_type):
     torch.set_num_threads(1)
     train_pairs, held_out = toy_pairs(256, 0), toy_pairs(200, 1)
     policy, reference, history = dpo_train(train_pairs, loss_type=loss_type)
-    assert accuracy(reference, reference, held_out) == 0.0  # all rewards are 0: ties
+    assert accuracy(reference, reference, held_out) == 0.5  # all rewards are 0: ties
     assert accuracy(policy, reference, held_out) > 0.9
     if loss_type == "sigmoid":
         assert history.train_loss[0] == pytest.approx(math.log(2), abs=1e-5)
@@ -527,7 +530,7 @@ def test_cached_dpo_trains_the_top_and_matches_the_full_evaluation():
     tr, va = dpo.cache_pairs(top, train_pairs), dpo.cache_pairs(top, held_out)
     before = dpo.evaluate_cached(top, va, beta=0.5)
     assert before["loss"] == pytest.approx(math.log(2), abs=1e-6)
-    assert before["rewards/accuracy"] == 0.0 and before["rewards/margin"] == 0.0
+    assert before["rewards/accuracy"] == 0.5 and before["rewards/margin"] == 0.0
     config = TrainConfig(
         max_steps=40, lr=3e-3, warmup_steps=0, eval_interval=0, progress=False, device="cpu"
     )
@@ -648,7 +651,7 @@ def test_cache_pairs_keeps_the_order_of_pairs_of_different_lengths():
     cached = dpo.cache_pairs(top, pairs, batch_size=3)
     torch.testing.assert_close(cached.ref_logps, reference_logprobs(model, pairs, 0))
     before = dpo.evaluate_cached(top, cached, batch_size=3)  # the same batches: exact zeros
-    assert before["rewards/margin"] == 0.0 and before["rewards/accuracy"] == 0.0
+    assert before["rewards/margin"] == 0.0 and before["rewards/accuracy"] == 0.5
     for (c, r), p in zip(cached.states, pairs, strict=True):
         assert c.shape[0] == len(p.chosen) and r.shape[0] == len(p.rejected)
         torch.testing.assert_close(c, top.trunk(torch.tensor([p.chosen.ids]))[0])

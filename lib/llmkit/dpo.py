@@ -33,8 +33,9 @@ model with a context of ``n`` tokens takes sequences of ``n + 1`` ids, as in
 \\pi_\\text{ref}(y|x))`, the reward model that the policy implies (up to the prompt's
 :math:`\\beta\\log Z(x)`, which is the same for both responses and cancels in every
 comparison). :func:`preference_metrics` reports their means, how often the chosen
-response's is higher (accuracy) and the mean margin (trl logs the same four numbers,
-the last two as ``rewards/accuracies`` and ``rewards/margins``).
+response's is higher (accuracy; a tie counts one half, as in :mod:`llmkit.reward`) and
+the mean margin (trl logs the same four numbers, the last two as ``rewards/accuracies``
+and ``rewards/margins``; its accuracy counts strict wins only, so a tie counts 0).
 
 **Variants** (``loss_type``, ``label_smoothing``):
 
@@ -60,6 +61,7 @@ from torch import nn
 
 from llmkit import validate
 from llmkit.chat import CHATML_DEFAULT_SYSTEM, TEMPLATES
+from llmkit.reward import pair_outcomes
 from llmkit.sft import IGNORE_INDEX, SFTExample, encode_conversation
 
 __all__ = [
@@ -262,15 +264,17 @@ def preference_metrics(
         chosen_rewards, rejected_rewards: ``(b,)`` implicit rewards (from :func:`dpo_loss`).
     Returns:
         ``{"rewards/chosen", "rewards/rejected"}`` (means), ``"rewards/accuracy"`` (share of
-        pairs whose chosen reward is strictly higher) and ``"rewards/margin"`` (mean of
-        chosen - rejected).
+        pairs whose chosen reward is higher, a tie counting one half, as chapter 10's
+        :func:`llmkit.reward.pairwise_accuracy`; so 0.5 before training, where the policy is
+        the reference and every reward is 0. ``trl`` counts only strict wins, 0 there) and
+        ``"rewards/margin"`` (mean of chosen - rejected).
     """
     _check_logps(chosen_rewards=chosen_rewards, rejected_rewards=rejected_rewards)
     c, r = chosen_rewards.detach().double(), rejected_rewards.detach().double()
     return {
         "rewards/chosen": float(c.mean()),
         "rewards/rejected": float(r.mean()),
-        "rewards/accuracy": float((c > r).double().mean()),
+        "rewards/accuracy": float(pair_outcomes(c, r).double().mean()),
         "rewards/margin": float((c - r).mean()),
     }
 
