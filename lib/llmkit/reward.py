@@ -85,6 +85,7 @@ __all__ = [
     "pair_batch_fn",
     "pair_loss",
     "score_pairs",
+    "score_texts",
     "evaluate_pairs",
     "REWARD_BACKBONES",
     "HH_SUBSETS",
@@ -663,6 +664,40 @@ def score_pairs(
     finally:
         model.train(was_training)
     return torch.cat(chosen), torch.cat(rejected)
+
+
+@torch.no_grad()
+def score_texts(
+    model: nn.Module,
+    tokenizer: Any,
+    texts: Sequence[str],
+    max_length: int | None,
+    pad_id: int,
+    *,
+    batch_size: int = 32,
+    padding: str = "right",
+    keep_first: int | None = None,
+    end_id: int | None = None,
+) -> torch.Tensor:
+    """The reward of each conversation in ``texts`` (eval mode; the mode is restored after).
+
+    Each text is encoded as :func:`encode_text` does (truncated on the left to
+    ``max_length``; ``keep_first`` and ``end_id`` as there), batches are padded by
+    :func:`pair_collate` (``padding``), so a text gets the reward it gets inside a pair.
+
+    Returns:
+        ``(len(texts),)`` float32 on the CPU.
+    """
+    if isinstance(texts, str) or not isinstance(texts, Sequence) or not texts:
+        raise TypeError("texts must be a non-empty list of str")
+    validate.positive_int("batch_size", batch_size)
+    ids = [
+        encode_text(t, tokenizer, max_length, keep_first=keep_first, end_id=end_id)[0]
+        for t in texts
+    ]
+    examples = [EncodedPair(x, x) for x in ids]
+    rewards, _ = score_pairs(model, examples, pad_id, batch_size=batch_size, padding=padding)
+    return rewards
 
 
 def evaluate_pairs(
