@@ -95,7 +95,7 @@ __all__ = [
     "hh_reward_model",
 ]
 
-POOLINGS = ("cls", "last")
+POOLINGS = ("cls", "mean", "last")
 PADDINGS = ("right", "left")
 #: The markers that open a turn in an HH-RLHF transcript.
 TURN_MARKERS = ("\n\nHuman:", "\n\nAssistant:")
@@ -152,7 +152,10 @@ class RewardModel(nn.Module):
             :class:`~llmkit.llama.Llama` (``pooling="last"``). It is trained with the head
             (freeze its parameters to train the head only).
         pooling: ``"cls"``: the encoder's ``[CLS]`` vector (pooled when it has a pooler);
-            rows must start with a real token (pad on the right). ``"last"``: the decoder's
+            rows must start with a real token (pad on the right). ``"mean"``: the mean of
+            the encoder's final hidden states over the real tokens (how sentence encoders
+            such as all-MiniLM-L6-v2 were trained to summarise a text); pad on the right,
+            as an encoder's positions count from column 0. ``"last"``: the decoder's
             final hidden state at each row's last real token (any padding).
         dropout: dropout on the pooled vector before the head.
 
@@ -167,10 +170,10 @@ class RewardModel(nn.Module):
         validate.one_of("pooling", pooling, POOLINGS)
         validate.probability("dropout", dropout)
         config = getattr(backbone, "config", None)
-        if pooling == "cls":
+        if pooling in ("cls", "mean"):
             if not _is_encoder(backbone):
                 raise TypeError(
-                    "pooling='cls' needs an encoder (llmkit.bert.BertModel), got "
+                    f"pooling={pooling!r} needs an encoder (llmkit.bert.BertModel), got "
                     f"{type(backbone).__name__}; use pooling='last' for a decoder"
                 )
             width = int(config.hidden_size)
@@ -179,7 +182,7 @@ class RewardModel(nn.Module):
                 raise TypeError(
                     "pooling='last' needs a decoder with hidden_states(ids, attention_mask=...) "
                     f"(llmkit.gpt.GPT, llmkit.llama.Llama), got {type(backbone).__name__}; "
-                    "use pooling='cls' for an encoder"
+                    "use pooling='cls' or 'mean' for an encoder"
                 )
             width = int(config.d_model)
         self.backbone = backbone
@@ -195,6 +198,10 @@ class RewardModel(nn.Module):
     ) -> torch.Tensor:
         """The pooled vector the head reads, ``(b, width)`` (arguments as :meth:`forward`)."""
         mask = _check_inputs(ids, attention_mask)
+        if self.pooling == "mean":
+            hidden = self.backbone(ids, mask.long())  # (b, t, width)
+            weights = mask.to(hidden.dtype).unsqueeze(-1)  # (b, t, 1)
+            return (hidden * weights).sum(dim=1) / weights.sum(dim=1)
         if self.pooling == "cls":
             if not bool(mask[:, 0].all()):
                 raise ValueError(
@@ -734,9 +741,10 @@ def evaluate_pairs(
 # ------------------------------------------------------------ a trained, cached reward model
 
 #: The backbones :func:`hh_reward_model` can train a reward model on, with their pooling:
-#: chapter 05's offline MiniLM encoder (``[CLS]``), chapter 09's English GPT and
-#: SmolLM2-135M-Instruct (the last real token).
-REWARD_BACKBONES: dict[str, str] = {"minilm": "cls", "english_gpt": "last", "smollm2": "last"}
+#: chapter 05's offline MiniLM encoder (the mean over its tokens, as it was trained as a
+#: sentence encoder), chapter 09's English GPT and SmolLM2-135M-Instruct (the last real
+#: token).
+REWARD_BACKBONES: dict[str, str] = {"minilm": "mean", "english_gpt": "last", "smollm2": "last"}
 #: The two HH-RLHF subsets a reward model is trained and evaluated on.
 HH_SUBSETS = ("helpful-base", "harmless-base")
 _HH_FORMAT = "llmkit-hh-reward"
@@ -805,7 +813,7 @@ HH_REWARD_RECIPES: dict[str, dict[str, dict[str, Any]]] = {
             "val_pairs": 64,
             "test_pairs": None,
             "batch_size": 16,
-            "train": _hh_train(100, 5e-5, 10, 25, 4),
+            "train": _hh_train(100, 1e-4, 10, 25, 4),
             "seed": 0,
         },
         "english_gpt": {
