@@ -91,6 +91,8 @@ __all__ = [
     "majority_baseline",
     "bag_of_words_baseline",
     "tfidf_logistic",
+    "tfidf_classifier",
+    "TfidfClassifier",
 ]
 
 #: Version of the cached files; bump it when their meaning changes.
@@ -1001,33 +1003,59 @@ def majority_baseline(task: str) -> float:
     return sum(y == top for y in gold) / len(gold)
 
 
-def tfidf_logistic(
+class TfidfClassifier:
+    """A fitted :func:`tfidf_classifier`: texts -> class probabilities.
+
+    Attributes:
+        vectorizer, model: the scikit-learn ``TfidfVectorizer`` and ``LogisticRegression``.
+        info: ``"C"`` (chosen), ``"val_accuracy"`` (per candidate ``C``), ``"n_features"``.
+    """
+
+    def __init__(self, vectorizer: Any, model: Any, info: dict[str, Any]) -> None:
+        self.vectorizer = vectorizer
+        self.model = model
+        self.info = info
+
+    def probabilities(self, texts: Sequence[str]) -> torch.Tensor:
+        """``(n, k)`` float32 class probabilities of ``n`` texts (columns in label order)."""
+        if isinstance(texts, str):
+            raise TypeError("texts must be a sequence of strings, not one string")
+        texts = list(texts)
+        if not texts:
+            return torch.zeros(0, len(self.model.classes_))
+        p = self.model.predict_proba(self.vectorizer.transform(texts))
+        return torch.as_tensor(p, dtype=torch.float32)
+
+    def predict(self, texts: Sequence[str]) -> list[int]:
+        """The most probable label of each text."""
+        return [int(self.model.classes_[i]) for i in self.probabilities(texts).argmax(-1)]
+
+
+def tfidf_classifier(
     train: Sequence[tuple[str, int]],
     validation: Sequence[tuple[str, int]],
-    test: Sequence[tuple[str, int]],
     *,
     c_values: Sequence[float] = (0.1, 1.0, 10.0, 100.0, 1000.0),
-) -> dict[str, Any]:
+) -> TfidfClassifier:
     """A bag-of-words classifier: TF-IDF features and logistic regression (scikit-learn).
 
     Features are the word unigrams and bigrams of the training texts (lower-cased,
     sublinear term frequency, L2-normalised rows); the classifier is an L2-regularised
     (multinomial) logistic regression. Its inverse regularisation strength ``C`` is the
-    value of ``c_values`` with the best validation accuracy (the first one on ties); that
-    model is scored on ``test``. Word order beyond bigrams is ignored and nothing is
-    pretrained: every weight comes from the labelled training examples.
+    value of ``c_values`` with the best validation accuracy (the first one on ties). Word
+    order beyond bigrams is ignored and nothing is pretrained: every weight comes from the
+    labelled training examples.
 
     Args:
-        train, validation, test: ``(text, label)`` examples.
+        train, validation: ``(text, label)`` examples.
         c_values: the candidate ``C`` values (> 0).
     Returns:
-        ``{"accuracy", "score", "n"}`` on ``test`` as :func:`evaluate` gives them, plus
-        ``"C"``, ``"val_accuracy"`` (per candidate) and ``"n_features"``.
+        the fitted :class:`TfidfClassifier`.
     """
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 
-    for name, rows in (("train", train), ("validation", validation), ("test", test)):
+    for name, rows in (("train", train), ("validation", validation)):
         if not rows or not all(isinstance(x, str) for x, _ in rows):
             raise ValueError(f"{name} must be a non-empty list of (text, label) pairs")
     if not c_values or any(c <= 0 for c in c_values):
@@ -1044,16 +1072,33 @@ def tfidf_logistic(
         val_accuracy[float(c)] = accuracy(y_val, clf.predict(x_val).tolist())
         if best is None or val_accuracy[float(c)] > val_accuracy[best[0]]:
             best = (float(c), clf)
-    pred = best[1].predict(vectorizer.transform([x for x, _ in test])).tolist()
+    info = {"C": best[0], "val_accuracy": val_accuracy, "n_features": len(vectorizer.vocabulary_)}
+    return TfidfClassifier(vectorizer, best[1], info)
+
+
+def tfidf_logistic(
+    train: Sequence[tuple[str, int]],
+    validation: Sequence[tuple[str, int]],
+    test: Sequence[tuple[str, int]],
+    *,
+    c_values: Sequence[float] = (0.1, 1.0, 10.0, 100.0, 1000.0),
+) -> dict[str, Any]:
+    """:func:`tfidf_classifier` fitted on ``train`` (``C`` chosen on ``validation``) and
+    scored on ``test``.
+
+    Args:
+        train, validation, test: ``(text, label)`` examples.
+        c_values: the candidate ``C`` values (> 0).
+    Returns:
+        ``{"accuracy", "score", "n"}`` on ``test`` as :func:`evaluate` gives them, plus
+        ``"C"``, ``"val_accuracy"`` (per candidate) and ``"n_features"``.
+    """
+    if not test or not all(isinstance(x, str) for x, _ in test):
+        raise ValueError("test must be a non-empty list of (text, label) pairs")
+    clf = tfidf_classifier(train, validation, c_values=c_values)
+    pred = clf.predict([x for x, _ in test])
     acc = accuracy([y for _, y in test], pred)
-    return {
-        "accuracy": acc,
-        "score": acc,
-        "n": len(test),
-        "C": best[0],
-        "val_accuracy": val_accuracy,
-        "n_features": len(vectorizer.vocabulary_),
-    }
+    return {"accuracy": acc, "score": acc, "n": len(test), **clf.info}
 
 
 def bag_of_words_baseline(task: str, profile: str | None = None) -> dict[str, Any]:

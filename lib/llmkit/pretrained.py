@@ -93,6 +93,15 @@ __all__ = [
     "english_samples",
     "models_dir",
     "evaluate_lm",
+    "SentimentReward",
+    "sentiment_reward",
+    "sentiment_reward_dir",
+    "REVIEW_GPT_RECIPES",
+    "review_gpt",
+    "review_gpt_recipe",
+    "review_gpt_dir",
+    "review_sentences",
+    "review_prompts",
     "describe_hardware",
 ]
 
@@ -270,6 +279,9 @@ class _Prepared:
     train_ids: torch.Tensor
     val_ids: torch.Tensor
     meta: dict[str, Any] = field(default_factory=dict)  #: added to the info record
+    #: weights to start from (a state dict of a GPT of the recipe's shape); ``None``: the
+    #: recipe's seeded random initialisation
+    init_state: dict[str, torch.Tensor] | None = None
 
 
 def _load_entry(
@@ -369,6 +381,8 @@ def _train_and_cache(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = GPT(model_config)
+    if data.init_state is not None:  # further training of an existing model
+        model.load_state_dict(data.init_state)
     get_batch = lm_batch_fn(
         {"train": train_ids, "val": val_ids},
         block_size=model_config.block_size,
@@ -900,3 +914,494 @@ def smollm2(
         "load_seconds": time.perf_counter() - start,
     }
     return model, tokenizer, info
+
+
+# ----------------------------------------------------------------- the sentiment reward
+
+
+class SentimentReward:
+    """A sentence-polarity classifier used as a reward: texts -> positive-minus-negative logit.
+
+    Made by :func:`sentiment_reward`. Calling it scores texts in batches, without
+    gradients, in evaluation mode, each text truncated to ``max_length`` WordPiece tokens
+    (the fine-tuning recipe's 128; the last, ``[SEP]``, kept)::
+
+        reward = sentiment_reward()
+        reward(["a charming , funny film .", "a dull mess ."])  # tensor([ 3.9, -4.1])
+
+    The score ``logit_positive - logit_negative`` is the log-odds of "positive" under the
+    classifier: ``sigmoid(score)`` is its probability (:meth:`probabilities`).
+
+    Attributes:
+        model: the :class:`~llmkit.bert.BertForSequenceClassification` (2 labels:
+            negative, positive), in eval mode.
+        tokenizer: its WordPiece tokenizer (``tokenizers.Tokenizer``).
+        info: how it was made and how well it does (see :func:`sentiment_reward`).
+        batch_size, max_length: as given.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer: Any,
+        info: dict[str, Any],
+        *,
+        batch_size: int = 64,
+        max_length: int = 128,
+    ) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.info = info
+        self.batch_size = validate.positive_int("batch_size", batch_size)
+        self.max_length = validate.integer("max_length", max_length, minimum=2)
+        self.pad_id = int(tokenizer.token_to_id("[PAD]"))
+
+    @torch.no_grad()
+    def __call__(self, texts: Sequence[str]) -> torch.Tensor:
+        """``(n,)`` float32 scores (positive-minus-negative logits) of ``n`` texts, on the CPU."""
+        if isinstance(texts, str):
+            raise TypeError("texts must be a sequence of strings, not one string")
+        texts = list(texts)
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise TypeError(f"texts[{i}] must be a str, got {type(t).__name__}")
+        device = next(self.model.parameters()).device
+        self.model.eval()
+        out = [torch.zeros(0)]
+        for i in range(0, len(texts), self.batch_size):
+            encs = self.tokenizer.encode_batch(texts[i : i + self.batch_size])
+            rows = [
+                e.ids
+                if len(e.ids) <= self.max_length
+                else e.ids[: self.max_length - 1] + e.ids[-1:]
+                for e in encs
+            ]
+            width = max(len(r) for r in rows)
+            ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+            mask = torch.zeros(len(rows), width, dtype=torch.long)
+            for j, r in enumerate(rows):
+                ids[j, : len(r)] = torch.tensor(r, dtype=torch.long)
+                mask[j, : len(r)] = 1
+            logits = self.model(ids.to(device), mask.to(device)).float().cpu()
+            out.append(logits[:, 1] - logits[:, 0])
+        return torch.cat(out)
+
+    def probabilities(self, texts: Sequence[str]) -> torch.Tensor:
+        """``(n,)`` the classifier's probability that each text is positive."""
+        return torch.sigmoid(self(texts))
+
+    def predict(self, texts: Sequence[str]) -> list[int]:
+        """The predicted labels: 1 (positive) where the score is > 0, else 0 (negative)."""
+        return [int(s > 0) for s in self(texts)]
+
+    def __repr__(self) -> str:
+        acc = self.info.get("test_accuracy")
+        return f"SentimentReward(test_accuracy={acc}, profile={self.info.get('profile')!r})"
+
+
+_SENTIMENT_INFO = "sentiment_reward.json"
+_SENTIMENT_FORMAT = "llmkit-sentiment-reward"
+
+
+def _sentiment_payload(profile: str) -> dict[str, Any]:
+    from llmkit import bert, bert_tasks, data
+
+    return {
+        "format": FORMAT_VERSION,
+        "kind": "sentiment_reward",
+        "task": "sentence-polarity",
+        "recipe": bert_tasks.FINETUNE_RECIPES[profile]["sentence-polarity"],
+        "lr": bert_tasks.FT_LR,
+        "max_length": bert_tasks.MAX_LENGTH,
+        "seed": 0,
+        "encoder": "all-MiniLM-L6-v2",
+        "encoder_sha256": bert.MINILM_SHA256,
+        "data_sha256": data.entry("sentence-polarity-v1.0").sha256,
+        "split_seed": data.SENTENCE_POLARITY_SEED,
+    }
+
+
+def sentiment_reward_dir(
+    profile: str | None = None, *, cache_dir: str | os.PathLike[str] | None = None
+) -> Path:
+    """The cache directory of :func:`sentiment_reward` for ``profile`` (it may not exist)."""
+    profile = cache.profile_name(profile)
+    digest = cache.fingerprint(_sentiment_payload(profile))
+    return cache.entry_path("sentiment_reward", profile, digest, cache_dir)
+
+
+def sentiment_reward(
+    profile: str | None = None,
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+    device: str | torch.device = "cpu",
+    batch_size: int = 64,
+) -> SentimentReward:
+    """The reward of chapters 11-12: chapter 05's MiniLM sentence-polarity classifier.
+
+    all-MiniLM-L6-v2 (:func:`llmkit.bert.load_pretrained`) fine-tuned on sentence
+    polarity's training split with exactly :func:`llmkit.bert_tasks.run`'s recipe for
+    ``profile`` (:func:`llmkit.bert_tasks.fine_tune`: :data:`~llmkit.bert_tasks.
+    FINETUNE_RECIPES`, learning rate 1e-4, seed 0; book: 250 steps of 32 sentences), then
+    scored on the test split (1,066 sentences in book). Unlike :func:`~llmkit.bert_tasks.run`,
+    which caches only the scores, the weights are cached, in
+    ``<cache_dir>/models/sentiment_reward-<profile>-<hash>/`` (an :mod:`llmkit.checkpoint`
+    checkpoint and ``sentiment_reward.json``; the hash covers the recipe, MiniLM's and the
+    data file's SHA-256 and the split seed); later calls load them.
+
+    Args:
+        profile: ``"smoke"``, ``"book"``, ``"full"`` or ``None`` (the current profile).
+        cache_dir: the cache root (default ``$LLMKIT_CACHE`` or ``~/.cache/llmkit``).
+        progress: print what it does.
+        device: where to train and score (default the CPU; ``"auto"``: CUDA, MPS, CPU).
+        batch_size: texts per forward pass when scoring.
+    Returns:
+        a :class:`SentimentReward`; its ``info`` has ``test_accuracy``, ``n_test``,
+        ``val_loss`` and ``val_steps`` (during fine-tuning), ``train_seconds``,
+        ``eval_seconds``, ``load_average`` (mean 1-minute load average while fine-tuning),
+        ``hardware``, ``recipe``, ``profile``, ``hash``, ``path`` and ``cached``.
+    """
+    from llmkit.bert import BertConfig, BertForSequenceClassification, BertModel
+
+    profile = cache.profile_name(profile)
+    if not isinstance(progress, bool):
+        raise TypeError(f"progress must be a bool, got {progress!r}")
+    validate.positive_int("batch_size", batch_size)
+    target = select_device(device)
+    payload = _sentiment_payload(profile)
+    digest = cache.fingerprint(payload)
+    final = cache.entry_path("sentiment_reward", profile, digest, cache_dir)
+
+    def load(path: Path) -> SentimentReward:
+        from llmkit.bert import load_pretrained
+
+        meta = json.loads((path / _SENTIMENT_INFO).read_text())
+        if meta.get("format") != _SENTIMENT_FORMAT or meta.get("hash") != digest:
+            raise ValueError(f"{_SENTIMENT_INFO} does not describe this recipe")
+        if cache.sha256_file(path / "model.safetensors") != meta["model_sha256"]:
+            raise ValueError("model.safetensors does not match its recorded SHA-256")
+        _, tokenizer = load_pretrained(check_sha256=False)
+        with torch.random.fork_rng(devices=[]):
+            config = BertConfig(**meta["model_config"])
+            model = BertForSequenceClassification(
+                config, 2, encoder=BertModel(config, add_pooler=True)
+            )
+        load_checkpoint(path, model)
+        meta["cached"] = True
+        meta["path"] = str(path)
+        cache.log(progress, f"loaded the {profile} sentiment reward from {cache.show_path(path)}")
+        return SentimentReward(model.to(target).eval(), tokenizer, meta, batch_size=batch_size)
+
+    def train_now() -> SentimentReward:
+        return _train_sentiment(profile, payload, digest, final, target, progress, batch_size)
+
+    return cache.load_or_train(final, load, train_now, "sentiment reward")
+
+
+def _train_sentiment(
+    profile: str,
+    payload: dict[str, Any],
+    digest: str,
+    final: Path,
+    target: torch.device,
+    progress: bool,
+    batch_size: int,
+) -> SentimentReward:
+    from llmkit import bert_tasks
+    from llmkit.checkpoint import save_checkpoint
+
+    recipe = payload["recipe"]
+    data = bert_tasks.load_task("sentence-polarity")
+    train_ex = data["train"][: recipe["max_train"]]
+    test_ex = data["test"][: recipe["max_test"]]
+    encoder, tokenizer = bert_tasks.encoder_for("minilm")
+    cache.log(
+        progress,
+        f"fine-tuning MiniLM on sentence polarity: {recipe['steps']} steps of "
+        f"{recipe['batch_size']} from {len(train_ex):,} sentences, on "
+        f"{describe_hardware(target)}; it will be cached in {cache.show_path(final)}",
+    )
+    load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    start = time.perf_counter()
+    model, history = bert_tasks.fine_tune(
+        encoder,
+        tokenizer,
+        "sentence-polarity",
+        train_ex,
+        data["validation"],
+        steps=recipe["steps"],
+        batch_size=recipe["batch_size"],
+        max_val=recipe["max_val"],
+        device=target,
+    )
+    seconds = time.perf_counter() - start
+    load_end = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    start = time.perf_counter()
+    scores = bert_tasks.evaluate(model, tokenizer, "sentence-polarity", test_ex)
+    eval_seconds = time.perf_counter() - start
+    partial = final.parent / f"{final.name}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    save_checkpoint(
+        partial, model, step=recipe["steps"], history=history, model_config=model.config
+    )
+    loads = [x for x in (load_start, load_end) if x is not None]
+    meta: dict[str, Any] = {
+        "format": _SENTIMENT_FORMAT,
+        "profile": profile,
+        "hash": digest,
+        "payload": payload,
+        "recipe": recipe,
+        "model_config": model.config.to_dict(),
+        "labels": ["negative", "positive"],
+        "test_accuracy": scores["accuracy"],
+        "n_test": scores["n"],
+        "n_train": len(train_ex),
+        "val_steps": history.val_steps,
+        "val_loss": history.val_loss,
+        "train_seconds": seconds,
+        "eval_seconds": eval_seconds,
+        "load_average": round(sum(loads) / len(loads), 2) if loads else None,
+        "hardware": describe_hardware(target),
+        "cpu_count": os.cpu_count(),
+        "torch_version": torch.__version__,
+        "model_sha256": cache.sha256_file(partial / "model.safetensors"),
+    }
+    (partial / _SENTIMENT_INFO).write_text(json.dumps(meta, indent=1))
+    cache.publish(partial, final)
+    cache.log(
+        progress,
+        f"test accuracy {scores['accuracy']:.4f} on {scores['n']:,} sentences "
+        f"({seconds:.0f} s fine-tuning, {eval_seconds:.0f} s scoring)",
+    )
+    meta["cached"] = False
+    meta["path"] = str(final)
+    return SentimentReward(model.to(target).eval(), tokenizer, meta, batch_size=batch_size)
+
+
+# ------------------------------------------------------------------ the review model
+
+_REVIEW_GPT = _Kind("review_gpt", "review GPT", "review_gpt.json", "llmkit-review-gpt", "token")
+
+#: Chapter 11's policy before PPO, per profile: :func:`english_gpt` further trained on the
+#: movie-review sentences of sentence polarity's training split. ``model`` is taken from
+#: :data:`ENGLISH_GPT_RECIPES` (the same network); ``batch_size``, ``train``, ``seed`` and
+#: ``samples`` as there. Book: 300 steps of 32 x 64 tokens (614,400 tokens, about 2.9
+#: passes over the 213k-token stream of 8,530 sentences) at a fifth of the base model's
+#: peak learning rate.
+REVIEW_GPT_RECIPES: dict[str, dict[str, Any]] = {
+    "smoke": {
+        "batch_size": 16,
+        "train": {
+            "max_steps": 20,
+            "lr": 1e-3,
+            "warmup_steps": 4,
+            "weight_decay": 0.1,
+            "betas": [0.9, 0.99],
+            "eval_interval": 10,
+            "eval_iters": 2,
+        },
+        "seed": 1337,
+        "samples": {"n": 3, "max_new_tokens": 16, "temperature": 1.0, "top_k": None, "seed": 0},
+    },
+    "book": {
+        "batch_size": 32,
+        "train": {
+            "max_steps": 300,
+            "lr": 4e-4,
+            "warmup_steps": 20,
+            "weight_decay": 0.1,
+            "betas": [0.9, 0.99],
+            "eval_interval": 50,
+            "eval_iters": 10,
+        },
+        "seed": 1337,
+        "samples": {"n": 5, "max_new_tokens": 32, "temperature": 1.0, "top_k": None, "seed": 0},
+    },
+    "full": {
+        "batch_size": 64,
+        "train": {
+            "max_steps": 1000,
+            "lr": 2e-4,
+            "warmup_steps": 50,
+            "weight_decay": 0.1,
+            "betas": [0.9, 0.99],
+            "eval_interval": 100,
+            "eval_iters": 20,
+        },
+        "seed": 1337,
+        "samples": {"n": 5, "max_new_tokens": 32, "temperature": 1.0, "top_k": None, "seed": 0},
+    },
+}
+
+
+def review_gpt_recipe(profile: str | None = None) -> dict[str, Any]:
+    """A copy of :func:`review_gpt`'s recipe for ``profile``, with the base model's ``model``."""
+    profile = cache.profile_name(profile)
+    recipe = copy.deepcopy(REVIEW_GPT_RECIPES[profile])
+    recipe["model"] = english_gpt_recipe(profile)["model"]
+    return recipe
+
+
+def _review_fingerprint(profile: str, recipe: Mapping[str, Any]) -> str:
+    from llmkit import data
+
+    payload = {
+        "format": FORMAT_VERSION,
+        "base": english_gpt_dir(profile).name,
+        "data": "sentence-polarity train (text only)",
+        "data_sha256": data.entry("sentence-polarity-v1.0").sha256,
+        "split_seed": data.SENTENCE_POLARITY_SEED,
+        "recipe": recipe,
+    }
+    return cache.fingerprint(payload)
+
+
+def review_gpt_dir(
+    profile: str | None = None, *, cache_dir: str | os.PathLike[str] | None = None
+) -> Path:
+    """The cache directory of :func:`review_gpt`'s model for ``profile`` (it may not exist)."""
+    profile = cache.profile_name(profile)
+    digest = _review_fingerprint(profile, review_gpt_recipe(profile))
+    return cache.entry_path("review_gpt", profile, digest, cache_dir)
+
+
+def review_sentences(split: str) -> list[str]:
+    """The movie-review sentences (texts only, lower-cased and tokenized as in the source)
+    of sentence polarity's ``split`` (``"train"``, ``"validation"`` or ``"test"``)."""
+    from llmkit.data import load_sentence_polarity
+
+    validate.one_of("split", split, ("train", "validation", "test"))
+    return [text for text, _ in load_sentence_polarity()[split]]
+
+
+def review_gpt(
+    profile: str | None = None,
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+    device: str | torch.device = "auto",
+) -> tuple[GPT, BPETokenizer, dict[str, Any]]:
+    """Chapter 11's starting policy: the English GPT further trained on movie reviews; cached.
+
+    First use: loads :func:`english_gpt` (training it if needed) and continues training it
+    with :func:`llmkit.train.train` on the 8,530 sentences of sentence polarity's *training*
+    split (:func:`review_sentences`; each followed by ``<|endoftext|>``,
+    :func:`encode_documents`), following :data:`REVIEW_GPT_RECIPES` ``[profile]``, with the
+    base model's tokenizer. The validation stream is the 1,066 sentences of the
+    *validation* split; its loss is measured for the base model before training
+    (``base_val_loss``) and for this one after (``val_loss``). Cached like
+    :func:`english_gpt`, in ``<cache_dir>/models/review_gpt-<profile>-<hash>/`` (the hash
+    covers the recipe, the base model's cache entry and the data file).
+
+    The English GPT already read these training sentences once among its 105k documents;
+    here it reads only them, so that its samples are movie reviews.
+
+    Args:
+        profile, cache_dir, progress, device: as in :func:`english_gpt`.
+    Returns:
+        ``(model, tokenizer, info)`` as :func:`english_gpt`'s, ``info`` with
+        ``base_val_loss`` and ``base_path`` (the English GPT's entry) added.
+    """
+    start = time.perf_counter()
+    profile = cache.profile_name(profile)
+    if not isinstance(progress, bool):
+        raise TypeError(f"progress must be a bool, got {progress!r}")
+    target = select_device(device)
+    recipe = review_gpt_recipe(profile)
+    fingerprint = _review_fingerprint(profile, recipe)
+
+    def load_tokenizer(file: Path) -> BPETokenizer:
+        tokenizer = BPETokenizer.load(file)
+        missing = [s for s in ENGLISH_GPT_SPECIAL_TOKENS if s not in tokenizer.special_tokens]
+        if missing:
+            raise _CorruptCache("the saved tokenizer is not the English GPT's")
+        return tokenizer
+
+    def prepare(_: Path) -> _Prepared:
+        base, tokenizer, base_info = english_gpt(
+            profile, cache_dir=cache_dir, progress=progress, device="cpu"
+        )
+        began = time.perf_counter()
+        train_ids = encode_documents(tokenizer, review_sentences("train"))
+        val_ids = encode_documents(tokenizer, review_sentences("validation"))
+        base_val_loss = evaluate_lm(base, val_ids)
+        cache.log(
+            progress,
+            f"the English GPT's validation loss on held-out reviews: {base_val_loss:.4f} nats "
+            "per token",
+        )
+        meta = {
+            "base_val_loss": base_val_loss,
+            "base_path": base_info["path"],
+            "train_tokens": int(train_ids.numel()),
+            "val_tokens": int(val_ids.numel()),
+            "data_seconds": time.perf_counter() - began,
+        }
+        state = {k: v.detach().clone() for k, v in base.state_dict().items()}
+        return _Prepared(tokenizer, train_ids, val_ids, meta, init_state=state)
+
+    def describe(model: GPT, tokenizer: BPETokenizer) -> dict[str, Any]:
+        samples = english_samples(model, tokenizer, **recipe["samples"])
+        return {"samples": samples, "total_seconds": time.perf_counter() - start}
+
+    return _cached_gpt(
+        _REVIEW_GPT,
+        profile,
+        recipe,
+        fingerprint,
+        cache_dir,
+        target,
+        progress,
+        load_tokenizer,
+        prepare,
+        describe,
+    )
+
+
+def review_prompts(
+    tokenizer: BPETokenizer,
+    split: str = "validation",
+    *,
+    n: int | None = None,
+    min_tokens: int = 2,
+    max_tokens: int = 8,
+) -> list[list[int]]:
+    """Prompts for chapter 11: ``<|endoftext|>`` and the first tokens of review sentences.
+
+    Sentence ``i`` of ``split`` (:func:`review_sentences`, in the split's order) gives
+    ``<|endoftext|>`` (the start of a document, as in training) followed by its first
+    ``k = min_tokens + i mod (max_tokens - min_tokens + 1)`` tokens; sentences of ``k``
+    tokens or fewer (nothing left to continue) are skipped. Deterministic: the same
+    arguments give the same prompts. Held-out sentences (``"validation"``, ``"test"``)
+    were not in :func:`review_gpt`'s training data.
+
+    Args:
+        tokenizer: :func:`english_gpt`'s (or :func:`review_gpt`'s, the same) tokenizer.
+        split: ``"train"``, ``"validation"`` or ``"test"``.
+        n: at most this many prompts (the first ones); ``None``: all.
+        min_tokens, max_tokens: the range of prompt lengths, ``1 <= min <= max``, not
+            counting ``<|endoftext|>``.
+    Returns:
+        lists of token ids.
+    """
+    if "<|endoftext|>" not in getattr(tokenizer, "special_tokens", {}):
+        raise ValueError("tokenizer must have the special token '<|endoftext|>'")
+    validate.one_of("split", split, ("train", "validation", "test"))
+    validate.positive_int("min_tokens", min_tokens)
+    validate.positive_int("max_tokens", max_tokens)
+    if max_tokens < min_tokens:
+        raise ValueError(f"max_tokens must be >= min_tokens ({min_tokens}), got {max_tokens}")
+    if n is not None:
+        validate.positive_int("n", n)
+    eot = tokenizer.special_tokens["<|endoftext|>"]
+    span = max_tokens - min_tokens + 1
+    prompts: list[list[int]] = []
+    for i, text in enumerate(review_sentences(split)):
+        k = min_tokens + i % span
+        ids = tokenizer.encode(text, allowed_special="none")
+        if len(ids) > k:
+            prompts.append([eot, *ids[:k]])
+            if n is not None and len(prompts) == n:
+                break
+    return prompts

@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -98,6 +99,9 @@ __all__ = [
     "train_ppo",
     "METRIC_LABELS",
     "plot_metrics",
+    "SENTIMENT_PPO_RECIPES",
+    "sentiment_ppo_recipe",
+    "sentiment_ppo",
 ]
 
 KL_KINDS = ("k1", "k3")
@@ -1382,3 +1386,371 @@ def plot_metrics(
         if label:
             ax.legend(fontsize="small")
     return axes[: len(keys)]
+
+
+# ------------------------------------------------------------- chapter 11's experiment
+
+#: Chapter 11's PPO runs (:func:`sentiment_ppo`), per profile: ``steps`` PPO steps;
+#: ``ppo``: :class:`PPOConfig` fields (``init_kl_coef``, ``target_kl`` and ``flip`` come
+#: from :func:`sentiment_ppo`'s arguments); ``prompts``: the training prompts
+#: (:func:`llmkit.pretrained.review_prompts` of the validation split); ``eval``: the fixed
+#: held-out prompts (the first ``n`` of the test split) and the seed of their samples;
+#: ``monitor``: the limits of the course's monitor (``reward_drop`` in logits,
+#: ``canary_drop`` in probability); ``seed``: draws the prompts, samples and minibatches.
+SENTIMENT_PPO_RECIPES: dict[str, dict[str, Any]] = {
+    "smoke": {
+        "steps": 3,
+        "ppo": {
+            "batch_size": 8,
+            "max_new_tokens": 8,
+            "minibatch_size": 4,
+            "ppo_epochs": 2,
+            "lr": 1e-4,
+            "horizon": 1000.0,
+        },
+        "prompts": {"split": "validation", "n": 64},
+        "eval": {"split": "test", "n": 8, "seed": 1234},
+        "monitor": {"reward_drop": 1.5, "canary_drop": 0.1},
+        "seed": 0,
+    },
+    "book": {
+        "steps": 60,
+        "ppo": {
+            "batch_size": 64,
+            "max_new_tokens": 20,
+            "minibatch_size": 16,
+            "ppo_epochs": 4,
+            "lr": 3e-4,
+            "horizon": 1000.0,
+        },
+        "prompts": {"split": "validation", "n": None},
+        "eval": {"split": "test", "n": 128, "seed": 1234},
+        "monitor": {"reward_drop": 1.5, "canary_drop": 0.1},
+        "seed": 0,
+    },
+    "full": {
+        "steps": 200,
+        "ppo": {
+            "batch_size": 128,
+            "max_new_tokens": 24,
+            "minibatch_size": 32,
+            "ppo_epochs": 4,
+            "lr": 1e-4,
+            "horizon": 10_000.0,
+        },
+        "prompts": {"split": "validation", "n": None},
+        "eval": {"split": "test", "n": 512, "seed": 1234},
+        "monitor": {"reward_drop": 1.5, "canary_drop": 0.1},
+        "seed": 0,
+    },
+}
+
+_SENTIMENT_PPO_FORMAT = 1
+
+
+def sentiment_ppo_recipe(profile: str | None = None) -> dict[str, Any]:
+    """A copy of :func:`sentiment_ppo`'s recipe for ``profile`` (default: the current one)."""
+    from llmkit import cache
+
+    return copy.deepcopy(SENTIMENT_PPO_RECIPES[cache.profile_name(profile)])
+
+
+def _texts(tokenizer: Any, prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]]):
+    """Prompt (without its leading ``<|endoftext|>``) + response (cut at it), as text."""
+    eot = tokenizer.special_tokens["<|endoftext|>"]
+    out = []
+    for p, r in zip(prompts, responses, strict=True):
+        r = list(r)
+        if eot in r:
+            r = r[: r.index(eot)]
+        out.append(tokenizer.decode([t for t in p if t != eot] + r))
+    return out
+
+
+def _distinct2(responses: Sequence[Sequence[int]]) -> float:
+    bigrams = [tuple(r[i : i + 2]) for r in responses for i in range(len(r) - 1)]
+    return len(set(bigrams)) / len(bigrams) if bigrams else 0.0
+
+
+def _evaluate(
+    policy: PolicyWithValue,
+    ref: nn.Module,
+    prompts: list[list[int]],
+    tokenizer: Any,
+    reward: Callable[[list[str]], torch.Tensor],
+    judge: Any,
+    config: PPOConfig,
+    seed: int,
+) -> tuple[dict[str, float], list[str], list[float]]:
+    """One sample per fixed prompt: mean score, KL, judge's P(positive), fluency numbers."""
+    texts: list[str] = []
+
+    def score_fn(p: list[list[int]], r: list[list[int]]) -> torch.Tensor:
+        texts.extend(_texts(tokenizer, p, r))
+        return reward(texts[-len(p) :])
+
+    g = torch.Generator().manual_seed(seed)
+    eval_config = PPOConfig(**{**config.to_dict(), "batch_size": len(prompts), "flip": ()})
+    batch = rollout(policy, ref, prompts, score_fn, eval_config, g)
+    m = batch.response_mask
+    seq_kl = ((batch.logprobs - batch.ref_logprobs) * m).sum(1)
+    judge_p = judge.probabilities(texts)[:, 1]
+    stats = {
+        "score": float(batch.scores.mean()),
+        "score_std": float(batch.scores.std()) if len(prompts) > 1 else 0.0,
+        "positive": float((batch.scores > 0).float().mean()),
+        "kl": float(seq_kl.mean()),
+        "kl_std": float(seq_kl.std()) if len(prompts) > 1 else 0.0,
+        "judge_positive": float(judge_p.mean()),
+        "ref_nll": float(masked_mean(-batch.ref_logprobs, m)),
+        "entropy": float(masked_mean(batch.entropy, m)),
+        "response_len": float(m.sum(1).float().mean()),
+        "distinct_2": _distinct2(batch.responses),
+        "n": float(len(prompts)),
+    }
+    return stats, texts, [float(s) for s in batch.scores]
+
+
+def sentiment_ppo(
+    beta: float = 0.2,
+    *,
+    adaptive: bool = True,
+    target_kl: float = 6.0,
+    flip: Sequence[str] = (),
+    monitor: bool = True,
+    steps: int | None = None,
+    profile: str | None = None,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+    cached_only: bool = False,
+) -> dict[str, Any] | None:
+    """Chapter 11's experiment: PPO makes the review model write positive reviews; cached.
+
+    The policy starts as :func:`llmkit.pretrained.review_gpt` (with a zero value head), the
+    reference is a frozen copy of it, the reward is
+    :func:`llmkit.pretrained.sentiment_reward` on ``prompt + response`` as text, and the
+    prompts are :func:`llmkit.pretrained.review_prompts` of the validation split. PPO runs
+    :data:`SENTIMENT_PPO_RECIPES` ``[profile]`` with :func:`train_ppo`.
+
+    Before and after training the policy continues a **fixed** set of held-out prompts (the
+    test split's, one sample each with a fixed seed): the result's ``eval`` holds, for both,
+    the mean ``score``, the share ``positive`` (score > 0), the mean ``kl`` (nats per
+    response: the summed ``log pi - log pi_ref`` of the sampled tokens, an unbiased
+    estimate of KL(pi || pi_ref)), ``judge_positive`` (the mean probability of "positive"
+    under an independent bag-of-words classifier, :func:`llmkit.bert_tasks.tfidf_classifier`
+    fitted on sentence polarity's training split), ``ref_nll`` (the reference model's mean
+    loss on the response tokens: how natural the text still is to the starting model),
+    ``entropy``, ``response_len`` and ``distinct_2`` (distinct token bigrams / bigrams).
+
+    The result is cached as JSON in ``<cache>/models/sentiment_ppo-<profile>-<hash>.json``
+    (the hash covers the arguments, the recipe and the cache entries of the three models),
+    so a later chapter can read it without training (``cached_only=True``).
+
+    Args:
+        beta: the initial KL coefficient (``>= 0``).
+        adaptive: adapt ``beta`` to ``target_kl`` (:class:`KLController`) or keep it fixed.
+        target_kl: nats per response (used when ``adaptive``).
+        flip: sign flips (:data:`FLIPS`; :class:`PPOConfig`) to reproduce sign bugs.
+        monitor: run the course's :class:`Monitor`: the default rules, ``reward_drop`` and a
+            canary (the judge's mean P(positive) on the step's samples more than
+            ``canary_drop`` below the first step's). When it fires, training stops, the last
+            healthy policy is restored, written to
+            ``<cache>/models/sentiment_ppo-<profile>-<hash>-last_good/``, and evaluated.
+        steps: PPO steps (default: the recipe's).
+        profile, cache_dir, progress: as :func:`llmkit.pretrained.review_gpt`.
+        cached_only: return the cached result, or ``None`` when there is none.
+    Returns:
+        ``{"args", "recipe", "profile", "history"`` (metrics per step, with
+        ``judge_positive``), ``"alarm"`` (``None`` or ``{"rule", "step", "message",
+        "checkpoint"}``), ``"eval": {"before", "after"}``, ``"samples"`` (the first eight
+        held-out prompts: ``prompt``, ``before``, ``after`` texts and their scores),
+        ``"kl_coef"`` (final beta), ``"seconds"``, ``"load_average"`` (1-minute, start and
+        end), ``"hardware"``, ``"cached"}``.
+    """
+    from llmkit import bert_tasks, cache, pretrained
+    from llmkit.data import load_sentence_polarity
+
+    profile = cache.profile_name(profile)
+    beta = validate.number("beta", beta, low=0.0)
+    validate.boolean("adaptive", adaptive)
+    target_kl = validate.positive("target_kl", target_kl)
+    if isinstance(flip, str):
+        raise TypeError(f"flip must be a tuple of names from {FLIPS}, got {flip!r}")
+    flip = tuple(sorted(set(flip)))
+    for name in flip:
+        validate.one_of("flip", name, FLIPS)
+    validate.boolean("monitor", monitor)
+    validate.boolean("progress", progress)
+    validate.boolean("cached_only", cached_only)
+    recipe = sentiment_ppo_recipe(profile)
+    if steps is not None:
+        recipe["steps"] = validate.positive_int("steps", steps)
+    args = {
+        "beta": beta,
+        "adaptive": adaptive,
+        "target_kl": target_kl if adaptive else None,
+        "flip": list(flip),
+        "monitor": monitor,
+    }
+    payload = {
+        "format": _SENTIMENT_PPO_FORMAT,
+        "args": args,
+        "recipe": recipe,
+        "policy": pretrained.review_gpt_dir(profile, cache_dir=cache_dir).name,
+        "reward": pretrained.sentiment_reward_dir(profile, cache_dir=cache_dir).name,
+        "judge": "tfidf_classifier on sentence-polarity train/validation",
+    }
+    file = cache.entry_path(
+        "sentiment_ppo", profile, cache.fingerprint(payload), cache_dir, ".json"
+    )
+
+    def load(path: Path) -> dict[str, Any]:
+        import json
+
+        result = json.loads(path.read_text())
+        result["cached"] = True
+        cache.log(progress, f"loaded the {profile} PPO run {_describe(args)} from {path.name}")
+        return result
+
+    def train_now() -> dict[str, Any] | None:
+        if cached_only:
+            return None
+        start = time.perf_counter()
+        load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+        model, tokenizer, _ = pretrained.review_gpt(
+            profile, cache_dir=cache_dir, progress=progress, device="cpu"
+        )
+        reward = pretrained.sentiment_reward(profile, cache_dir=cache_dir, progress=progress)
+        polarity = load_sentence_polarity()
+        judge = bert_tasks.tfidf_classifier(polarity["train"], polarity["validation"])
+        eot = tokenizer.special_tokens["<|endoftext|>"]
+        ppo = PPOConfig(
+            **recipe["ppo"],
+            init_kl_coef=beta,
+            target_kl=target_kl if adaptive else None,
+            eos_token_id=eot,
+            pad_id=eot,
+            flip=flip,
+        )
+        pool = pretrained.review_prompts(
+            tokenizer, recipe["prompts"]["split"], n=recipe["prompts"]["n"]
+        )
+        held_out = pretrained.review_prompts(
+            tokenizer, recipe["eval"]["split"], n=recipe["eval"]["n"]
+        )
+        ref = reference_copy(model)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(recipe["seed"])
+            policy = PolicyWithValue(model)
+        before, before_texts, before_scores = _evaluate(
+            policy, ref, held_out, tokenizer, reward, judge, ppo, recipe["eval"]["seed"]
+        )
+        judged: list[float] = []  # the judge's mean P(positive), one per training step
+
+        def score_fn(p: list[list[int]], r: list[list[int]]) -> torch.Tensor:
+            texts = _texts(tokenizer, p, r)
+            judged.append(float(judge.probabilities(texts)[:, 1].mean()))
+            return reward(texts)
+
+        limits = recipe["monitor"]
+
+        def canary(metrics: Mapping[str, float], batch: Rollout) -> str | None:  # noqa: ARG001
+            now, first = judged[-1], judged[0]
+            if first - now > limits["canary_drop"]:
+                return (
+                    f"the independent tf-idf judge's mean P(positive) fell {first:.3f} -> "
+                    f"{now:.3f} since the first step (> {limits['canary_drop']:g})"
+                )
+            return None
+
+        watch: Monitor | bool = False
+        if monitor:
+            watch = Monitor(reward_drop=limits["reward_drop"], canary=canary)
+        checkpoint = file.parent / f"{file.stem}-last_good"
+        g = torch.Generator().manual_seed(recipe["seed"])
+        cache.log(
+            progress,
+            f"PPO {_describe(args)}: {recipe['steps']} steps of {ppo.batch_size} prompts",
+        )
+
+        def report(step: int, metrics: dict[str, float], batch: Rollout) -> None:  # noqa: ARG001
+            every = max(1, recipe["steps"] // 6)
+            if (step + 1) % every == 0 or step + 1 == recipe["steps"]:
+                cache.log(
+                    progress,
+                    f"step {step + 1:>4}  score {metrics['score']:+.3f}  KL {metrics['kl']:6.3f}"
+                    f"  beta {metrics['kl_coef']:.3f}  {time.perf_counter() - start:6.1f} s",
+                )
+
+        with torch.random.fork_rng(devices=[]):
+            result = train_ppo(
+                policy,
+                ref,
+                pool,
+                score_fn,
+                ppo,
+                recipe["steps"],
+                monitor=watch,
+                checkpoint_dir=checkpoint,
+                generator=g,
+                callback=report,
+            )
+        history = [dict(h) for h in result.history]
+        for h, j in zip(history, judged, strict=False):
+            h["judge_positive"] = j
+        after, after_texts, after_scores = _evaluate(
+            policy, ref, held_out, tokenizer, reward, judge, ppo, recipe["eval"]["seed"]
+        )
+        alarm = None
+        if result.alarm is not None:
+            alarm = {
+                "rule": result.alarm.rule,
+                "step": result.alarm.step,
+                "message": result.alarm.message,
+                "checkpoint": str(result.alarm.checkpoint),
+            }
+            cache.log(progress, str(result.alarm))
+        load_end = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+        prompts_text = _texts(tokenizer, held_out, [[] for _ in held_out])
+        out = {
+            "format": _SENTIMENT_PPO_FORMAT,
+            "profile": profile,
+            "args": args,
+            "recipe": recipe,
+            "payload": payload,
+            "history": history,
+            "alarm": alarm,
+            "eval": {"before": before, "after": after},
+            "samples": [
+                {
+                    "prompt": prompts_text[i],
+                    "before": before_texts[i],
+                    "after": after_texts[i],
+                    "score_before": before_scores[i],
+                    "score_after": after_scores[i],
+                }
+                for i in range(min(8, len(held_out)))
+            ],
+            "kl_coef": result.kl_coef,
+            "judge": judge.info,
+            "seconds": time.perf_counter() - start,
+            "load_average": [load_start, load_end],
+            "hardware": cache.describe_hardware("cpu"),
+        }
+        cache.log(
+            progress,
+            f"held-out: score {before['score']:+.3f} -> {after['score']:+.3f}, KL "
+            f"{after['kl']:.2f} nats, judge P(positive) {before['judge_positive']:.3f} -> "
+            f"{after['judge_positive']:.3f} ({out['seconds']:.0f} s)",
+        )
+        cache.write_json(file, out)
+        out["cached"] = False
+        return out
+
+    return cache.load_or_train(file, load, train_now, "PPO result")
+
+
+def _describe(args: Mapping[str, Any]) -> str:
+    beta = f"beta {args['beta']:g}" + (f" -> KL {args['target_kl']:g}" if args["adaptive"] else "")
+    flip = f", flip {'+'.join(args['flip'])}" if args["flip"] else ""
+    return f"({beta}{flip}{', monitor' if args['monitor'] else ''})"
