@@ -51,7 +51,7 @@ def _rescore(model, tokenizer, info):
 
 def test_minilm_trains_caches_and_records(tiny):
     model, tok, info = reward.hh_reward_model("minilm", "smoke", progress=False, device="cpu")
-    assert isinstance(model, reward.RewardModel) and model.pooling == "cls"
+    assert isinstance(model, reward.RewardModel) and model.pooling == "mean"
     assert not model.training and info["cached"] is False
     path = reward.hh_reward_dir("minilm", "smoke")
     assert info["path"] == str(path) and path.name.startswith("hh_reward_minilm-smoke-")
@@ -168,3 +168,16 @@ def test_score_texts_matches_score_pairs():
     assert got.shape == (3,) and model.training  # the mode is restored
     with pytest.raises(TypeError, match="texts"):
         reward.score_texts(model, Tok(), "one text", 20, 0)
+
+
+def test_a_frozen_backbone_trains_the_head_only(tiny, monkeypatch):
+    from llmkit.bert_tasks import encoder_for
+
+    recipe = copy.deepcopy(TINY)
+    recipe["train_backbone"] = False
+    monkeypatch.setitem(reward.HH_REWARD_RECIPES["smoke"], "minilm", recipe)
+    model, _, info = reward.hh_reward_model("minilm", "smoke", progress=False, device="cpu")
+    assert info["n_trained"] == 384 + 1  # the head: MiniLM's width and a bias
+    fresh, _ = encoder_for("minilm")
+    for (name, p), q in zip(model.backbone.state_dict().items(), fresh.state_dict().values()):
+        torch.testing.assert_close(p, q, msg=name)

@@ -769,7 +769,8 @@ def _hh_train(max_steps: int, lr: float, warmup: int, every: int, iters: int) ->
 #: ``test_pairs``: the first pairs of each subset's split used (``None``: all);
 #: ``val_pairs``: pairs per subset taken from the *end* of its training split to watch
 #: the validation loss (not trained on); ``batch_size``: pairs per step (each step scores
-#: ``2 * batch_size`` conversations).
+#: ``2 * batch_size`` conversations); ``train_backbone`` (default ``True``): ``False``
+#: freezes the backbone and trains the head alone.
 #:
 #: Book, MiniLM: 100 steps of 16 pairs of at most 128 WordPiece tokens, about 400 k
 #: token positions; at the 2-CPU machine's measured fine-tuning speed of MiniLM (about
@@ -813,7 +814,8 @@ HH_REWARD_RECIPES: dict[str, dict[str, dict[str, Any]]] = {
             "val_pairs": 64,
             "test_pairs": None,
             "batch_size": 16,
-            "train": _hh_train(100, 1e-4, 10, 25, 4),
+            "train": _hh_train(300, 1e-3, 30, 75, 4),
+            "train_backbone": False,
             "seed": 0,
         },
         "english_gpt": {
@@ -1034,6 +1036,9 @@ def hh_reward_model(
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(recipe["seed"]))
             model = RewardModel(bb.module, REWARD_BACKBONES[backbone])
+        if not recipe.get("train_backbone", True):
+            for p in model.backbone.parameters():
+                p.requires_grad_(False)
         return model, bb
 
     def load(path: Path) -> tuple[RewardModel, Any, dict[str, Any]]:
@@ -1187,6 +1192,7 @@ def _train_hh_reward(
         "device": str(target),
         "torch_version": torch.__version__,
         "n_parameters": n_params,
+        "n_trained": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "backbone_identity": bb.identity,
         "model_sha256": cache.sha256_file(partial / "model.safetensors"),
     }
