@@ -1052,6 +1052,7 @@ def hh_reward_model(
             raise ValueError("model.safetensors does not match its recorded SHA-256")
         model, bb = build()
         ckpt = load_checkpoint(path, model)
+        meta.setdefault("n_trained", sum(p.numel() for p in model.parameters() if p.requires_grad))
         meta["history"] = History.from_dict(ckpt.history) if ckpt.history else None
         meta["cached"] = True
         meta["path"] = str(path)
