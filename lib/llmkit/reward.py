@@ -1019,7 +1019,8 @@ def hh_reward_model(
         ``chosen`` and ``rejected`` of each test pair, in file order), ``truncated`` (the
         share of training conversations cut, per subset), ``n_train``, ``n_val``,
         ``history``, ``train_seconds``, ``eval_seconds``, ``load_average``, ``hardware``,
-        ``n_parameters``, ``recipe``, ``hash``, ``path`` and ``cached``.
+        ``n_parameters``, ``n_trained`` (those the recipe trains), ``recipe``, ``hash``,
+        ``path`` and ``cached``.
     """
     from llmkit import cache
     from llmkit.device import select_device
