@@ -301,11 +301,24 @@ def test_cls_pooling_on_a_tiny_bert(pooler):
             model(*padded(rows, "left"))
 
 
+def test_mean_pooling_averages_the_real_tokens():
+    bert = tiny_bert(False)
+    model = RewardModel(bert, pooling="mean").double().eval()
+    rows = [[1, 5, 6, 7, 2], [1, 8, 2], [1, 9, 9, 9, 9, 9, 2]]
+    with torch.no_grad():
+        got = model(*padded(rows, "right"))
+        for k, r in enumerate(rows):
+            mean = bert(torch.tensor([r])).mean(dim=1)  # (1, width), no padding
+            torch.testing.assert_close(got[k : k + 1], model.head(mean).squeeze(-1))
+
+
 def test_reward_model_validates_its_arguments():
     with pytest.raises(ValueError, match="pooling"):
-        RewardModel(tiny_bert(), pooling="mean")
+        RewardModel(tiny_bert(), pooling="max")
     with pytest.raises(TypeError, match="pooling='cls' needs an encoder"):
         RewardModel(tiny_decoder("gpt"), pooling="cls")
+    with pytest.raises(TypeError, match="pooling='mean' needs an encoder"):
+        RewardModel(tiny_decoder("gpt"), pooling="mean")
     with pytest.raises(TypeError, match="pooling='last' needs a decoder"):
         RewardModel(tiny_bert(), pooling="last")
     model = RewardModel(tiny_decoder("gpt"), pooling="last").double()

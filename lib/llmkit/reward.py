@@ -44,9 +44,15 @@ the comparison, is always kept.
 
 from __future__ import annotations
 
+import copy
+import json
+import os
 import re
+import shutil
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
@@ -79,10 +85,17 @@ __all__ = [
     "pair_batch_fn",
     "pair_loss",
     "score_pairs",
+    "score_texts",
     "evaluate_pairs",
+    "REWARD_BACKBONES",
+    "HH_SUBSETS",
+    "HH_REWARD_RECIPES",
+    "hh_reward_recipe",
+    "hh_reward_dir",
+    "hh_reward_model",
 ]
 
-POOLINGS = ("cls", "last")
+POOLINGS = ("cls", "mean", "last")
 PADDINGS = ("right", "left")
 #: The markers that open a turn in an HH-RLHF transcript.
 TURN_MARKERS = ("\n\nHuman:", "\n\nAssistant:")
@@ -139,7 +152,10 @@ class RewardModel(nn.Module):
             :class:`~llmkit.llama.Llama` (``pooling="last"``). It is trained with the head
             (freeze its parameters to train the head only).
         pooling: ``"cls"``: the encoder's ``[CLS]`` vector (pooled when it has a pooler);
-            rows must start with a real token (pad on the right). ``"last"``: the decoder's
+            rows must start with a real token (pad on the right). ``"mean"``: the mean of
+            the encoder's final hidden states over the real tokens (how sentence encoders
+            such as all-MiniLM-L6-v2 were trained to summarise a text); pad on the right,
+            as an encoder's positions count from column 0. ``"last"``: the decoder's
             final hidden state at each row's last real token (any padding).
         dropout: dropout on the pooled vector before the head.
 
@@ -154,10 +170,10 @@ class RewardModel(nn.Module):
         validate.one_of("pooling", pooling, POOLINGS)
         validate.probability("dropout", dropout)
         config = getattr(backbone, "config", None)
-        if pooling == "cls":
+        if pooling in ("cls", "mean"):
             if not _is_encoder(backbone):
                 raise TypeError(
-                    "pooling='cls' needs an encoder (llmkit.bert.BertModel), got "
+                    f"pooling={pooling!r} needs an encoder (llmkit.bert.BertModel), got "
                     f"{type(backbone).__name__}; use pooling='last' for a decoder"
                 )
             width = int(config.hidden_size)
@@ -166,7 +182,7 @@ class RewardModel(nn.Module):
                 raise TypeError(
                     "pooling='last' needs a decoder with hidden_states(ids, attention_mask=...) "
                     f"(llmkit.gpt.GPT, llmkit.llama.Llama), got {type(backbone).__name__}; "
-                    "use pooling='cls' for an encoder"
+                    "use pooling='cls' or 'mean' for an encoder"
                 )
             width = int(config.d_model)
         self.backbone = backbone
@@ -182,6 +198,10 @@ class RewardModel(nn.Module):
     ) -> torch.Tensor:
         """The pooled vector the head reads, ``(b, width)`` (arguments as :meth:`forward`)."""
         mask = _check_inputs(ids, attention_mask)
+        if self.pooling == "mean":
+            hidden = self.backbone(ids, mask.long())  # (b, t, width)
+            weights = mask.to(hidden.dtype).unsqueeze(-1)  # (b, t, 1)
+            return (hidden * weights).sum(dim=1) / weights.sum(dim=1)
         if self.pooling == "cls":
             if not bool(mask[:, 0].all()):
                 raise ValueError(
@@ -653,6 +673,40 @@ def score_pairs(
     return torch.cat(chosen), torch.cat(rejected)
 
 
+@torch.no_grad()
+def score_texts(
+    model: nn.Module,
+    tokenizer: Any,
+    texts: Sequence[str],
+    max_length: int | None,
+    pad_id: int,
+    *,
+    batch_size: int = 32,
+    padding: str = "right",
+    keep_first: int | None = None,
+    end_id: int | None = None,
+) -> torch.Tensor:
+    """The reward of each conversation in ``texts`` (eval mode; the mode is restored after).
+
+    Each text is encoded as :func:`encode_text` does (truncated on the left to
+    ``max_length``; ``keep_first`` and ``end_id`` as there), batches are padded by
+    :func:`pair_collate` (``padding``), so a text gets the reward it gets inside a pair.
+
+    Returns:
+        ``(len(texts),)`` float32 on the CPU.
+    """
+    if isinstance(texts, str) or not isinstance(texts, Sequence) or not texts:
+        raise TypeError("texts must be a non-empty list of str")
+    validate.positive_int("batch_size", batch_size)
+    ids = [
+        encode_text(t, tokenizer, max_length, keep_first=keep_first, end_id=end_id)[0]
+        for t in texts
+    ]
+    examples = [EncodedPair(x, x) for x in ids]
+    rewards, _ = score_pairs(model, examples, pad_id, batch_size=batch_size, padding=padding)
+    return rewards
+
+
 def evaluate_pairs(
     model: nn.Module,
     examples: Sequence[EncodedPair],
@@ -675,6 +729,493 @@ def evaluate_pairs(
     r_c, r_r = score_pairs(model, examples, pad_id, batch_size=batch_size, padding=padding)
     outcomes = pair_outcomes(r_c, r_r)
     low, high = bootstrap_interval(outcomes, n=n_bootstrap, seed=seed, level=level)
+    return {
+        "accuracy": float(outcomes.mean()),
+        "low": low,
+        "high": high,
+        "loss": float(bradley_terry_loss(r_c, r_r)),
+        "n": len(outcomes),
+    }
+
+
+# ------------------------------------------------------------ a trained, cached reward model
+
+#: The backbones :func:`hh_reward_model` can train a reward model on, with their pooling:
+#: chapter 05's offline MiniLM encoder (the mean over its tokens, as it was trained as a
+#: sentence encoder), chapter 09's English GPT and SmolLM2-135M-Instruct (the last real
+#: token).
+REWARD_BACKBONES: dict[str, str] = {"minilm": "mean", "english_gpt": "last", "smollm2": "last"}
+#: The two HH-RLHF subsets a reward model is trained and evaluated on.
+HH_SUBSETS = ("helpful-base", "harmless-base")
+_HH_FORMAT = "llmkit-hh-reward"
+_HH_VERSION = 1
+_HH_INFO = "hh_reward.json"
+
+
+def _hh_train(max_steps: int, lr: float, warmup: int, every: int, iters: int) -> dict[str, Any]:
+    return {
+        "max_steps": max_steps,
+        "lr": lr,
+        "warmup_steps": warmup,
+        "weight_decay": 0.01,
+        "betas": [0.9, 0.999],
+        "eval_interval": every,
+        "eval_iters": iters,
+    }
+
+
+#: :func:`hh_reward_model`'s recipes, per profile and backbone. ``max_length``: the most
+#: tokens of a conversation kept, from its end (:func:`encode_text`); ``train_pairs``,
+#: ``test_pairs``: the first pairs of each subset's split used (``None``: all);
+#: ``val_pairs``: pairs per subset taken from the *end* of its training split to watch
+#: the validation loss (not trained on); ``batch_size``: pairs per step (each step scores
+#: ``2 * batch_size`` conversations); ``train_backbone`` (default ``True``): ``False``
+#: freezes the backbone and trains the head alone.
+#:
+#: Book, MiniLM: the encoder frozen, its head (385 parameters) trained for 300 steps of 16
+#: pairs of at most 128 WordPiece tokens (4,800 pairs drawn from the 4,070 training pairs,
+#: about 1.2 passes); forward passes only, about 1.2 M token positions, about 3 minutes at
+#: MiniLM's forward speed on the idle 2-CPU machine (about 7,800 tokens/s; 751 s measured
+#: at a load average of 4.3). Fine-tuning the whole encoder affords only about 100 steps in
+#: that time, and there it memorised its 1,600 pairs (held-out accuracy 53.3 % reading
+#: ``[CLS]`` at lr 5e-5, 51.6 % reading the mean at 1e-4: chance). The ``full`` profile
+#: fine-tunes the whole encoder over all the pairs several times at 256 tokens.
+HH_REWARD_RECIPES: dict[str, dict[str, dict[str, Any]]] = {
+    "smoke": {
+        "minilm": {
+            "max_length": 32,
+            "train_pairs": 32,
+            "val_pairs": 4,
+            "test_pairs": 12,
+            "batch_size": 4,
+            "train": _hh_train(3, 5e-5, 1, 3, 1),
+            "seed": 0,
+        },
+        "english_gpt": {
+            "max_length": 32,
+            "train_pairs": 32,
+            "val_pairs": 4,
+            "test_pairs": 12,
+            "batch_size": 4,
+            "train": _hh_train(3, 3e-4, 1, 3, 1),
+            "seed": 0,
+        },
+        "smollm2": {
+            "max_length": 16,
+            "train_pairs": 8,
+            "val_pairs": 2,
+            "test_pairs": 4,
+            "batch_size": 2,
+            "train": _hh_train(1, 1e-5, 0, 1, 1),
+            "seed": 0,
+        },
+    },
+    "book": {
+        "minilm": {
+            "max_length": 128,
+            "train_pairs": None,
+            "val_pairs": 64,
+            "test_pairs": None,
+            "batch_size": 16,
+            "train": _hh_train(300, 1e-3, 30, 75, 4),
+            "train_backbone": False,
+            "seed": 0,
+        },
+        "english_gpt": {
+            "max_length": 64,
+            "train_pairs": None,
+            "val_pairs": 64,
+            "test_pairs": None,
+            "batch_size": 32,
+            "train": _hh_train(150, 3e-4, 15, 50, 4),
+            "seed": 0,
+        },
+        "smollm2": {
+            "max_length": 128,
+            "train_pairs": None,
+            "val_pairs": 64,
+            "test_pairs": None,
+            "batch_size": 8,
+            "train": _hh_train(100, 1e-5, 10, 25, 4),
+            "seed": 0,
+        },
+    },
+    "full": {
+        "minilm": {
+            "max_length": 256,
+            "train_pairs": None,
+            "val_pairs": 64,
+            "test_pairs": None,
+            "batch_size": 32,
+            "train": _hh_train(1000, 3e-5, 100, 100, 8),
+            "seed": 0,
+        },
+        "english_gpt": {
+            "max_length": 64,
+            "train_pairs": None,
+            "val_pairs": 64,
+            "test_pairs": None,
+            "batch_size": 32,
+            "train": _hh_train(1000, 3e-4, 100, 100, 8),
+            "seed": 0,
+        },
+        "smollm2": {
+            "max_length": 512,
+            "train_pairs": None,
+            "val_pairs": 64,
+            "test_pairs": None,
+            "batch_size": 16,
+            "train": _hh_train(500, 1e-5, 50, 50, 8),
+            "seed": 0,
+        },
+    },
+}
+
+
+def hh_reward_recipe(backbone: str = "minilm", profile: str | None = None) -> dict[str, Any]:
+    """A copy of :func:`hh_reward_model`'s recipe for ``backbone`` and ``profile``."""
+    from llmkit import cache
+
+    validate.one_of("backbone", backbone, tuple(REWARD_BACKBONES))
+    return copy.deepcopy(HH_REWARD_RECIPES[cache.profile_name(profile)][backbone])
+
+
+@dataclass
+class _Backbone:
+    """A fresh backbone to fine-tune, how its tokenizer encodes a conversation, its identity."""
+
+    module: nn.Module
+    tokenizer: Any
+    pad_id: int
+    encode: dict[str, Any]  #: keyword arguments of :func:`encode_pairs`
+    identity: dict[str, Any]  #: what the cache entry's hash covers
+
+
+def _hh_backbone(
+    name: str, profile: str, cache_dir: Any, progress: bool, *, identity_only: bool = False
+) -> _Backbone | dict[str, Any]:
+    """The backbone ``name`` (or, with ``identity_only``, just its identity, cheaply)."""
+    from llmkit import data
+
+    if name == "minilm":
+        from llmkit.bert import MINILM_SHA256
+
+        identity = {"minilm_sha256": MINILM_SHA256}
+        if identity_only:
+            return identity
+        from llmkit.bert_tasks import encoder_for
+
+        module, tokenizer = encoder_for("minilm")
+        pad = tokenizer.token_to_id("[PAD]")
+        return _Backbone(module, tokenizer, 0 if pad is None else int(pad), {}, identity)
+    if name == "english_gpt":
+        from llmkit import pretrained
+
+        identity = {"english_gpt": pretrained.english_gpt_dir(profile, cache_dir=cache_dir).name}
+        if identity_only:
+            return identity
+        module, tokenizer, _ = pretrained.english_gpt(
+            profile, cache_dir=cache_dir, progress=progress, device="cpu"
+        )
+        end = int(tokenizer.special_tokens["<|endoftext|>"])
+        return _Backbone(module, tokenizer, end, {"end_id": end, "keep_first": 0}, identity)
+    from llmkit import pretrained
+
+    identity = {"smollm2_sha256": data.entry(pretrained.SMOLLM2).sha256}
+    if identity_only:
+        return identity
+    module, tokenizer, _ = pretrained.smollm2(device="cpu", dtype=torch.float32)
+    end = int(tokenizer.special_tokens["<|endoftext|>"])
+    return _Backbone(module, tokenizer, end, {"end_id": end, "keep_first": 0}, identity)
+
+
+def _hh_fingerprint(backbone: str, profile: str, recipe: Mapping[str, Any], cache_dir: Any) -> str:
+    from llmkit import cache, data
+
+    identity = _hh_backbone(backbone, profile, cache_dir, False, identity_only=True)
+    payload = {
+        "format": _HH_FORMAT,
+        "version": _HH_VERSION,
+        "backbone": backbone,
+        "pooling": REWARD_BACKBONES[backbone],
+        "identity": identity,
+        "files": {s: data.entry(f"hh-rlhf-{s}-test").sha256 for s in HH_SUBSETS},
+        "recipe": recipe,
+    }
+    return cache.fingerprint(payload)
+
+
+def hh_reward_dir(
+    backbone: str = "minilm",
+    profile: str | None = None,
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> Path:
+    """The cache directory of :func:`hh_reward_model`'s entry (it may not exist yet)."""
+    from llmkit import cache
+
+    profile = cache.profile_name(profile)
+    recipe = hh_reward_recipe(backbone, profile)
+    digest = _hh_fingerprint(backbone, profile, recipe, cache_dir)
+    return cache.entry_path(f"hh_reward_{backbone}", profile, digest, cache_dir)
+
+
+def _hh_splits(recipe: Mapping[str, Any]) -> dict[str, dict[str, list[PreferencePair]]]:
+    """``{subset: {"train", "val", "test"}}``: the val pairs are the end of the train split."""
+    out = {}
+    n_val, n_train, n_test = recipe["val_pairs"], recipe["train_pairs"], recipe["test_pairs"]
+    for subset in HH_SUBSETS:
+        pairs = load_pairs(subset)
+        train_part, val = pairs["train"][:-n_val], pairs["train"][-n_val:]
+        out[subset] = {
+            "train": train_part if n_train is None else train_part[:n_train],
+            "val": val,
+            "test": pairs["test"] if n_test is None else pairs["test"][:n_test],
+        }
+    return out
+
+
+def _truncated_share(examples: Sequence[EncodedPair]) -> float:
+    cut = sum((ex.chosen_cut > 0) + (ex.rejected_cut > 0) for ex in examples)
+    return cut / (2 * len(examples))
+
+
+def hh_reward_model(
+    backbone: str = "minilm",
+    profile: str | None = None,
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+    device: str | torch.device = "auto",
+) -> tuple[RewardModel, Any, dict[str, Any]]:
+    """A reward model trained on HH-RLHF's helpful and harmless pairs; trained on first use
+    and cached (chapter 10).
+
+    First use: the backbone (:data:`REWARD_BACKBONES`: ``"minilm"``, the offline
+    all-MiniLM-L6-v2 of :func:`llmkit.bert_tasks.encoder_for`; ``"english_gpt"``, the cached
+    model of :func:`llmkit.pretrained.english_gpt` for ``profile``; ``"smollm2"``,
+    :func:`llmkit.pretrained.smollm2`) gets a :class:`RewardModel` head and is fine-tuned
+    whole with the Bradley-Terry loss (:func:`pair_loss`) by :func:`llmkit.train.train`,
+    following :data:`HH_REWARD_RECIPES` ``[profile][backbone]``: both subsets' training
+    pairs (:func:`load_pairs`; the last ``val_pairs`` of each held out for the validation
+    loss), each conversation truncated on the left to ``max_length`` tokens
+    (:func:`encode_pairs`; a decoder's conversations end with ``<|endoftext|>``). Then
+    every held-out test pair of both subsets is scored. The weights and a JSON record go to
+    ``<cache>/models/hh_reward_<backbone>-<profile>-<hash>/`` (the hash covers the recipe,
+    the backbone's identity and the data files' SHA-256); later calls load them.
+
+    Args:
+        backbone: ``"minilm"``, ``"english_gpt"`` or ``"smollm2"``.
+        profile: ``"smoke"``, ``"book"``, ``"full"`` or ``None`` (the current profile).
+        cache_dir: the cache root (default ``$LLMKIT_CACHE`` or ``~/.cache/llmkit``).
+        progress: print a line per evaluation while training.
+        device: where to train and return the model (``"auto"``: CUDA, MPS, CPU).
+    Returns:
+        ``(model, tokenizer, info)``: the :class:`RewardModel` in eval mode, the backbone's
+        tokenizer, and ``info`` with ``backbone``, ``pooling``, ``pad_id``, ``encode``
+        (the keyword arguments of :func:`encode_pairs` for this backbone), ``max_length``,
+        ``test`` (per subset and ``"pooled"``: ``accuracy``, ``low``, ``high`` (95 %
+        bootstrap interval), ``loss``, ``n``), ``test_scores`` (per subset: the rewards
+        ``chosen`` and ``rejected`` of each test pair, in file order), ``truncated`` (the
+        share of training conversations cut, per subset), ``n_train``, ``n_val``,
+        ``history``, ``train_seconds``, ``eval_seconds``, ``load_average``, ``hardware``,
+        ``n_parameters``, ``n_trained`` (those the recipe trains), ``recipe``, ``hash``,
+        ``path`` and ``cached``.
+    """
+    from llmkit import cache
+    from llmkit.device import select_device
+
+    validate.one_of("backbone", backbone, tuple(REWARD_BACKBONES))
+    profile = cache.profile_name(profile)
+    validate.boolean("progress", progress)
+    target = select_device(device)
+    recipe = hh_reward_recipe(backbone, profile)
+    digest = _hh_fingerprint(backbone, profile, recipe, cache_dir)
+    final = cache.entry_path(f"hh_reward_{backbone}", profile, digest, cache_dir)
+    what = f"{profile} {backbone} reward model"
+
+    def build() -> tuple[RewardModel, _Backbone]:
+        bb = _hh_backbone(backbone, profile, cache_dir, progress)
+        assert isinstance(bb, _Backbone)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(recipe["seed"]))
+            model = RewardModel(bb.module, REWARD_BACKBONES[backbone])
+        if not recipe.get("train_backbone", True):
+            for p in model.backbone.parameters():
+                p.requires_grad_(False)
+        return model, bb
+
+    def load(path: Path) -> tuple[RewardModel, Any, dict[str, Any]]:
+        from llmkit.checkpoint import load_checkpoint
+        from llmkit.train import History
+
+        meta = json.loads((path / _HH_INFO).read_text())
+        if meta.get("format") != _HH_FORMAT or meta.get("hash") != digest:
+            raise ValueError(f"{_HH_INFO} does not describe this recipe")
+        if cache.sha256_file(path / "model.safetensors") != meta["model_sha256"]:
+            raise ValueError("model.safetensors does not match its recorded SHA-256")
+        model, bb = build()
+        ckpt = load_checkpoint(path, model)
+        meta.setdefault("n_trained", sum(p.numel() for p in model.parameters() if p.requires_grad))
+        meta["history"] = History.from_dict(ckpt.history) if ckpt.history else None
+        meta["cached"] = True
+        meta["path"] = str(path)
+        cache.log(progress, f"loaded the {what} from {cache.show_path(path)}")
+        return model.to(target).eval(), bb.tokenizer, meta
+
+    def train_now() -> tuple[RewardModel, Any, dict[str, Any]]:
+        model, bb = build()
+        return _train_hh_reward(
+            model, bb, backbone, profile, recipe, digest, final, target, progress
+        )
+
+    return cache.load_or_train(final, load, train_now, what)
+
+
+def _train_hh_reward(
+    model: RewardModel,
+    bb: _Backbone,
+    backbone: str,
+    profile: str,
+    recipe: Mapping[str, Any],
+    digest: str,
+    final: Path,
+    target: torch.device,
+    progress: bool,
+) -> tuple[RewardModel, Any, dict[str, Any]]:
+    """Train :func:`hh_reward_model`'s model, cache it in ``final``, return what it returns."""
+    from llmkit import cache
+    from llmkit.checkpoint import save_checkpoint
+    from llmkit.train import History, TrainConfig, train
+
+    began = time.perf_counter()
+    splits = _hh_splits(recipe)
+    max_length = int(recipe["max_length"])
+    enc = {
+        s: {
+            part: encode_pairs(pairs, bb.tokenizer, max_length, **bb.encode)
+            for part, pairs in parts.items()
+        }
+        for s, parts in splits.items()
+    }
+    train_ex = [ex for s in HH_SUBSETS for ex in enc[s]["train"]]
+    val_ex = [ex for s in HH_SUBSETS for ex in enc[s]["val"]]
+    seed = int(recipe["seed"])
+    config = TrainConfig(**recipe["train"], seed=seed, device=str(target), progress=False)
+    batch_size = int(recipe["batch_size"])
+    get_batch = pair_batch_fn(train_ex, val_ex, batch_size, bb.pad_id)
+    g = torch.Generator().manual_seed(seed + 1)  # fixed validation batches
+    eval_batches = [get_batch("val", g) for _ in range(max(1, config.eval_iters))]
+    n_params = sum(p.numel() for p in model.parameters())
+    steps = config.max_steps
+    cache.log(
+        progress,
+        f"training the {profile} {backbone} reward model ({n_params:,} parameters, "
+        f"{steps} steps of {batch_size} pairs, at most {max_length} tokens) on "
+        f"{cache.describe_hardware(target)}; it will be cached in {cache.show_path(final)}",
+    )
+    printed = 0
+    loads: list[float] = []
+    every = max(1, steps // 50)
+
+    def report(step: int, history: History) -> None:
+        nonlocal printed
+        if step % every == 0 and hasattr(os, "getloadavg"):
+            loads.append(os.getloadavg()[0])
+        while printed < len(history.val_steps):
+            i = printed
+            cache.log(
+                progress,
+                f"step {history.val_steps[i]:>5}/{steps}  val loss {history.val_loss[i]:.4f}"
+                f"  {history.val_seconds[i]:6.1f} s",
+            )
+            printed += 1
+
+    prepare_seconds = time.perf_counter() - began
+    cuda = [target.index or 0] if target.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        history = train(
+            model,
+            config,
+            get_batch,
+            loss_fn=pair_loss,
+            eval_batches=eval_batches,
+            callback=report,
+            model_config={"backbone": backbone, "pooling": model.pooling},
+        )
+    report(steps, history)
+    model.eval()
+    t0 = time.perf_counter()
+    test: dict[str, dict[str, float]] = {}
+    scores: dict[str, dict[str, list[float]]] = {}
+    outcomes = []
+    for s in HH_SUBSETS:
+        r_c, r_r = score_pairs(model, enc[s]["test"], bb.pad_id)
+        out = pair_outcomes(r_c, r_r)
+        outcomes.append(out)
+        test[s] = _summary(out, r_c, r_r)
+        scores[s] = {"chosen": r_c.tolist(), "rejected": r_r.tolist()}
+    pooled = torch.cat(outcomes)
+    all_c = torch.tensor([x for s in HH_SUBSETS for x in scores[s]["chosen"]])
+    all_r = torch.tensor([x for s in HH_SUBSETS for x in scores[s]["rejected"]])
+    test["pooled"] = _summary(pooled, all_c, all_r)
+    eval_seconds = time.perf_counter() - t0
+    partial = final.parent / f"{final.name}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    save_checkpoint(
+        partial,
+        model,
+        config,
+        step=steps,
+        history=history,
+        model_config={"backbone": backbone, "pooling": model.pooling},
+    )
+    meta: dict[str, Any] = {
+        "format": _HH_FORMAT,
+        "version": _HH_VERSION,
+        "profile": profile,
+        "backbone": backbone,
+        "pooling": model.pooling,
+        "hash": digest,
+        "recipe": dict(recipe),
+        "max_length": max_length,
+        "pad_id": bb.pad_id,
+        "encode": dict(bb.encode),
+        "n_train": len(train_ex),
+        "n_val": len(val_ex),
+        "truncated": {s: _truncated_share(enc[s]["train"]) for s in HH_SUBSETS},
+        "test": test,
+        "test_scores": scores,
+        "steps": history.steps[-1] if history.steps else 0,
+        "val_loss": history.val_loss[-1] if history.val_loss else None,
+        "prepare_seconds": prepare_seconds,
+        "train_seconds": history.seconds[-1] if history.seconds else 0.0,
+        "eval_seconds": eval_seconds,
+        "load_average": round(sum(loads) / len(loads), 2) if loads else None,
+        "hardware": cache.describe_hardware(target),
+        "cpu_count": os.cpu_count(),
+        "device": str(target),
+        "torch_version": torch.__version__,
+        "n_parameters": n_params,
+        "n_trained": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "backbone_identity": bb.identity,
+        "model_sha256": cache.sha256_file(partial / "model.safetensors"),
+    }
+    (partial / _HH_INFO).write_text(json.dumps(meta, indent=1))
+    cache.publish(partial, final)
+    cache.log(
+        progress,
+        f"held-out pairwise accuracy {test['pooled']['accuracy']:.3f} "
+        f"({test['pooled']['n']} pairs); trained in {meta['train_seconds']:.0f} s",
+    )
+    meta["history"] = history
+    meta["cached"] = False
+    meta["path"] = str(final)
+    return model, bb.tokenizer, meta
+
+
+def _summary(outcomes: torch.Tensor, r_c: torch.Tensor, r_r: torch.Tensor) -> dict[str, float]:
+    low, high = bootstrap_interval(outcomes, n=1000, seed=0, level=0.95)
     return {
         "accuracy": float(outcomes.mean()),
         "low": low,
