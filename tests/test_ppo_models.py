@@ -59,6 +59,29 @@ def test_sentiment_reward_trains_caches_and_reloads(tiny_sentiment, trained):
     assert again.info["test_accuracy"] == info["test_accuracy"]
 
 
+def test_chapter_05bs_run_caches_the_same_sentiment_reward(trained, monkeypatch, tmp_path):
+    """bert_tasks.run on sentence polarity from MiniLM stores its classifier as
+    sentiment_reward's entry: loading it gives the weights a sentiment_reward() of its own
+    would have trained, and a second run leaves the entry alone."""
+    recipes = {**bert_tasks.FINETUNE_RECIPES["smoke"], "sentence-polarity": dict(TINY_FT)}
+    monkeypatch.setitem(bert_tasks.FINETUNE_RECIPES, "smoke", recipes)
+    monkeypatch.setenv("LLMKIT_CACHE", str(tmp_path))
+    result = bert_tasks.run("sentence-polarity", "minilm", "smoke", progress=False)
+    entry = pre.sentiment_reward_dir("smoke")
+    assert entry.is_dir() and result["cached"] is False
+    reward = pre.sentiment_reward("smoke", progress=False)
+    assert reward.info["cached"] is True
+    assert reward.info["test_accuracy"] == pytest.approx(result["test"]["accuracy"])
+    texts = ["a charming , funny film .", "a dull , lifeless mess ."]
+    assert torch.allclose(reward(texts), trained[1](texts), atol=1e-5)
+    stamp = (entry / "model.safetensors").stat().st_mtime_ns
+    for f in (tmp_path / "models").glob("bert_task-sentence-polarity-minilm-*.json"):
+        f.unlink()  # the result is trained again; the weights' entry is kept as it was
+    assert bert_tasks.run("sentence-polarity", "minilm", "smoke", progress=False)["cached"] is False
+    assert (entry / "model.safetensors").stat().st_mtime_ns == stamp
+    assert len(list((tmp_path / "models").glob("sentiment_reward-*"))) == 1
+
+
 def test_sentiment_reward_is_the_logit_difference_and_agrees_with_predict(tiny_sentiment):
     reward = pre.sentiment_reward("smoke", progress=False, batch_size=2)
     data = bert_tasks.load_task("sentence-polarity")["test"][:7]

@@ -985,6 +985,23 @@ def _fine_tune_and_score(t, encoder, profile, recipe, file, cache_dir, progress,
         f"({seconds:.0f} s fine-tuning, {eval_seconds:.0f} s evaluation)",
     )
     cache.write_json(file, result)
+    if task == "sentence-polarity" and encoder == "minilm":
+        # The same classifier is chapter 10's sentiment reward: keep its weights for it.
+        from llmkit.pretrained import store_sentiment_reward  # (pretrained imports us)
+
+        store_sentiment_reward(
+            model,
+            history,
+            profile=profile,
+            cache_dir=cache_dir,
+            test_accuracy=scores["accuracy"],
+            n_test=scores["n"],
+            n_train=len(train_ex),
+            seconds=seconds,
+            eval_seconds=eval_seconds,
+            load_average=None,
+            device=target,
+        )
     result["cached"] = False
     return result
 

@@ -101,6 +101,7 @@ __all__ = [
     "evaluate_lm",
     "SentimentReward",
     "sentiment_reward",
+    "store_sentiment_reward",
     "sentiment_reward_dir",
     "REVIEW_GPT_RECIPES",
     "review_gpt",
@@ -1115,7 +1116,6 @@ def _train_sentiment(
     batch_size: int,
 ) -> SentimentReward:
     from llmkit import bert_tasks
-    from llmkit.checkpoint import save_checkpoint
 
     recipe = payload["recipe"]
     data = bert_tasks.load_task("sentence-polarity")
@@ -1146,28 +1146,69 @@ def _train_sentiment(
     start = time.perf_counter()
     scores = bert_tasks.evaluate(model, tokenizer, "sentence-polarity", test_ex)
     eval_seconds = time.perf_counter() - start
+    loads = [x for x in (load_start, load_end) if x is not None]
+    meta = _store_sentiment(
+        model,
+        history,
+        profile=profile,
+        final=final,
+        test_accuracy=scores["accuracy"],
+        n_test=scores["n"],
+        n_train=len(train_ex),
+        seconds=seconds,
+        eval_seconds=eval_seconds,
+        load_average=round(sum(loads) / len(loads), 2) if loads else None,
+        target=target,
+    )
+    cache.log(
+        progress,
+        f"test accuracy {scores['accuracy']:.4f} on {scores['n']:,} sentences "
+        f"({seconds:.0f} s fine-tuning, {eval_seconds:.0f} s scoring)",
+    )
+    return SentimentReward(model.to(target).eval(), tokenizer, meta, batch_size=batch_size)
+
+
+def _store_sentiment(
+    model: torch.nn.Module,
+    history: Any,
+    *,
+    profile: str,
+    final: Path,
+    test_accuracy: float,
+    n_test: int,
+    n_train: int,
+    seconds: float,
+    eval_seconds: float,
+    load_average: float | None,
+    target: torch.device,
+) -> dict[str, Any]:
+    """Write a fine-tuned sentence-polarity classifier as :func:`sentiment_reward`'s entry
+    ``final`` and return its record (``cached`` False, ``path`` set)."""
+    from llmkit.checkpoint import save_checkpoint
+
+    payload = _sentiment_payload(profile)
+    recipe = payload["recipe"]
     partial = final.parent / f"{final.name}.partial"
     shutil.rmtree(partial, ignore_errors=True)
     save_checkpoint(
         partial, model, step=recipe["steps"], history=history, model_config=model.config
     )
-    loads = [x for x in (load_start, load_end) if x is not None]
     meta: dict[str, Any] = {
         "format": _SENTIMENT_FORMAT,
         "profile": profile,
-        "hash": digest,
+        "hash": cache.fingerprint(payload),
         "payload": payload,
         "recipe": recipe,
         "model_config": model.config.to_dict(),
         "labels": ["negative", "positive"],
-        "test_accuracy": scores["accuracy"],
-        "n_test": scores["n"],
-        "n_train": len(train_ex),
+        "test_accuracy": test_accuracy,
+        "n_test": n_test,
+        "n_train": n_train,
         "val_steps": history.val_steps,
         "val_loss": history.val_loss,
         "train_seconds": seconds,
         "eval_seconds": eval_seconds,
-        "load_average": round(sum(loads) / len(loads), 2) if loads else None,
+        "load_average": load_average,
         "hardware": describe_hardware(target),
         "cpu_count": os.cpu_count(),
         "torch_version": torch.__version__,
@@ -1175,14 +1216,50 @@ def _train_sentiment(
     }
     (partial / _SENTIMENT_INFO).write_text(json.dumps(meta, indent=1))
     cache.publish(partial, final)
-    cache.log(
-        progress,
-        f"test accuracy {scores['accuracy']:.4f} on {scores['n']:,} sentences "
-        f"({seconds:.0f} s fine-tuning, {eval_seconds:.0f} s scoring)",
-    )
     meta["cached"] = False
     meta["path"] = str(final)
-    return SentimentReward(model.to(target).eval(), tokenizer, meta, batch_size=batch_size)
+    return meta
+
+
+def store_sentiment_reward(
+    model: torch.nn.Module,
+    history: Any,
+    *,
+    profile: str,
+    cache_dir: str | os.PathLike[str] | None,
+    test_accuracy: float,
+    n_test: int,
+    n_train: int,
+    seconds: float,
+    eval_seconds: float,
+    load_average: float | None,
+    device: torch.device,
+) -> Path | None:
+    """Cache a classifier that :func:`llmkit.bert_tasks.run` has just fine-tuned on sentence
+    polarity from MiniLM as :func:`sentiment_reward`'s entry, unless one exists.
+
+    It is the same model: the same function (:func:`llmkit.bert_tasks.fine_tune`), recipe,
+    data and seed. So chapter 05b's run caches chapter 10's sentiment reward, and a reader
+    who runs the book in order fine-tunes it once. Returns the entry's path, or ``None``
+    when one was already there.
+    """
+    final = sentiment_reward_dir(profile, cache_dir=cache_dir)
+    if final.exists():
+        return None
+    _store_sentiment(
+        model,
+        history,
+        profile=profile,
+        final=final,
+        test_accuracy=test_accuracy,
+        n_test=n_test,
+        n_train=n_train,
+        seconds=seconds,
+        eval_seconds=eval_seconds,
+        load_average=load_average,
+        target=device,
+    )
+    return final
 
 
 # ------------------------------------------------------------------ the review model
