@@ -775,9 +775,10 @@ def _hh_train(max_steps: int, lr: float, warmup: int, every: int, iters: int) ->
 #: Book, MiniLM: the encoder frozen, its head (385 parameters) trained for 300 steps of 16
 #: pairs of at most 128 WordPiece tokens (4,800 pairs drawn from the 4,070 training pairs,
 #: about 1.2 passes); forward passes only, about 1.2 M token positions: 379 s measured on
-#: the idle 2-CPU machine (load average 1.5), 751 s at a load average of 4.3. Fine-tuning the whole encoder affords only about 100 steps in
-#: that time, and there it memorised its 1,600 pairs (held-out accuracy 53.3 % reading
-#: ``[CLS]`` at lr 5e-5, 51.6 % reading the mean at 1e-4: chance). The ``full`` profile
+#: the idle 2-CPU machine (load average 1.5), 751 s at a load average of 4.3. Fine-tuning
+#: the whole encoder affords only about 100 steps in that time, and there it memorised
+#: its 1,600 pairs (held-out accuracy 53.3 % reading ``[CLS]`` at lr 5e-5, 51.6 % reading
+#: the mean at 1e-4: chance). The ``full`` profile
 #: fine-tunes the whole encoder over all the pairs several times at 256 tokens.
 HH_REWARD_RECIPES: dict[str, dict[str, dict[str, Any]]] = {
     "smoke": {
