@@ -139,7 +139,7 @@ def test_sentiment_reward_bad_arguments(tiny_sentiment):
 
 
 def test_sentiment_recipe_is_chapter_05s():
-    payload = pre._sentiment_payload("book")
+    payload = bert_tasks.sentiment_payload("book")
     assert payload["recipe"] == bert_tasks.FINETUNE_RECIPES["book"]["sentence-polarity"]
     assert payload["lr"] == bert_tasks.FT_LR and payload["seed"] == 0
 

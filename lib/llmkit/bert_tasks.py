@@ -38,6 +38,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -93,6 +94,11 @@ __all__ = [
     "tfidf_logistic",
     "tfidf_classifier",
     "TfidfClassifier",
+    "sentiment_payload",
+    "sentiment_reward_dir",
+    "store_sentiment_model",
+    "SENTIMENT_INFO",
+    "SENTIMENT_FORMAT",
 ]
 
 #: Version of the cached files; bump it when their meaning changes.
@@ -985,25 +991,121 @@ def _fine_tune_and_score(t, encoder, profile, recipe, file, cache_dir, progress,
         f"({seconds:.0f} s fine-tuning, {eval_seconds:.0f} s evaluation)",
     )
     cache.write_json(file, result)
-    if task == "sentence-polarity" and encoder == "minilm":
+    sentiment = sentiment_reward_dir(profile, cache_dir=cache_dir)
+    if task == "sentence-polarity" and encoder == "minilm" and not sentiment.exists():
         # The same classifier is chapter 10's sentiment reward: keep its weights for it.
-        from llmkit.pretrained import store_sentiment_reward  # (pretrained imports us)
-
-        store_sentiment_reward(
+        store_sentiment_model(
             model,
             history,
             profile=profile,
-            cache_dir=cache_dir,
+            final=sentiment,
             test_accuracy=scores["accuracy"],
             n_test=scores["n"],
             n_train=len(train_ex),
             seconds=seconds,
             eval_seconds=eval_seconds,
             load_average=None,
-            device=target,
+            target=target,
         )
     result["cached"] = False
     return result
+
+
+# ----------------------------------------------------------- the sentiment reward's weights
+
+#: The file and format of a :func:`llmkit.pretrained.sentiment_reward` entry.
+SENTIMENT_INFO = "sentiment_reward.json"
+SENTIMENT_FORMAT = "llmkit-sentiment-reward"
+#: Part of the sentiment reward's cache key (the entries cached so far carry 1).
+_SENTIMENT_VERSION = 1
+
+
+def sentiment_payload(profile: str) -> dict[str, Any]:
+    """What :func:`llmkit.pretrained.sentiment_reward`'s cache key covers for ``profile``:
+    this module's sentence-polarity recipe, MiniLM's and the data file's SHA-256, the split
+    seed."""
+    from llmkit import bert, data
+
+    return {
+        "format": _SENTIMENT_VERSION,
+        "kind": "sentiment_reward",
+        "task": "sentence-polarity",
+        "recipe": FINETUNE_RECIPES[profile]["sentence-polarity"],
+        "lr": FT_LR,
+        "max_length": MAX_LENGTH,
+        "seed": 0,
+        "encoder": "all-MiniLM-L6-v2",
+        "encoder_sha256": bert.MINILM_SHA256,
+        "data_sha256": data.entry("sentence-polarity-v1.0").sha256,
+        "split_seed": data.SENTENCE_POLARITY_SEED,
+    }
+
+
+def sentiment_reward_dir(
+    profile: str | None = None, *, cache_dir: str | os.PathLike[str] | None = None
+) -> Path:
+    """The cache directory of the sentiment reward's weights for ``profile`` (it may not
+    exist): ``<cache>/models/sentiment_reward-<profile>-<hash>/``."""
+    profile = cache.profile_name(profile)
+    digest = cache.fingerprint(sentiment_payload(profile))
+    return cache.entry_path("sentiment_reward", profile, digest, cache_dir)
+
+
+def store_sentiment_model(
+    model: nn.Module,
+    history: Any,
+    *,
+    profile: str,
+    final: Path,
+    test_accuracy: float,
+    n_test: int,
+    n_train: int,
+    seconds: float,
+    eval_seconds: float,
+    load_average: float | None,
+    target: torch.device,
+) -> dict[str, Any]:
+    """Write a MiniLM classifier fine-tuned on sentence polarity with this module's recipe as
+    the sentiment reward's entry ``final`` (:func:`sentiment_reward_dir`) and return its
+    record (``cached`` False, ``path`` set).
+
+    :func:`run` calls it for MiniLM on sentence polarity (chapter 5b), and
+    :func:`llmkit.pretrained.sentiment_reward` when it fine-tunes the same model itself: the
+    same :func:`fine_tune`, recipe, data and seed, so a reader fine-tunes it once.
+    """
+    payload = sentiment_payload(profile)
+    recipe = payload["recipe"]
+    partial = final.parent / f"{final.name}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    save_checkpoint(
+        partial, model, step=recipe["steps"], history=history, model_config=model.config
+    )
+    meta: dict[str, Any] = {
+        "format": SENTIMENT_FORMAT,
+        "profile": profile,
+        "hash": cache.fingerprint(payload),
+        "payload": payload,
+        "recipe": recipe,
+        "model_config": model.config.to_dict(),
+        "labels": ["negative", "positive"],
+        "test_accuracy": test_accuracy,
+        "n_test": n_test,
+        "n_train": n_train,
+        "val_steps": history.val_steps,
+        "val_loss": history.val_loss,
+        "train_seconds": seconds,
+        "eval_seconds": eval_seconds,
+        "load_average": load_average,
+        "hardware": describe_hardware(target),
+        "cpu_count": os.cpu_count(),
+        "torch_version": torch.__version__,
+        "model_sha256": cache.sha256_file(partial / "model.safetensors"),
+    }
+    (partial / SENTIMENT_INFO).write_text(json.dumps(meta, indent=1))
+    cache.publish(partial, final)
+    meta["cached"] = False
+    meta["path"] = str(final)
+    return meta
 
 
 def majority_baseline(task: str) -> float:

@@ -101,7 +101,6 @@ __all__ = [
     "evaluate_lm",
     "SentimentReward",
     "sentiment_reward",
-    "store_sentiment_reward",
     "sentiment_reward_dir",
     "REVIEW_GPT_RECIPES",
     "review_gpt",
@@ -1006,35 +1005,14 @@ class SentimentReward:
         return f"SentimentReward(test_accuracy={acc}, profile={self.info.get('profile')!r})"
 
 
-_SENTIMENT_INFO = "sentiment_reward.json"
-_SENTIMENT_FORMAT = "llmkit-sentiment-reward"
-
-
-def _sentiment_payload(profile: str) -> dict[str, Any]:
-    from llmkit import bert, bert_tasks, data
-
-    return {
-        "format": FORMAT_VERSION,
-        "kind": "sentiment_reward",
-        "task": "sentence-polarity",
-        "recipe": bert_tasks.FINETUNE_RECIPES[profile]["sentence-polarity"],
-        "lr": bert_tasks.FT_LR,
-        "max_length": bert_tasks.MAX_LENGTH,
-        "seed": 0,
-        "encoder": "all-MiniLM-L6-v2",
-        "encoder_sha256": bert.MINILM_SHA256,
-        "data_sha256": data.entry("sentence-polarity-v1.0").sha256,
-        "split_seed": data.SENTENCE_POLARITY_SEED,
-    }
-
-
 def sentiment_reward_dir(
     profile: str | None = None, *, cache_dir: str | os.PathLike[str] | None = None
 ) -> Path:
-    """The cache directory of :func:`sentiment_reward` for ``profile`` (it may not exist)."""
-    profile = cache.profile_name(profile)
-    digest = cache.fingerprint(_sentiment_payload(profile))
-    return cache.entry_path("sentiment_reward", profile, digest, cache_dir)
+    """The cache directory of :func:`sentiment_reward` for ``profile`` (it may not exist);
+    :func:`llmkit.bert_tasks.sentiment_reward_dir`, which writes the entry."""
+    from llmkit import bert_tasks
+
+    return bert_tasks.sentiment_reward_dir(profile, cache_dir=cache_dir)
 
 
 def sentiment_reward(
@@ -1076,16 +1054,18 @@ def sentiment_reward(
         raise TypeError(f"progress must be a bool, got {progress!r}")
     validate.positive_int("batch_size", batch_size)
     target = select_device(device)
-    payload = _sentiment_payload(profile)
+    from llmkit import bert_tasks
+
+    payload = bert_tasks.sentiment_payload(profile)
     digest = cache.fingerprint(payload)
-    final = cache.entry_path("sentiment_reward", profile, digest, cache_dir)
+    final = bert_tasks.sentiment_reward_dir(profile, cache_dir=cache_dir)
 
     def load(path: Path) -> SentimentReward:
         from llmkit.bert import load_pretrained
 
-        meta = json.loads((path / _SENTIMENT_INFO).read_text())
-        if meta.get("format") != _SENTIMENT_FORMAT or meta.get("hash") != digest:
-            raise ValueError(f"{_SENTIMENT_INFO} does not describe this recipe")
+        meta = json.loads((path / bert_tasks.SENTIMENT_INFO).read_text())
+        if meta.get("format") != bert_tasks.SENTIMENT_FORMAT or meta.get("hash") != digest:
+            raise ValueError(f"{bert_tasks.SENTIMENT_INFO} does not describe this recipe")
         if cache.sha256_file(path / "model.safetensors") != meta["model_sha256"]:
             raise ValueError("model.safetensors does not match its recorded SHA-256")
         _, tokenizer = load_pretrained(check_sha256=False)
@@ -1147,7 +1127,7 @@ def _train_sentiment(
     scores = bert_tasks.evaluate(model, tokenizer, "sentence-polarity", test_ex)
     eval_seconds = time.perf_counter() - start
     loads = [x for x in (load_start, load_end) if x is not None]
-    meta = _store_sentiment(
+    meta = bert_tasks.store_sentiment_model(
         model,
         history,
         profile=profile,
@@ -1166,100 +1146,6 @@ def _train_sentiment(
         f"({seconds:.0f} s fine-tuning, {eval_seconds:.0f} s scoring)",
     )
     return SentimentReward(model.to(target).eval(), tokenizer, meta, batch_size=batch_size)
-
-
-def _store_sentiment(
-    model: torch.nn.Module,
-    history: Any,
-    *,
-    profile: str,
-    final: Path,
-    test_accuracy: float,
-    n_test: int,
-    n_train: int,
-    seconds: float,
-    eval_seconds: float,
-    load_average: float | None,
-    target: torch.device,
-) -> dict[str, Any]:
-    """Write a fine-tuned sentence-polarity classifier as :func:`sentiment_reward`'s entry
-    ``final`` and return its record (``cached`` False, ``path`` set)."""
-    from llmkit.checkpoint import save_checkpoint
-
-    payload = _sentiment_payload(profile)
-    recipe = payload["recipe"]
-    partial = final.parent / f"{final.name}.partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    save_checkpoint(
-        partial, model, step=recipe["steps"], history=history, model_config=model.config
-    )
-    meta: dict[str, Any] = {
-        "format": _SENTIMENT_FORMAT,
-        "profile": profile,
-        "hash": cache.fingerprint(payload),
-        "payload": payload,
-        "recipe": recipe,
-        "model_config": model.config.to_dict(),
-        "labels": ["negative", "positive"],
-        "test_accuracy": test_accuracy,
-        "n_test": n_test,
-        "n_train": n_train,
-        "val_steps": history.val_steps,
-        "val_loss": history.val_loss,
-        "train_seconds": seconds,
-        "eval_seconds": eval_seconds,
-        "load_average": load_average,
-        "hardware": describe_hardware(target),
-        "cpu_count": os.cpu_count(),
-        "torch_version": torch.__version__,
-        "model_sha256": cache.sha256_file(partial / "model.safetensors"),
-    }
-    (partial / _SENTIMENT_INFO).write_text(json.dumps(meta, indent=1))
-    cache.publish(partial, final)
-    meta["cached"] = False
-    meta["path"] = str(final)
-    return meta
-
-
-def store_sentiment_reward(
-    model: torch.nn.Module,
-    history: Any,
-    *,
-    profile: str,
-    cache_dir: str | os.PathLike[str] | None,
-    test_accuracy: float,
-    n_test: int,
-    n_train: int,
-    seconds: float,
-    eval_seconds: float,
-    load_average: float | None,
-    device: torch.device,
-) -> Path | None:
-    """Cache a classifier that :func:`llmkit.bert_tasks.run` has just fine-tuned on sentence
-    polarity from MiniLM as :func:`sentiment_reward`'s entry, unless one exists.
-
-    It is the same model: the same function (:func:`llmkit.bert_tasks.fine_tune`), recipe,
-    data and seed. So chapter 05b's run caches chapter 10's sentiment reward, and a reader
-    who runs the book in order fine-tunes it once. Returns the entry's path, or ``None``
-    when one was already there.
-    """
-    final = sentiment_reward_dir(profile, cache_dir=cache_dir)
-    if final.exists():
-        return None
-    _store_sentiment(
-        model,
-        history,
-        profile=profile,
-        final=final,
-        test_accuracy=test_accuracy,
-        n_test=n_test,
-        n_train=n_train,
-        seconds=seconds,
-        eval_seconds=eval_seconds,
-        load_average=load_average,
-        target=device,
-    )
-    return final
 
 
 # ------------------------------------------------------------------ the review model
