@@ -991,8 +991,10 @@ def _fine_tune_and_score(t, encoder, profile, recipe, file, cache_dir, progress,
         f"({seconds:.0f} s fine-tuning, {eval_seconds:.0f} s evaluation)",
     )
     cache.write_json(file, result)
-    sentiment = sentiment_reward_dir(profile, cache_dir=cache_dir)
-    if task == "sentence-polarity" and encoder == "minilm" and not sentiment.exists():
+    sentiment = None
+    if task == "sentence-polarity" and encoder == "minilm":
+        sentiment = sentiment_reward_dir(profile, cache_dir=cache_dir)
+    if sentiment is not None and not sentiment.exists():
         # The same classifier is chapter 10's sentiment reward: keep its weights for it.
         store_sentiment_model(
             model,
