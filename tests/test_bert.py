@@ -28,6 +28,7 @@ from llmkit.bert import (
     mask_tokens,
     sentence_embedding,
 )
+from llmkit.nn import sinusoidal_positions
 
 transformers = pytest.importorskip("transformers")
 
@@ -73,12 +74,31 @@ def test_presets_have_the_published_parameter_counts():
         (dict(dropout=1.0), "dropout"),
         (dict(pad_token_id=40), "pad_token_id"),
         (dict(layer_norm_eps=0), "layer_norm_eps"),
+        (dict(sinusoid_positions=-0.1), "sinusoid_positions"),
+        (dict(hidden_size=33, n_heads=3, sinusoid_positions=0.1), "hidden_size"),
     ],
 )
 def test_config_errors_name_the_argument(kw, match):
     base = dict(vocab_size=40, hidden_size=32, n_heads=4)
     with pytest.raises((ValueError, TypeError), match=match):
         BertConfig(**{**base, **kw})
+
+
+def test_position_table_starts_as_configured():
+    base = dict(vocab_size=40, hidden_size=32, n_heads=4, n_layers=1, max_position=16)
+    torch.manual_seed(0)
+    bert = BertModel(BertConfig(**base)).embeddings.position.weight
+    assert 0.015 < float(bert.std()) < 0.025  # BERT: N(0, 0.02)
+    torch.manual_seed(0)
+    model = BertModel(BertConfig(**base, sinusoid_positions=0.1))
+    table = model.embeddings.position.weight
+    assert table.requires_grad  # still learned
+    torch.testing.assert_close(table.detach(), 0.1 * sinusoidal_positions(16, 32))
+    # nothing else changes: the other weights draw the same random numbers
+    torch.manual_seed(0)
+    plain = BertModel(BertConfig(**base))
+    assert torch.equal(model.embeddings.word.weight, plain.embeddings.word.weight)
+    assert torch.equal(model.layers[0].mlp.fc.weight, plain.layers[0].mlp.fc.weight)
 
 
 def test_config_round_trips_through_hf(hf_bert_config):

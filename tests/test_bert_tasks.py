@@ -206,6 +206,8 @@ def test_small_bert_smoke_trains_then_loads(tmp_path):
     enc, enc_tok = bt.encoder_for("scratch", "smoke", cache_dir=tmp_path, progress=False)
     assert isinstance(enc, BertModel) and enc.pooler is not None
     assert torch.equal(enc.embeddings.word.weight, model.bert.embeddings.word.weight)
+    # pretrained without dropout, fine-tuned with BERT's 0.1
+    assert model.config.dropout == 0.0 and enc.config.dropout == bt.FT_DROPOUT == 0.1
     # the encoder comes with its own vocabulary, cached beside it, not MiniLM's
     size = bt.SMALL_BERT_RECIPES["smoke"]["vocab_size"]
     assert tok.get_vocab_size() == enc_tok.get_vocab_size() == size == info["vocab_size"]
@@ -375,9 +377,11 @@ def test_run_fine_tunes_each_encoder_with_its_own_tokenizer(tmp_path, monkeypatc
         pass
 
     seen = {}
+    lrs = {}
 
     def fake_fine_tune(encoder, tokenizer, *args, **kwargs):
         seen[encoder.config.vocab_size] = tokenizer.get_vocab_size()
+        lrs[encoder.config.vocab_size, encoder.config.hidden_size] = kwargs["lr"]
         raise Stop
 
     monkeypatch.setattr(bt, "fine_tune", fake_fine_tune)
@@ -386,6 +390,17 @@ def test_run_fine_tunes_each_encoder_with_its_own_tokenizer(tmp_path, monkeypatc
             bt.run("poem-sentiment", name, "smoke", cache_dir=tmp_path, progress=False)
     small = bt.SMALL_BERT_RECIPES["smoke"]["vocab_size"]
     assert seen == {small: small, 30522: 30522}
+    # the small BERT fine-tunes with its own learning rate; MiniLM and its random twin share one
+    width = bt.SMALL_BERT_RECIPES["smoke"]["model"]["hidden_size"]
+    assert lrs == {(small, width): bt.FT_LR_SCRATCH, (30522, 384): bt.FT_LR}
+    assert bt.FT_LR_SCRATCH != bt.FT_LR
+
+
+def test_fine_tune_lr_per_encoder():
+    assert bt.fine_tune_lr("scratch") == bt.FT_LR_SCRATCH == 1e-3
+    assert bt.fine_tune_lr("minilm") == bt.fine_tune_lr("random") == bt.FT_LR == 1e-4
+    with pytest.raises(ValueError, match="encoder must be one of"):
+        bt.fine_tune_lr("bert-base")
 
 
 def test_mlm_loss_by_corruption_splits_the_loss(tokenizer):

@@ -18,6 +18,7 @@ from llmkit.nn import (
     attention,
     causal_mask,
     sdpa_attention,
+    sinusoidal_positions,
 )
 
 
@@ -386,3 +387,35 @@ def test_learned_positions():
         pos(9)
     with pytest.raises(ValueError, match="9"):
         pos(3, offset=6)
+
+
+def test_sinusoidal_positions_hand_worked():
+    # dim 4: frequencies 1 and 10000 ** (-2 / 4) = 0.01
+    t = sinusoidal_positions(3, 4)
+    assert t.shape == (3, 4) and t.dtype == torch.float32
+    want = [
+        [0.0, 1.0, 0.0, 1.0],
+        [math.sin(1), math.cos(1), math.sin(0.01), math.cos(0.01)],
+        [math.sin(2), math.cos(2), math.sin(0.02), math.cos(0.02)],
+    ]
+    torch.testing.assert_close(t, torch.tensor(want))
+
+
+def test_sinusoidal_positions_shift_is_one_linear_map():
+    """Vaswani et al.'s reason for the code: PE[p + k] is a fixed linear map of PE[p]."""
+    t = sinusoidal_positions(64, 16).double()
+    for k in (1, 5):
+        m = torch.linalg.lstsq(t[:-k], t[k:]).solution  # (16, 16), one map for every p
+        torch.testing.assert_close(t[:-k] @ m, t[k:], atol=1e-6, rtol=0)
+    noise = torch.randn(64, 16, generator=torch.Generator().manual_seed(0)).double()
+    m = torch.linalg.lstsq(noise[:-1], noise[1:]).solution
+    assert (noise[:-1] @ m - noise[1:]).abs().max() > 0.5  # random vectors have no such map
+
+
+@pytest.mark.parametrize(
+    "args, match",
+    [((0, 4), "n_positions"), ((4, 3), "dim"), ((4, 0), "dim")],
+)
+def test_sinusoidal_positions_errors(args, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        sinusoidal_positions(*args)

@@ -5,7 +5,8 @@
 et al. (2019), parameter for parameter, so that real checkpoints load exactly:
 
 * embeddings: token + learned position + segment (``token_type``), then LayerNorm and
-  dropout;
+  dropout (the position table starts from N(0, 0.02) as in BERT, or, with
+  ``sinusoid_positions``, from the original transformer's sinusoids, and is trained either way);
 * ``n_layers`` *post*-LayerNorm blocks: ``x = LN(x + attn(x))``, ``x = LN(x + mlp(x))``
   (LayerNorm eps 1e-12, exact GELU). Attention is bidirectional: no causal mask, only a
   padding mask, so padded positions never influence real ones;
@@ -41,7 +42,7 @@ from torch import nn
 
 from llmkit import validate
 from llmkit.data.fetch import sha256_file as _sha256
-from llmkit.nn import MLP, MultiHeadAttention
+from llmkit.nn import MLP, MultiHeadAttention, sinusoidal_positions
 
 __all__ = [
     "BertConfig",
@@ -86,6 +87,13 @@ class BertConfig:
         dropout: dropout on embeddings, attention weights and residual branches, in [0, 1).
         layer_norm_eps: LayerNorm epsilon (1e-12 in BERT).
         pad_token_id: the padding id, in ``[0, vocab_size)``.
+        sinusoid_positions: how the learned position table starts. ``0`` (BERT): N(0, 0.02),
+            random vectors at the scale of the word embeddings. ``s > 0``: ``s`` times
+            :func:`llmkit.nn.sinusoidal_positions` (entries in ``[-s, s]``), a code in which
+            neighbouring positions are related by one linear map, so attention can learn
+            "read my neighbour" once for all positions; chapter 05's small BERT uses 0.1.
+            Only the initial values differ: the table is trained in both cases, and
+            loading weights overwrites it.
     """
 
     vocab_size: int = 30522
@@ -98,10 +106,16 @@ class BertConfig:
     dropout: float = validate.checked(validate.probability, default=0.1)
     layer_norm_eps: float = validate.checked(validate.positive, default=1e-12)
     pad_token_id: int = validate.checked(validate.integer, 0, default=0)
+    sinusoid_positions: float = validate.checked(validate.number, 0.0, default=0.0)
 
     def __post_init__(self) -> None:
         validate.config_fields(self)
         validate.divisible("hidden_size", self.hidden_size, "n_heads", self.n_heads)
+        if self.sinusoid_positions and self.hidden_size % 2:
+            raise ValueError(
+                f"sinusoid_positions needs an even hidden_size (sin and cos pairs), "
+                f"got hidden_size={self.hidden_size}"
+            )
         if self.pad_token_id >= self.vocab_size:
             raise ValueError(
                 f"pad_token_id must lie in [0, vocab_size={self.vocab_size}), "
@@ -203,6 +217,10 @@ class BertModel(nn.Module):
         self.layers = nn.ModuleList(EncoderBlock(config) for _ in range(config.n_layers))
         self.pooler = nn.Linear(config.hidden_size, config.hidden_size) if add_pooler else None
         self.apply(_init_weights)
+        if config.sinusoid_positions:
+            table = sinusoidal_positions(config.max_position, config.hidden_size)
+            with torch.no_grad():
+                self.embeddings.position.weight.copy_(config.sinusoid_positions * table)
 
     def forward(
         self,

@@ -55,6 +55,7 @@ __all__ = [
     "MLP",
     "Block",
     "LearnedPositions",
+    "sinusoidal_positions",
     "ATTENTION_IMPLS",
     "RMSNorm",
     "SwiGLU",
@@ -667,6 +668,34 @@ class LearnedPositions(nn.Module):
 
     def extra_repr(self) -> str:
         return f"max_len={self.max_len}, d_model={self.d_model}"
+
+
+def sinusoidal_positions(n_positions: int, dim: int, base: float = 10000.0) -> torch.Tensor:
+    """The fixed position code of the original transformer (Vaswani et al., 2017, §3.5).
+
+    ``PE[p, 2i] = sin(p / base^(2i/dim))`` and ``PE[p, 2i+1] = cos(p / base^(2i/dim))``:
+    pairs of coordinates that turn at geometrically spaced frequencies, so that the code of
+    position ``p + k`` is a fixed linear map (a rotation per pair) of the code of ``p``.
+
+    Args:
+        n_positions: number of positions (>= 1).
+        dim: width of each code, even (>= 2).
+        base: the longest wavelength is ``2 * pi * base``.
+    Returns:
+        ``(n_positions, dim)`` float32, entries in ``[-1, 1]``.
+    """
+    validate.positive_int("n_positions", n_positions)
+    validate.positive_int("dim", dim)
+    if dim % 2:
+        raise ValueError(f"dim must be even (pairs of sin and cos), got {dim}")
+    validate.positive("base", base)
+    position = torch.arange(n_positions, dtype=torch.float64)[:, None]  # (n, 1)
+    inv_freq = base ** (-torch.arange(0, dim, 2, dtype=torch.float64) / dim)  # (dim / 2,)
+    angles = position * inv_freq  # (n, dim / 2)
+    table = torch.empty(n_positions, dim, dtype=torch.float64)
+    table[:, 0::2] = angles.sin()
+    table[:, 1::2] = angles.cos()
+    return table.float()
 
 
 # ---------------------------------------------------------------------------------------------
