@@ -277,8 +277,8 @@ FT_LR = 1e-4
 """The peak fine-tuning learning rate of the MiniLM-sized encoders (``"minilm"``,
 ``"random"``)."""
 FT_LR_SCRATCH = 1e-3
-"""The peak fine-tuning learning rate of the small BERT (``"scratch"``), 24 times smaller
-than MiniLM: of 1e-4, 3e-4 and 1e-3, the one with the best validation score on
+"""The peak fine-tuning learning rate of the small BERT (``"scratch"``), a model 24 times
+smaller than MiniLM: of 1e-4, 3e-4 and 1e-3, the one with the best validation score on
 ud-ewt-upos (0.538, 0.689, 0.837) and sentence-polarity (0.568, 0.661, 0.697) in
 the ``book`` profile when it was chosen."""
 FT_DROPOUT = 0.1  # BERT's; the small BERT pretrains without dropout and fine-tunes with it
