@@ -192,16 +192,15 @@ TASKS: dict[str, Task] = {
 
 # --------------------------------------------------------------------------- recipes
 
+_PRETRAIN_SETTINGS: dict[str, Any] = dict(dropout=0.0, sinusoid_positions=0.1)
+"""The two :class:`~llmkit.bert.BertConfig` settings where every profile's small BERT departs
+from BERT's pretraining (see :data:`SMALL_BERT_RECIPES`)."""
+
 SMALL_BERT_RECIPES: dict[str, dict[str, Any]] = {
     "smoke": {
         "vocab_size": 1024,
         "model": dict(
-            hidden_size=64,
-            n_layers=2,
-            n_heads=2,
-            intermediate_size=256,
-            dropout=0.0,
-            sinusoid_positions=0.1,
+            hidden_size=64, n_layers=2, n_heads=2, intermediate_size=256, **_PRETRAIN_SETTINGS
         ),
         "seq_len": 32,
         "batch_size": 16,
@@ -211,12 +210,7 @@ SMALL_BERT_RECIPES: dict[str, dict[str, Any]] = {
     "book": {
         "vocab_size": 4096,
         "model": dict(
-            hidden_size=128,
-            n_layers=2,
-            n_heads=2,
-            intermediate_size=512,
-            dropout=0.0,
-            sinusoid_positions=0.1,
+            hidden_size=128, n_layers=2, n_heads=2, intermediate_size=512, **_PRETRAIN_SETTINGS
         ),
         "seq_len": 64,
         "batch_size": 32,
@@ -226,12 +220,7 @@ SMALL_BERT_RECIPES: dict[str, dict[str, Any]] = {
     "full": {
         "vocab_size": 8192,
         "model": dict(
-            hidden_size=512,
-            n_layers=8,
-            n_heads=8,
-            intermediate_size=2048,
-            dropout=0.0,
-            sinusoid_positions=0.1,
+            hidden_size=512, n_layers=8, n_heads=8, intermediate_size=2048, **_PRETRAIN_SETTINGS
         ),
         "seq_len": 128,
         "batch_size": 128,
