@@ -17,6 +17,7 @@ from llmkit.nn import (
     MultiHeadAttention,
     attention,
     causal_mask,
+    rope_frequencies,
     sdpa_attention,
     sinusoidal_positions,
 )
@@ -399,6 +400,13 @@ def test_sinusoidal_positions_hand_worked():
         [math.sin(2), math.cos(2), math.sin(0.02), math.cos(0.02)],
     ]
     torch.testing.assert_close(t, torch.tensor(want))
+
+
+def test_sinusoidal_positions_use_ropes_frequencies():
+    t = sinusoidal_positions(32, 16)
+    angles = torch.arange(32)[:, None].double() * rope_frequencies(16).double()
+    torch.testing.assert_close(t[:, 0::2], angles.sin().float(), atol=1e-6, rtol=0)
+    torch.testing.assert_close(t[:, 1::2], angles.cos().float(), atol=1e-6, rtol=0)
 
 
 def test_sinusoidal_positions_shift_is_one_linear_map():

@@ -675,7 +675,10 @@ def sinusoidal_positions(n_positions: int, dim: int, base: float = 10000.0) -> t
 
     ``PE[p, 2i] = sin(p / base^(2i/dim))`` and ``PE[p, 2i+1] = cos(p / base^(2i/dim))``:
     pairs of coordinates that turn at geometrically spaced frequencies, so that the code of
-    position ``p + k`` is a fixed linear map (a rotation per pair) of the code of ``p``.
+    position ``p + k`` is a fixed linear map (a rotation per pair) of the code of ``p``. The
+    frequencies are those of :func:`rope_frequencies`, which rotary embeddings apply to
+    queries and keys instead; here they are computed in float64 (the table is an
+    initialisation, not a match for Hugging Face's float32 RoPE).
 
     Args:
         n_positions: number of positions (>= 1).
